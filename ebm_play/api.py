@@ -1,0 +1,124 @@
+"""The task-level Python API: sample, score, inpaint and denoise with any model and sampler.
+
+The CLI and the app call these; they validate inputs and fill sampler defaults from the model
+file's ``info["sampler"]`` (the settings the model was trained and evaluated with).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from . import samplers
+from .data import uniform_noise
+from .errors import EBMError
+from .images import check_pixels
+from .runtime import make_generator
+
+MAX_CHAINS = 4096
+MAX_STEPS = 100_000
+
+
+def default_sampler_settings(model: nn.Module, sampler: str) -> dict:
+    """The model's recommended settings for ``sampler`` (steps included), or the sampler's own."""
+    rec = dict(getattr(model, "info", {}).get("samplers", {}).get(sampler, {}))
+    rec.setdefault("steps", {"langevin": 60, "gibbs": 200}.get(sampler, 100))
+    return rec
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _check_count(name: str, v, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or int(v) != v:
+        raise EBMError(f"{name} must be a whole number, got {v!r}")
+    if not lo <= v <= hi:
+        raise EBMError(f"{name} must be between {lo} and {hi}, got {int(v)}")
+    return int(v)
+
+
+def sample_chains(model: nn.Module, n: int = 16, steps: int | None = None, sampler: str = "langevin",
+                  seed: int | None = None, x0: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                  callback: Callable[[samplers.Step], object] | None = None, keep_frames: int = 0,
+                  **options) -> samplers.SampleResult:
+    """Run ``sampler`` on ``model`` from fresh uniform-noise chains (or from ``x0``) and return the
+    whole :class:`~ebm_play.samplers.SampleResult` (final chains, energies per step, frames)."""
+    if sampler not in samplers.SAMPLERS:
+        raise EBMError(f"unknown sampler {sampler!r}; known: {', '.join(samplers.SAMPLERS)}")
+    settings = default_sampler_settings(model, sampler)
+    default_steps = settings.pop("steps")
+    steps = _check_count("steps", default_steps if steps is None else steps, 0, MAX_STEPS)
+    options = {**settings, **options}
+    device = _device_of(model)
+    g = make_generator(seed, device)
+    if x0 is None:
+        x0 = uniform_noise(_check_count("n", n, 1, MAX_CHAINS), g, device)
+    else:
+        x0 = check_pixels(x0, "x0").to(device)
+        if len(x0) == 1 and n > 1:
+            x0 = x0.repeat(_check_count("n", n, 1, MAX_CHAINS), 1, 1, 1)
+    if mask is not None:
+        mask = torch.as_tensor(mask, dtype=torch.float32, device=device)
+        try:
+            torch.broadcast_shapes(mask.shape, x0.shape)
+        except RuntimeError as e:
+            raise EBMError(f"mask of shape {tuple(mask.shape)} does not fit images {tuple(x0.shape)}") from e
+        options["mask"] = (mask > 0.5).float()
+    was_training = model.training
+    model.eval()
+    try:
+        return samplers.run(sampler, model, x0, steps, generator=g, callback=callback,
+                            keep_frames=keep_frames, **options)
+    finally:
+        model.train(was_training)
+
+
+def sample(model: nn.Module, n: int = 16, steps: int | None = None, sampler: str = "langevin",
+           seed: int | None = None, x0: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+           callback: Callable[[samplers.Step], object] | None = None, **options) -> torch.Tensor:
+    """N×1×28×28 samples in [−1, 1] (see :func:`sample_chains` for the full record)."""
+    return sample_chains(model, n, steps, sampler, seed, x0, mask, callback, **options).x
+
+
+@torch.no_grad()
+def score(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Energies (N,) of images; lower = more data-like."""
+    x = check_pixels(x)
+    device = _device_of(model)
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(x[i: i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def inpaint(model: nn.Module, image: torch.Tensor, keep: torch.Tensor, n: int = 4, steps: int | None = None,
+            sampler: str = "langevin", seed: int | None = None, **options) -> samplers.SampleResult:
+    """Fill the pixels where ``keep`` is 0 by sampling with the kept pixels held fixed.
+    Each of the ``n`` fills starts from its own uniform noise in the free region."""
+    image = check_pixels(image, "image")[:1]
+    keep = torch.as_tensor(keep, dtype=torch.float32).reshape(1, 1, 28, 28)
+    if keep.min() > 0.5:
+        raise EBMError("the mask keeps every pixel: mark the part to fill in")
+    g = make_generator(seed, torch.device("cpu"))
+    noise = uniform_noise(_check_count("n", n, 1, MAX_CHAINS), g)
+    x0 = torch.where(keep > 0.5, image, noise)
+    return sample_chains(model, len(x0), steps, sampler, seed, x0=x0, mask=keep, **options)
+
+
+def denoise(model: nn.Module, noisy: torch.Tensor, data_weight: float = 1.0, steps: int | None = None,
+            sampler: str = "langevin", seed: int | None = None, **options) -> samplers.SampleResult:
+    """Minimise E(x) + λ‖x − x_noisy‖² by sampling from the noisy image (λ = ``data_weight``)."""
+    noisy = check_pixels(noisy, "noisy image")
+    if sampler == "gibbs":
+        raise EBMError("denoising needs a gradient sampler (langevin, ula, mala, hmc, annealed)")
+    if not (data_weight >= 0 and data_weight < float("inf")):
+        raise EBMError(f"data_weight must be 0 or more, got {data_weight}")
+    return sample_chains(model, len(noisy), steps, sampler, seed, x0=noisy, x_obs=noisy,
+                         data_weight=float(data_weight), **options)

@@ -1,0 +1,191 @@
+"""Energy models. Every model maps x (N×1×28×28, float32, pixels in [−1, 1]) to energies (N,).
+
+Convention, used everywhere in ebm_play: **lower energy = more data-like**, p(x) ∝ exp(−E(x)).
+
+Each model keeps the constructor arguments in ``self.config`` so a weights file can rebuild it
+(see ``weights.py``); ``MODEL_KINDS`` maps the ``kind`` stored in the file to the class.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import EBMError
+
+IMAGE_SHAPE = (1, 28, 28)
+
+
+class Swish(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(x)
+
+
+def _trunk(width: int, spectral_norm: bool) -> nn.Sequential:
+    """The reference CNN body: 28×28 → 16×16 → 8×8 → 4×4 → 2×2, Swish between layers."""
+    c = width
+    sn = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
+    return nn.Sequential(
+        sn(nn.Conv2d(1, c, 5, stride=2, padding=4)), Swish(),
+        sn(nn.Conv2d(c, 2 * c, 3, stride=2, padding=1)), Swish(),
+        sn(nn.Conv2d(2 * c, 4 * c, 3, stride=2, padding=1)), Swish(),
+        sn(nn.Conv2d(4 * c, 4 * c, 3, stride=2, padding=1)), Swish(),
+        nn.Flatten(),
+        sn(nn.Linear(4 * c * 4, 4 * c)), Swish(),
+    )
+
+
+def check_images(x: torch.Tensor) -> None:
+    """Reject what is not a batch of 28×28 single-channel images, with a message that says why."""
+    if not isinstance(x, torch.Tensor):
+        raise EBMError(f"expected a tensor of images, got {type(x).__name__}")
+    if x.dim() != 4 or tuple(x.shape[1:]) != IMAGE_SHAPE:
+        raise EBMError(f"expected images of shape N×1×28×28, got {tuple(x.shape)}")
+
+
+class EnergyModel(nn.Module):
+    """Base class: ``forward(x) -> (N,)`` energies. ``kind`` names the class in weights files."""
+
+    kind = "base"
+
+    def __init__(self, **config):
+        super().__init__()
+        self.config = dict(config)
+
+    def energy_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """E(x) and dE/dx for a batch, the one operation every gradient sampler needs."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            e = self(x)
+            (g,) = torch.autograd.grad(e.sum(), x)
+        return e.detach(), g
+
+
+class CNNEnergy(EnergyModel):
+    """The reference CNN energy (conv 1→c k5 s2 p4, c→2c, 2c→4c, 4c→4c k3 s2 p1, linear 16c→4c→1).
+
+    ``width`` is c (16 in the reference). Optional spectral normalisation bounds each layer's
+    Lipschitz constant, which keeps the energy smooth and training stable.
+    """
+
+    kind = "cnn"
+
+    def __init__(self, width: int = 16, spectral_norm: bool = False):
+        super().__init__(width=int(width), spectral_norm=bool(spectral_norm))
+        if not 1 <= width <= 256:
+            raise EBMError(f"width must be between 1 and 256, got {width}")
+        self.body = _trunk(width, spectral_norm)
+        self.head = nn.Linear(4 * width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x)).squeeze(-1)
+
+
+class JEMEnergy(EnergyModel):
+    """JEM classifier-energy (Grathwohl et al. 2020): logits f(x) ∈ R¹⁰ define
+
+    E(x, y) = −f(x)[y],  E(x) = −logsumexp_y f(x)[y],  p(y|x) = softmax f(x).
+    """
+
+    kind = "jem"
+
+    def __init__(self, width: int = 32, spectral_norm: bool = False, n_classes: int = 10):
+        super().__init__(width=int(width), spectral_norm=bool(spectral_norm), n_classes=int(n_classes))
+        if not 1 <= width <= 256:
+            raise EBMError(f"width must be between 1 and 256, got {width}")
+        self.body = _trunk(width, spectral_norm)
+        self.head = nn.Linear(4 * width, n_classes)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | int | None = None) -> torch.Tensor:
+        f = self.logits(x)
+        if y is None:
+            return -torch.logsumexp(f, dim=1)
+        if isinstance(y, int):
+            return -f[:, y]
+        return -f.gather(1, y.view(-1, 1).long()).squeeze(1)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """p(y|x), N×10."""
+        return torch.softmax(self.logits(x), dim=1)
+
+
+class RBM(EnergyModel):
+    """Bernoulli RBM over 784 binary visibles v = (x + 1)/2 and ``hidden`` binary hiddens.
+
+    E(v, h) = −bᵀv − cᵀh − vᵀWh. Its energy on images is the free energy
+    F(v) = −log Σ_h exp(−E(v, h)) = −bᵀv − Σ_j softplus(c_j + (vᵀW)_j), which is differentiable
+    in v, so gradient samplers work on it as well as block Gibbs.
+    """
+
+    kind = "rbm"
+
+    def __init__(self, hidden: int = 256, visible: int = 784):
+        super().__init__(hidden=int(hidden), visible=int(visible))
+        if not 1 <= hidden <= 8192:
+            raise EBMError(f"hidden must be between 1 and 8192, got {hidden}")
+        self.W = nn.Parameter(torch.randn(visible, hidden) * 0.01)
+        self.b = nn.Parameter(torch.zeros(visible))
+        self.c = nn.Parameter(torch.zeros(hidden))
+
+    @staticmethod
+    def to_visible(x: torch.Tensor) -> torch.Tensor:
+        return ((x.reshape(x.shape[0], -1) + 1) / 2).clamp(0, 1)
+
+    @staticmethod
+    def to_image(v: torch.Tensor) -> torch.Tensor:
+        return (v * 2 - 1).reshape(-1, *IMAGE_SHAPE)
+
+    def joint_energy(self, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return -(v @ self.b) - (h @ self.c) - ((v @ self.W) * h).sum(1)
+
+    def free_energy(self, v: torch.Tensor) -> torch.Tensor:
+        return -(v @ self.b) - F.softplus(v @ self.W + self.c).sum(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.free_energy(self.to_visible(x))
+
+    def p_h(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(v @ self.W + self.c)
+
+    def p_v(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(h @ self.W.t() + self.b)
+
+    def gibbs_step(self, v: torch.Tensor, generator: torch.Generator | None = None):
+        """One block-Gibbs sweep v → h → v'. Returns (v', p(v'=1|h)) so callers can show the mean."""
+        h = torch.bernoulli(self.p_h(v), generator=generator)
+        pv = self.p_v(h)
+        return torch.bernoulli(pv, generator=generator), pv
+
+
+class MLPEnergy(EnergyModel):
+    """A small MLP energy on 2-D points (for landscapes): x (N×2) → (N,)."""
+
+    kind = "mlp2d"
+
+    def __init__(self, hidden: int = 128, layers: int = 3):
+        super().__init__(hidden=int(hidden), layers=int(layers))
+        dims = [2] + [hidden] * layers
+        mods: list[nn.Module] = []
+        for a, b in zip(dims, dims[1:]):
+            mods += [nn.Linear(a, b), Swish()]
+        self.net = nn.Sequential(*mods, nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+MODEL_KINDS: dict[str, type[EnergyModel]] = {m.kind: m for m in (CNNEnergy, JEMEnergy, RBM, MLPEnergy)}
+
+
+def build_model(kind: str, **config) -> EnergyModel:
+    """Build a model from its kind and constructor arguments (as stored in weights files)."""
+    if kind not in MODEL_KINDS:
+        raise EBMError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
+    try:
+        return MODEL_KINDS[kind](**config)
+    except TypeError as e:
+        raise EBMError(f"bad configuration for a {kind} model: {e}") from e

@@ -1,0 +1,82 @@
+"""Device choice and the thread policy.
+
+Torch defaults to one OpenMP thread per core and spinning idle workers. On a 2-core machine a
+trainer thread and a sampler thread that each do that slow each other down many times over, so
+the project sets the policy once, before any heavy work:
+
+- ``OMP_WAIT_POLICY=PASSIVE``: idle OpenMP workers sleep instead of spinning (set before torch loads);
+- one inter-op thread: parallelism comes from intra-op threads only;
+- intra-op threads = ``EBM_PLAY_THREADS`` or the number of cores; a process that runs several
+  jobs at once (the app) gives each job ``threads_per_job()`` via :func:`job_threads`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+
+from .errors import EBMError  # noqa: E402
+
+_configured = False
+_lock = threading.Lock()
+
+
+def cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """Apply the thread policy once per process; returns the intra-op thread count in force."""
+    global _configured
+    with _lock:
+        n = threads or int(os.environ.get("EBM_PLAY_THREADS", 0)) or cpu_count()
+        torch.set_num_threads(n)
+        if not _configured:
+            with contextlib.suppress(RuntimeError):  # only settable before the first parallel op
+                torch.set_num_interop_threads(1)
+            _configured = True
+        return n
+
+
+@contextlib.contextmanager
+def job_threads(n: int):
+    """Run a block with ``n`` intra-op threads (torch's setting is per thread since 2.0)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/``"auto"`` pick CUDA when present, else the CPU; an unavailable CUDA is a user error."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise EBMError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'auto'") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EBMError("device 'cuda' asked for, but CUDA is not available here")
+    if dev.type not in ("cpu", "cuda"):
+        raise EBMError(f"unsupported device {device!r}: use 'cpu', 'cuda' or 'auto'")
+    return dev
+
+
+def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    """A private random stream, so a seed gives the same chains whatever else the process does."""
+    g = torch.Generator(device=device)
+    if seed is None:
+        g.seed()
+    else:
+        g.manual_seed(int(seed))
+    return g

@@ -1,0 +1,315 @@
+"""MCMC samplers for energy models: one implementation each, used by training, the CLI and the app.
+
+Every sampler is a generator ``sampler(energy, x0, steps, **options)`` that yields a :class:`Step`
+for the start (step 0) and after each of its ``steps`` updates, so a caller can stream frames and
+plot energy against step. :func:`run` drives one to the end and collects what was asked for.
+
+They all sample from the tempered, conditioned target
+
+    p(x) ∝ exp(−U(x)),  U(x) = (E(x) + λ‖x − x_obs‖² + wall(x)) / T,
+
+where λ = ``data_weight`` (denoising), ``mask`` (1 = observed) holds pixels fixed at their ``x0``
+values (inpainting), and ``wall`` is a soft quadratic penalty outside ``bounds`` used by the
+Metropolis samplers (a hard clamp would break their detailed balance; the Langevin forms clamp).
+
+A note on scales: the reference recipe (step 10, noise 0.005) is far from the textbook ratio
+noise = sqrt(2·step); it behaves like Langevin at T ≈ noise²/(2·step) ≈ 1e-6. Models trained
+with it therefore need a small ``temperature`` under ``ula``/``mala``/``hmc``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import EBMError
+from .runtime import make_generator
+
+Energy = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Step:
+    """One recorded state of the chains."""
+
+    step: int  # updates applied so far (0 = start)
+    x: torch.Tensor  # the chains
+    energy: torch.Tensor  # (N,) model energy E(x), without temperature, data term or wall
+    accept: torch.Tensor | None = None  # (N,) acceptance indicator of this update (MALA, HMC)
+    temperature: float = 1.0
+
+
+@dataclass
+class SampleResult:
+    x: torch.Tensor  # final chains
+    energy: torch.Tensor  # (N,) final energies
+    energies: torch.Tensor  # (records, N) energy at each recorded step
+    steps: list[int]  # the step number of each record
+    frames: list[torch.Tensor] = field(default_factory=list)  # recorded chains, if asked for
+    accept_rate: float | None = None  # mean acceptance over all updates and chains
+
+
+def energy_and_grad(energy: Energy, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """E(x) and dE/dx; models may provide a faster ``energy_and_grad`` of their own."""
+    own = getattr(energy, "energy_and_grad", None)
+    if own is not None:
+        return own(x)
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        e = energy(x)
+        (g,) = torch.autograd.grad(e.sum(), x)
+    return e.detach(), g
+
+
+class _Target:
+    """U(x) and its gradient for one run: the model energy plus the cheap analytic terms."""
+
+    def __init__(self, energy, x0, mask, x_obs, data_weight, bounds, wall):
+        self.energy = energy
+        self.free = None
+        if mask is not None:
+            mask = torch.as_tensor(mask, dtype=x0.dtype, device=x0.device)
+            self.free = (1 - mask).expand_as(x0)
+        if data_weight and x_obs is None:
+            raise EBMError("data_weight needs x_obs, the image to stay close to")
+        self.x_obs = None if x_obs is None else torch.as_tensor(x_obs, dtype=x0.dtype, device=x0.device)
+        self.lam = float(data_weight)
+        self.bounds = bounds
+        self.wall = float(wall) if bounds is not None else 0.0
+
+    def model(self, x):
+        with torch.no_grad():
+            return self.energy(x).detach()
+
+    def extra(self, x):
+        """λ‖x − x_obs‖² + wall(x) per chain, and its gradient."""
+        u = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        g = torch.zeros_like(x)
+        if self.lam:
+            d = x - self.x_obs
+            u = u + self.lam * d.flatten(1).pow(2).sum(1)
+            g = g + 2 * self.lam * d
+        if self.wall:
+            lo, hi = self.bounds
+            over = (x - hi).clamp(min=0) - (lo - x).clamp(min=0)
+            u = u + self.wall * over.flatten(1).pow(2).sum(1)
+            g = g + 2 * self.wall * over
+        return u, g
+
+    def potential(self, x, T):
+        """(U, ∇U, E) at x for temperature T."""
+        e, ge = energy_and_grad(self.energy, x)
+        u, gu = self.extra(x)
+        g = (ge + gu) / T
+        if self.free is not None:
+            g = g * self.free
+        return (e + u) / T, g, e
+
+    def masked(self, v):
+        return v if self.free is None else v * self.free
+
+    def clamp(self, x):
+        return x if self.bounds is None else x.clamp(*self.bounds)
+
+
+def _temperatures(temperature: float | Sequence[float], steps: int) -> list[float]:
+    if isinstance(temperature, (int, float)):
+        temps = [float(temperature)] * steps
+    else:
+        temps = [float(t) for t in temperature]
+        if len(temps) != steps:
+            raise EBMError(f"temperature schedule has {len(temps)} entries for {steps} steps")
+    if any(not (math.isfinite(t) and t > 0) for t in temps):
+        raise EBMError("temperatures must be positive and finite")
+    return temps
+
+
+def _randn(x, generator):
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def langevin(energy: Energy, x0: torch.Tensor, steps: int = 60, *, step_size: float = 10.0,
+             noise: float = 0.005, grad_clamp: float | None = 0.03, temperature=1.0,
+             bounds: tuple[float, float] | None = (-1.0, 1.0), mask=None, x_obs=None,
+             data_weight: float = 0.0, generator: torch.Generator | None = None) -> Iterator[Step]:
+    """Langevin in the reference form: add noise σ, clamp, step along the clamped gradient, clamp.
+
+    Step k > 0 records the state at which update k+1 takes its gradient (noise included), with its
+    exact energy; the last record is the final state. The final state equals the reference
+    tutorial's given the same noise.
+    """
+    t = _Target(energy, x0, mask, x_obs, data_weight, bounds, wall=0.0)
+    temps = _temperatures(temperature, steps)
+    x = x0
+    for k in range(steps):
+        x = t.clamp(x + t.masked(noise * _randn(x, generator)))
+        _, g, e = t.potential(x, temps[k])
+        yield Step(k, x, e, temperature=temps[k])
+        if grad_clamp is not None:
+            g = g.clamp(-grad_clamp, grad_clamp)
+        x = t.clamp(x - step_size * g)
+    yield Step(steps, x, t.model(x), temperature=temps[-1] if temps else 1.0)
+
+
+def ula(energy: Energy, x0: torch.Tensor, steps: int = 100, *, step_size: float = 1e-4,
+        temperature=1.0, bounds: tuple[float, float] | None = (-1.0, 1.0), mask=None, x_obs=None,
+        data_weight: float = 0.0, generator: torch.Generator | None = None) -> Iterator[Step]:
+    """Textbook unadjusted Langevin: x ← x − α∇U(x) + sqrt(2α)·ξ, with U = E/T (plus terms).
+
+    Its stationary law is exp(−U) up to an O(α) bias; with ``bounds`` each state is clamped.
+    """
+    t = _Target(energy, x0, mask, x_obs, data_weight, bounds, wall=0.0)
+    temps = _temperatures(temperature, steps)
+    x = t.clamp(x0)
+    g = None
+    for k in range(steps + 1):
+        T = temps[min(k, steps - 1)] if steps else 1.0
+        if k == steps:
+            yield Step(k, x, t.model(x), temperature=T)
+            return
+        _, g, e = t.potential(x, T)
+        yield Step(k, x, e, temperature=T)
+        x = t.clamp(x - step_size * g + t.masked(math.sqrt(2 * step_size) * _randn(x, generator)))
+
+
+def mala(energy: Energy, x0: torch.Tensor, steps: int = 100, *, step_size: float = 1e-4,
+         temperature=1.0, bounds: tuple[float, float] | None = (-1.0, 1.0), wall: float = 10.0,
+         mask=None, x_obs=None, data_weight: float = 0.0,
+         generator: torch.Generator | None = None) -> Iterator[Step]:
+    """Metropolis-adjusted Langevin: the ULA proposal, accepted with the Metropolis–Hastings ratio,
+    so the chain targets exp(−U) exactly. Each record carries each chain's accept indicator."""
+    t = _Target(energy, x0, mask, x_obs, data_weight, bounds, wall)
+    temps = _temperatures(temperature, steps)
+    x = x0
+    u, g, e = t.potential(x, temps[0] if steps else 1.0)
+    yield Step(0, x, e, temperature=temps[0] if steps else 1.0)
+    for k, T in enumerate(temps):
+        if k and T != temps[k - 1]:
+            u, g, e = t.potential(x, T)
+        y = x - step_size * g + t.masked(math.sqrt(2 * step_size) * _randn(x, generator))
+        uy, gy, ey = t.potential(y, T)
+        fwd = (y - x + step_size * g).flatten(1).pow(2).sum(1)  # −4α log q(y|x) + const
+        bwd = (x - y + step_size * gy).flatten(1).pow(2).sum(1)
+        log_ratio = u - uy + (fwd - bwd) / (4 * step_size)
+        accept = torch.rand(log_ratio.shape, generator=generator, device=x.device).log() < log_ratio
+        a = accept.view(-1, *[1] * (x.dim() - 1))
+        x, u, g, e = torch.where(a, y, x), torch.where(accept, uy, u), torch.where(a, gy, g), torch.where(accept, ey, e)
+        yield Step(k + 1, x, e, accept=accept.to(x.dtype), temperature=T)
+
+
+def hmc(energy: Energy, x0: torch.Tensor, steps: int = 50, *, step_size: float = 1e-3,
+        leapfrog: int = 10, temperature=1.0, bounds: tuple[float, float] | None = (-1.0, 1.0),
+        wall: float = 10.0, mask=None, x_obs=None, data_weight: float = 0.0,
+        generator: torch.Generator | None = None) -> Iterator[Step]:
+    """Hamiltonian Monte Carlo: unit-mass momenta, ``leapfrog`` steps of size ε, then accept with
+    probability min(1, exp(H_old − H_new)). One update = one trajectory."""
+    if int(leapfrog) < 1:
+        raise EBMError("leapfrog must be at least 1")
+    t = _Target(energy, x0, mask, x_obs, data_weight, bounds, wall)
+    temps = _temperatures(temperature, steps)
+    x = x0
+    u, g, e = t.potential(x, temps[0] if steps else 1.0)
+    yield Step(0, x, e, temperature=temps[0] if steps else 1.0)
+    for k, T in enumerate(temps):
+        if k and T != temps[k - 1]:
+            u, g, e = t.potential(x, T)
+        p = t.masked(_randn(x, generator))
+        h0 = u + 0.5 * p.flatten(1).pow(2).sum(1)
+        y, gy = x, g
+        p = p - 0.5 * step_size * gy
+        for i in range(int(leapfrog)):
+            y = y + step_size * p
+            uy, gy, ey = t.potential(y, T)
+            p = p - (step_size if i < leapfrog - 1 else 0.5 * step_size) * gy
+        h1 = uy + 0.5 * p.flatten(1).pow(2).sum(1)
+        log_ratio = torch.nan_to_num(h0 - h1, nan=-math.inf)
+        accept = torch.rand(log_ratio.shape, generator=generator, device=x.device).log() < log_ratio
+        a = accept.view(-1, *[1] * (x.dim() - 1))
+        x, u, g, e = torch.where(a, y, x), torch.where(accept, uy, u), torch.where(a, gy, g), torch.where(accept, ey, e)
+        yield Step(k + 1, x, e, accept=accept.to(x.dtype), temperature=T)
+
+
+def annealed(energy: Energy, x0: torch.Tensor, steps: int = 200, *, t_start: float = 100.0,
+             t_end: float = 1.0, base: str = "ula", **options) -> Iterator[Step]:
+    """Annealed sampling: the ``base`` sampler under a geometric temperature schedule from
+    ``t_start`` down to ``t_end``. High temperatures let chains cross between modes."""
+    if base not in ("langevin", "ula", "mala", "hmc"):
+        raise EBMError(f"annealed sampling needs a gradient sampler as base, not {base!r}")
+    if not (t_start > 0 and t_end > 0 and math.isfinite(t_start) and math.isfinite(t_end)):
+        raise EBMError("t_start and t_end must be positive and finite")
+    n = max(steps - 1, 1)
+    temps = [t_start * (t_end / t_start) ** (k / n) for k in range(steps)]
+    return SAMPLERS[base](energy, x0, steps, temperature=temps, **options)
+
+
+def gibbs(energy, x0: torch.Tensor, steps: int = 100, *, mask=None,
+          generator: torch.Generator | None = None) -> Iterator[Step]:
+    """Block Gibbs sampling for an RBM (h | v, then v | h). Chains live on binary visibles; each
+    record shows p(v = 1 | h) as an image, which is what RBM papers plot."""
+    if not hasattr(energy, "gibbs_step"):
+        raise EBMError("Gibbs sampling needs an RBM model")
+    rbm = energy
+    with torch.no_grad():
+        v_obs = rbm.to_visible(x0)
+        v = torch.bernoulli(v_obs, generator=generator)
+        keep = None if mask is None else torch.as_tensor(mask, device=x0.device).expand_as(x0).reshape(v.shape).bool()
+        if keep is not None:
+            v = torch.where(keep, v_obs, v)
+        yield Step(0, rbm.to_image(v), rbm.free_energy(v))
+        for k in range(steps):
+            v, pv = rbm.gibbs_step(v, generator)
+            if keep is not None:
+                v, pv = torch.where(keep, v_obs, v), torch.where(keep, v_obs, pv)
+            yield Step(k + 1, rbm.to_image(pv), rbm.free_energy(v))
+
+
+SAMPLERS: dict[str, Callable[..., Iterator[Step]]] = {
+    "langevin": langevin, "ula": ula, "mala": mala, "hmc": hmc, "annealed": annealed, "gibbs": gibbs,
+}
+GRADIENT_SAMPLERS = ("langevin", "ula", "mala", "hmc", "annealed")
+
+
+def sampler_options(name: str) -> dict[str, object]:
+    """The options a sampler takes, with their defaults (for help texts and validation)."""
+    if name not in SAMPLERS:
+        raise EBMError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
+    sig = inspect.signature(SAMPLERS[name])
+    return {k: p.default for k, p in sig.parameters.items() if p.kind == p.KEYWORD_ONLY}
+
+
+def run(sampler: str, energy: Energy, x0: torch.Tensor, steps: int, *, seed: int | None = None,
+        generator: torch.Generator | None = None, callback: Callable[[Step], object] | None = None,
+        keep_frames: int = 0, **options) -> SampleResult:
+    """Run a sampler to the end. ``callback(step)`` sees every record; returning ``False`` stops
+    early. ``keep_frames=k`` keeps every k-th state (and the last) in ``result.frames``."""
+    allowed = set(sampler_options(sampler))
+    if sampler == "annealed":  # annealed passes the rest to its base sampler and sets the temperature
+        allowed |= set(sampler_options(options.get("base", "ula"))) - {"temperature", "generator"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise EBMError(f"sampler {sampler!r} has no option {unknown[0]!r}; options: {', '.join(sorted(allowed - {'generator'}))}")
+    steps = int(steps)
+    if steps < 0:
+        raise EBMError("steps must be 0 or more")
+    if generator is None:
+        generator = make_generator(seed, x0.device)
+    energies, numbers, frames, accepts = [], [], [], []
+    last = None
+    for rec in SAMPLERS[sampler](energy, x0, steps, generator=generator, **options):
+        last = rec
+        energies.append(rec.energy.detach())
+        numbers.append(rec.step)
+        if rec.accept is not None:
+            accepts.append(rec.accept.mean().item())
+        if keep_frames and (rec.step % keep_frames == 0 or rec.step == steps):
+            frames.append(rec.x.detach().clone())
+        if callback is not None and callback(rec) is False:
+            break
+    assert last is not None
+    return SampleResult(x=last.x.detach(), energy=last.energy.detach(), energies=torch.stack(energies),
+                        steps=numbers, frames=frames,
+                        accept_rate=sum(accepts) / len(accepts) if accepts else None)

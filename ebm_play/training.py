@@ -1,0 +1,322 @@
+"""Contrastive-divergence training for the CNN EBM, JEM and the RBM, one step at a time.
+
+The trainer never loops by itself: ``Trainer.step()`` does one update and returns its figures,
+so a CLI loop, a background thread in the app or a test can pause, resume and stop between steps.
+
+Loss (CNN energy): E(real) − E(fake) + α(E(real)² + E(fake)²); fakes come from a replay buffer
+refined by the shared Langevin sampler. JEM adds cross-entropy on p(y|x) to the same generative
+term with E(x) = −logsumexp f(x). The RBM uses CD-k or persistent CD with block Gibbs.
+
+Divergence (non-finite values, energies past a bound, fakes far below reals) rolls the model
+and optimiser back to the last good checkpoint and halves the learning rate; it is recorded.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+
+from . import samplers
+from .errors import EBMError
+from .models import RBM, EnergyModel, JEMEnergy, build_model
+from .runtime import make_generator
+
+DEFAULT_WIDTH = {"cnn": 16, "jem": 32}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; defaults are the reference recipe."""
+
+    model: str = "cnn"  # cnn | jem | rbm
+    width: int | None = None  # CNN channels c (cnn 16, jem 32)
+    hidden: int = 256  # RBM hidden units
+    spectral_norm: bool = False
+    classes: list[int] | None = None  # train on these digits only
+    batch_size: int = 128
+    sampler_steps: int = 60
+    step_size: float = 10.0
+    noise: float = 0.005
+    grad_clamp: float = 0.03
+    alpha: float = 0.1
+    lr: float = 1e-4
+    beta1: float = 0.0
+    beta2: float = 0.999
+    lr_gamma: float = 0.97
+    lr_step_every: int = 469  # iterations per StepLR step (one MNIST epoch at batch 128)
+    buffer_size: int = 8192
+    reinit: float = 0.05
+    data_noise: float = 0.005
+    grad_clip: float | None = 0.1  # max gradient norm
+    jem_gen_weight: float = 1.0
+    cd_k: int = 1
+    persistent: bool = True
+    energy_bound: float | None = None  # |E| past this is divergence (cnn/jem 100, rbm 1e5)
+    gap_bound: float = 10.0  # E(fake) − E(real) below −gap_bound is divergence
+    checkpoint_every: int = 25
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.model not in ("cnn", "jem", "rbm"):
+            raise EBMError(f"unknown model kind {self.model!r}: use cnn, jem or rbm")
+        positive = ("batch_size", "step_size", "lr", "buffer_size", "lr_step_every", "checkpoint_every", "cd_k", "hidden")
+        for name in positive:
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise EBMError(f"{name} must be a positive number, got {v!r}")
+        for name in ("noise", "alpha", "data_noise", "grad_clamp", "jem_gen_weight"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise EBMError(f"{name} must be 0 or more, got {v!r}")
+        if not 0 <= self.reinit <= 1:
+            raise EBMError(f"reinit must be between 0 and 1, got {self.reinit}")
+        if not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
+            raise EBMError("Adam betas must be in [0, 1)")
+        if self.sampler_steps < 0:
+            raise EBMError("sampler_steps must be 0 or more")
+        if self.classes is not None:
+            self.classes = sorted({int(c) for c in self.classes})
+            if not self.classes or any(c < 0 or c > 9 for c in self.classes):
+                raise EBMError("classes must be digits between 0 and 9")
+        if self.width is None and self.model != "rbm":
+            self.width = DEFAULT_WIDTH[self.model]
+        if self.energy_bound is None:
+            self.energy_bound = 1e5 if self.model == "rbm" else 100.0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise EBMError(f"unknown training option {unknown[0]!r}")
+        return cls(**d)
+
+    def build_model(self) -> EnergyModel:
+        if self.model == "rbm":
+            return build_model("rbm", hidden=self.hidden)
+        return build_model(self.model, width=self.width, spectral_norm=self.spectral_norm)
+
+    def sampler_options(self) -> dict:
+        return dict(step_size=self.step_size, noise=self.noise, grad_clamp=self.grad_clamp)
+
+
+def cd_loss(e_real: torch.Tensor, e_fake: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Contrastive divergence with an energy-magnitude penalty: pushes E down at data, up at fakes."""
+    return e_real.mean() - e_fake.mean() + alpha * (e_real.pow(2).mean() + e_fake.pow(2).mean())
+
+
+class ReplayBuffer:
+    """Persistent negatives: a batch is drawn from the buffer, ``reinit`` of it restarted from
+    uniform noise, refined by the sampler and written back where it came from."""
+
+    def __init__(self, capacity: int, reinit: float, device: torch.device,
+                 generator: torch.Generator, shape=(1, 28, 28)):
+        self.capacity, self.reinit, self.generator = int(capacity), float(reinit), generator
+        self.x = self.noise(self.capacity, shape, device)
+
+    def noise(self, n, shape, device):
+        return torch.rand((n, *shape), generator=self.generator, device=device) * 2 - 1
+
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(self.capacity, (n,), generator=self.generator, device=self.x.device)
+        x = self.x[idx]
+        fresh = torch.rand(n, generator=self.generator, device=x.device) < self.reinit
+        x = torch.where(fresh.view(-1, 1, 1, 1), self.noise(n, x.shape[1:], x.device), x)
+        return idx, x
+
+    def update(self, idx: torch.Tensor, x: torch.Tensor) -> None:
+        self.x[idx] = x.detach()
+
+    def sanitize(self) -> int:
+        """Replace non-finite chains with noise; returns how many were replaced."""
+        bad = ~torch.isfinite(self.x.flatten(1)).all(1)
+        n = int(bad.sum())
+        if n:
+            self.x[bad] = self.noise(n, self.x.shape[1:], self.x.device)
+        return n
+
+
+@dataclass
+class Event:
+    step: int
+    kind: str  # "rollback"
+    message: str
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+class Trainer:
+    """One training run. ``data`` is N×1×28×28 in [−1, 1]; ``labels`` (N,) is needed for JEM."""
+
+    def __init__(self, config: TrainConfig, data: torch.Tensor, labels: torch.Tensor | None = None,
+                 model: EnergyModel | None = None, device: torch.device | str = "cpu"):
+        self.config = c = config
+        self.device = torch.device(device)
+        if c.classes is not None and labels is not None:
+            keep = torch.isin(labels, torch.tensor(c.classes))
+            data, labels = data[keep], labels[keep]
+        if len(data) == 0:
+            raise EBMError("no training images (is the class subset empty?)")
+        if c.model == "jem" and labels is None:
+            raise EBMError("JEM training needs labels")
+        self.data = data.to(self.device)
+        self.labels = None if labels is None else labels.to(self.device)
+        torch.manual_seed(c.seed)
+        self.model = (model or c.build_model()).to(self.device)
+        if model is not None and model.kind != c.model:
+            raise EBMError(f"the loaded model is a {model.kind} model, but the run trains {c.model}")
+        self.generator = make_generator(c.seed, self.device)
+        self.buffer = ReplayBuffer(c.buffer_size, c.reinit if c.model != "rbm" else 0.0, self.device, self.generator)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, c.lr_step_every, c.lr_gamma)
+        self.state = TrainState()
+        self._order = torch.empty(0, dtype=torch.long)
+        self._checkpoint = self._snapshot()
+        self._started = time.perf_counter()
+
+    # --- data -------------------------------------------------------------------------------
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        b = min(self.config.batch_size, len(self.data))
+        if len(self._order) < b:  # a new epoch: a fresh permutation from the run's own generator
+            self._order = torch.randperm(len(self.data), generator=self.generator, device=self.device)
+        idx, self._order = self._order[:b], self._order[b:]
+        return self.data[idx], None if self.labels is None else self.labels[idx]
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def _snapshot(self) -> dict:
+        return {"model": copy.deepcopy(self.model.state_dict()),
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "scheduler": copy.deepcopy(self.scheduler.state_dict())}
+
+    def _rollback(self, reason: str) -> Event:
+        snap = self._checkpoint
+        self.model.load_state_dict(snap["model"])
+        self.optimizer.load_state_dict(snap["optimizer"])
+        self.scheduler.load_state_dict(snap["scheduler"])
+        for group in self.optimizer.param_groups:
+            group["lr"] *= 0.5
+        self.scheduler.base_lrs = [b * 0.5 for b in self.scheduler.base_lrs]
+        replaced = self.buffer.sanitize()
+        lr = self.optimizer.param_groups[0]["lr"]
+        msg = f"diverged at step {self.state.step} ({reason}): rolled back to the last good checkpoint, lr now {lr:.3g}"
+        if replaced:
+            msg += f", {replaced} buffer chains restarted"
+        event = Event(self.state.step, "rollback", msg)
+        self.state.events.append(event)
+        return event
+
+    # --- one update -------------------------------------------------------------------------
+    def negatives(self, x: torch.Tensor) -> torch.Tensor:
+        """Refine chains with the run's sampler (Langevin, or Gibbs for the RBM)."""
+        c = self.config
+        was_training = self.model.training
+        self.model.eval()
+        if c.model == "rbm":
+            out = samplers.run("gibbs", self.model, x, c.cd_k, generator=self.generator).x
+        else:
+            out = samplers.run("langevin", self.model, x, c.sampler_steps, generator=self.generator,
+                               **c.sampler_options()).x
+        self.model.train(was_training)
+        return out
+
+    def step(self) -> dict:
+        c = self.config
+        t0 = time.perf_counter()
+        x_real, y = self._batch()
+        if c.model == "rbm":
+            v_real = torch.bernoulli(RBM.to_visible(x_real), generator=self.generator)
+            x_real = RBM.to_image(v_real)
+            if c.persistent:
+                idx, x_neg = self.buffer.sample(len(x_real))
+            else:
+                idx, x_neg = None, x_real
+        else:
+            idx, x_neg = self.buffer.sample(len(x_real))
+            x_real = (x_real + c.data_noise * torch.randn(x_real.shape, generator=self.generator, device=self.device)).clamp(-1, 1)
+        x_neg = self.negatives(x_neg)
+        if idx is not None:
+            self.buffer.update(idx, x_neg)
+
+        self.model.train()
+        metrics: dict = {}
+        if c.model == "jem":
+            logits = self.model.logits(torch.cat([x_real, x_neg]))
+            e = -torch.logsumexp(logits, 1)
+            e_real, e_fake = e[: len(x_real)], e[len(x_real):]
+            ce = F.cross_entropy(logits[: len(x_real)], y)
+            loss = ce + c.jem_gen_weight * cd_loss(e_real, e_fake, c.alpha)
+            metrics["ce"] = ce.item()
+            metrics["accuracy"] = (logits[: len(x_real)].argmax(1) == y).float().mean().item()
+        elif c.model == "rbm":
+            e_real, e_fake = self.model(x_real), self.model(x_neg)
+            loss = e_real.mean() - e_fake.mean()
+        else:
+            e = self.model(torch.cat([x_real, x_neg]))
+            e_real, e_fake = e[: len(x_real)], e[len(x_real):]
+            loss = cd_loss(e_real, e_fake, c.alpha)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip or math.inf)
+        e_r, e_f = e_real.mean().item(), e_fake.mean().item()
+        reason = self._divergence(loss.item(), gnorm.item(), e_real, e_fake)
+        self.state.step += 1
+        metrics.update(step=self.state.step, loss=loss.item(), e_real=e_r, e_fake=e_f, gap=e_f - e_r,
+                       grad_norm=gnorm.item(), lr=self.optimizer.param_groups[0]["lr"], rolled_back=False)
+        if reason:
+            event = self._rollback(reason)
+            metrics.update(rolled_back=True, event=event.message)
+        else:
+            self.optimizer.step()
+            self.scheduler.step()
+            if self.state.step % c.checkpoint_every == 0 and self._finite_params():
+                self._checkpoint = self._snapshot()
+        dt = time.perf_counter() - t0
+        metrics.update(seconds=dt, steps_per_s=1.0 / dt if dt > 0 else float("inf"),
+                       elapsed=time.perf_counter() - self._started)
+        self.state.history.append(metrics)
+        return metrics
+
+    def _finite_params(self) -> bool:
+        return all(torch.isfinite(p).all() for p in self.model.parameters())
+
+    def _divergence(self, loss, gnorm, e_real, e_fake) -> str | None:
+        c = self.config
+        if not (math.isfinite(loss) and math.isfinite(gnorm)):
+            return "non-finite loss or gradient"
+        if not self._finite_params():
+            return "non-finite weights"
+        worst = max(e_real.abs().max().item(), e_fake.abs().max().item())
+        if worst > c.energy_bound:
+            return f"|energy| {worst:.3g} past the bound {c.energy_bound:g}"
+        if c.model != "rbm" and e_fake.mean().item() - e_real.mean().item() < -c.gap_bound:
+            return "fakes far below the data in energy (collapsed gap)"
+        return None
+
+    # --- views for callers ------------------------------------------------------------------
+    def fresh_samples(self, n: int, steps: int | None = None, seed: int = 0) -> torch.Tensor:
+        """Samples from fresh uniform-noise chains with the run's sampler settings."""
+        g = make_generator(seed, self.device)
+        x0 = torch.rand((n, 1, 28, 28), generator=g, device=self.device) * 2 - 1
+        c = self.config
+        self.model.eval()
+        if c.model == "rbm":
+            return samplers.run("gibbs", self.model, x0, steps or 200, generator=g).x
+        return samplers.run("langevin", self.model, x0, steps or c.sampler_steps, generator=g,
+                            **c.sampler_options()).x
+
+    def metadata(self) -> dict:
+        """Training facts stored beside the weights."""
+        return {"train_config": asdict(self.config), "train_steps": self.state.step,
+                "train_seconds": round(time.perf_counter() - self._started, 1),
+                "rollbacks": len(self.state.events)}

@@ -6,6 +6,7 @@ file's ``info["sampler"]`` (the settings the model was trained and evaluated wit
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -24,7 +25,7 @@ MAX_STEPS = 100_000
 def default_sampler_settings(model: nn.Module, sampler: str) -> dict:
     """The model's recommended settings for ``sampler`` (steps included), or the sampler's own."""
     rec = dict(getattr(model, "info", {}).get("samplers", {}).get(sampler, {}))
-    rec.setdefault("steps", {"langevin": 60, "gibbs": 200}.get(sampler, 100))
+    rec.setdefault("steps", inspect.signature(samplers.SAMPLERS[sampler]).parameters["steps"].default)
     return rec
 
 

@@ -36,7 +36,7 @@ def check_pixels(x: torch.Tensor, what: str = "images") -> torch.Tensor:
         raise EBMError(f"{what} must be float in [−1, 1], got {x.dtype}")
     x = x.float()
     if not torch.isfinite(x).all():
-        raise EBMError(f"{what} contain NaN or infinite values")
+        raise EBMError(f"{what}: NaN or infinite values")
     lo, hi = x.min().item(), x.max().item()
     if lo < -1.0001 or hi > 1.0001:
         raise EBMError(f"{what} must have pixels in [−1, 1], found [{lo:.3g}, {hi:.3g}]")

@@ -48,6 +48,7 @@ class EnergyModel(nn.Module):
     """Base class: ``forward(x) -> (N,)`` energies. ``kind`` names the class in weights files."""
 
     kind = "base"
+    is_energy = True  # False for the evaluation classifier, which returns logits
 
     def __init__(self, **config):
         super().__init__()
@@ -178,7 +179,34 @@ class MLPEnergy(EnergyModel):
         return self.net(x).squeeze(-1)
 
 
-MODEL_KINDS: dict[str, type[EnergyModel]] = {m.kind: m for m in (CNNEnergy, JEMEnergy, RBM, MLPEnergy)}
+class DigitClassifier(EnergyModel):
+    """The evaluation classifier: measures sample quality only. It is never trained on samples and
+    never used as an energy; its architecture (ReLU, max-pooling, dropout) differs from the EBMs'.
+    ``forward`` returns logits (N×10); ``features`` the 128-d layer used for Fréchet distances."""
+
+    kind = "classifier"
+    is_energy = False
+
+    def __init__(self, width: int = 16):
+        super().__init__(width=int(width))
+        c = width
+        self.body = nn.Sequential(
+            nn.Conv2d(1, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c, 2 * c, 3, padding=1), nn.ReLU(), nn.Conv2d(2 * c, 2 * c, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.25), nn.Linear(2 * c * 49, 128), nn.ReLU(),
+        )
+        self.head = nn.Sequential(nn.Dropout(0.25), nn.Linear(128, 10))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+MODEL_KINDS: dict[str, type[EnergyModel]] = {
+    m.kind: m for m in (CNNEnergy, JEMEnergy, RBM, MLPEnergy, DigitClassifier)
+}
 
 
 def build_model(kind: str, **config) -> EnergyModel:

@@ -259,12 +259,16 @@ def gibbs(energy, x0: torch.Tensor, steps: int = 100, *, mask=None,
         keep = None if mask is None else torch.as_tensor(mask, device=x0.device).expand_as(x0).reshape(v.shape).bool()
         if keep is not None:
             v = torch.where(keep, v_obs, v)
-        yield Step(0, rbm.to_image(v), rbm.free_energy(v))
+        def image(v):  # kept pixels are returned exactly as given
+            x = rbm.to_image(v)
+            return x if keep is None else torch.where(keep.view_as(x), x0, x)
+
+        yield Step(0, image(v), rbm.free_energy(v))
         for k in range(steps):
             v, pv = rbm.gibbs_step(v, generator)
             if keep is not None:
                 v, pv = torch.where(keep, v_obs, v), torch.where(keep, v_obs, pv)
-            yield Step(k + 1, rbm.to_image(pv), rbm.free_energy(v))
+            yield Step(k + 1, image(pv), rbm.free_energy(v))
 
 
 SAMPLERS: dict[str, Callable[..., Iterator[Step]]] = {

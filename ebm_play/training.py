@@ -77,6 +77,14 @@ class TrainConfig:
             raise EBMError(f"reinit must be between 0 and 1, got {self.reinit}")
         if not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
             raise EBMError("Adam betas must be in [0, 1)")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise EBMError(f"grad_clip must be positive (or None for no clipping), got {self.grad_clip}")
+        if not 0 < self.lr_gamma <= 1:
+            raise EBMError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
+        for name in ("energy_bound", "gap_bound"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise EBMError(f"{name} must be positive, got {v}")
         if self.sampler_steps < 0:
             raise EBMError("sampler_steps must be 0 or more")
         if self.classes is not None:
@@ -275,7 +283,7 @@ class Trainer:
                        grad_norm=gnorm.item(), lr=self.optimizer.param_groups[0]["lr"], rolled_back=False)
         if reason:
             event = self._rollback(reason)
-            metrics.update(rolled_back=True, event=event.message)
+            metrics.update(rolled_back=True, event=event.message, lr=self.optimizer.param_groups[0]["lr"])
         else:
             self.optimizer.step()
             self.scheduler.step()
@@ -317,6 +325,11 @@ class Trainer:
 
     def metadata(self) -> dict:
         """Training facts stored beside the weights."""
-        return {"train_config": asdict(self.config), "train_steps": self.state.step,
+        c = self.config
+        if c.model == "rbm":
+            recommended = {"gibbs": {"steps": 200}}
+        else:
+            recommended = {"langevin": {"steps": c.sampler_steps, **c.sampler_options()}}
+        return {"train_config": asdict(c), "samplers": recommended, "train_steps": self.state.step,
                 "train_seconds": round(time.perf_counter() - self._started, 1),
                 "rollbacks": len(self.state.events)}

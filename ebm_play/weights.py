@@ -57,6 +57,7 @@ def save_model(model: EnergyModel, path: str | os.PathLike, info: dict | None = 
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={"ebm_play": json.dumps(meta)})
+        os.chmod(tmp, 0o644)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -71,12 +72,14 @@ def _check_header(path: Path) -> None:
     if size > MAX_FILE:
         raise EBMError(f"{path.name}: file is {size / 2**20:.0f} MB, larger than the {MAX_FILE // 2**20} MB limit")
     with open(path, "rb") as f:
-        head = f.read(8)
-    if len(head) < 8:
+        head = f.read(9)
+    if len(head) < 9:
         raise EBMError(f"{path.name}: not a safetensors file (only {size} bytes)")
-    if head[:1] == b"\x80" or head[:2] == b"PK":
-        raise EBMError(f"{path.name}: this is a pickle/zip file (e.g. torch.save), not safetensors; it was not loaded")
-    (n,) = struct.unpack("<Q", head)
+    if head[8:9] != b"{":  # a safetensors header is JSON right after its 8-byte length
+        if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+            raise EBMError(f"{path.name}: this is a pickle/zip file (e.g. torch.save), not safetensors; it was not loaded")
+        raise EBMError(f"{path.name}: not a safetensors file")
+    (n,) = struct.unpack("<Q", head[:8])
     if n > MAX_HEADER:
         raise EBMError(f"{path.name}: safetensors header claims {n} bytes, over the {MAX_HEADER} byte limit")
     if n > size - 8:

@@ -1,0 +1,161 @@
+"""How good is a model? Sample quality judged by an evaluation classifier, and OOD detection.
+
+- Fréchet digit distance (FDD): the Fréchet distance between Gaussians fitted to the evaluation
+  classifier's 128-d features of samples and of MNIST test digits (FID with a digit classifier).
+- Confident fraction: share of samples the classifier labels with p > 0.9.
+- Class coverage: entropy of the predicted-class histogram / log 10 (1 = all digits equally).
+- OOD AUROC: how well the energy ranks MNIST test digits below an out-of-distribution set
+  (1 = perfectly, 0.5 = chance); lower energy = in-distribution.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+from torch import nn
+
+from .data import Digits
+from .images import preprocess
+from .models import DigitClassifier
+from .runtime import make_generator
+
+
+def train_classifier(train: Digits, epochs: int = 3, batch_size: int = 128, lr: float = 1e-3,
+                     seed: int = 0, log=print) -> DigitClassifier:
+    """Supervised training of the evaluation classifier, with small random shifts for robustness."""
+    torch.manual_seed(seed)
+    g = make_generator(seed, torch.device("cpu"))
+    model = DigitClassifier()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * math.ceil(len(train.x) / batch_size))
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(train.x), generator=g)
+        t0 = time.time()
+        for i in range(0, len(order), batch_size):
+            idx = order[i: i + batch_size]
+            x = train.x[idx]
+            dx, dy = torch.randint(-2, 3, (2,), generator=g).tolist()
+            x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+            loss = F.cross_entropy(model(x), train.y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        log(f"classifier epoch {epoch + 1}/{epochs}: loss {loss.item():.4f} ({time.time() - t0:.0f}s)")
+    return model.eval()
+
+
+@torch.no_grad()
+def classify(classifier: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features N×128, probabilities N×10)."""
+    classifier.eval()
+    feats, probs = [], []
+    for i in range(0, len(x), batch_size):
+        f = classifier.features(x[i: i + batch_size])
+        feats.append(f)
+        probs.append(torch.softmax(classifier.head(f), 1))
+    return torch.cat(feats), torch.cat(probs)
+
+
+def _sqrtm_psd(a: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh((a + a.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def frechet_distance(f1: torch.Tensor, f2: torch.Tensor) -> float:
+    """‖μ1 − μ2‖² + tr(Σ1 + Σ2 − 2(Σ1^½ Σ2 Σ1^½)^½), in float64."""
+    a, b = f1.double().numpy(), f2.double().numpy()
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    r = _sqrtm_psd(s1)
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(r @ s2 @ r), 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * cross)
+
+
+def sample_quality(classifier: nn.Module, x: torch.Tensor, reference_features: torch.Tensor) -> dict:
+    feats, probs = classify(classifier, x)
+    conf, pred = probs.max(1)
+    hist = torch.bincount(pred, minlength=10).double() / len(pred)
+    entropy = -(hist[hist > 0] * hist[hist > 0].log()).sum().item()
+    return {"fdd": frechet_distance(feats, reference_features), "confident": conf.gt(0.9).float().mean().item(),
+            "coverage": entropy / math.log(10), "n": len(x)}
+
+
+def auroc(in_scores: torch.Tensor, out_scores: torch.Tensor) -> float:
+    """P(E_out > E_in) with ties counted half (Mann–Whitney), i.e. the area under the ROC curve
+    of the energy as a detector of out-of-distribution inputs."""
+    s = torch.cat([in_scores, out_scores]).double()
+    ranks = _average_ranks(s)
+    n_in, n_out = len(in_scores), len(out_scores)
+    r_out = ranks[n_in:].sum().item()
+    return (r_out - n_out * (n_out + 1) / 2) / (n_in * n_out)
+
+
+def _average_ranks(s: torch.Tensor) -> torch.Tensor:
+    order = torch.argsort(s)
+    sorted_s = s[order]
+    ranks = torch.empty_like(s)
+    i = 0
+    n = len(s)
+    while i < n:
+        j = i
+        while j + 1 < n and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i: j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def roc_curve(in_scores: torch.Tensor, out_scores: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(false-positive rate, true-positive rate) with OOD as the positive class, for plotting."""
+    s = torch.cat([in_scores, out_scores]).numpy()
+    lab = np.r_[np.zeros(len(in_scores)), np.ones(len(out_scores))]
+    order = np.argsort(-s, kind="stable")
+    tp = np.cumsum(lab[order])
+    fp = np.cumsum(1 - lab[order])
+    return np.r_[0, fp / max(fp[-1], 1)], np.r_[0, tp / max(tp[-1], 1)]
+
+
+def blur(x: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
+    """Gaussian blur, the "blurred real digits" yardstick for sample quality."""
+    r = int(math.ceil(3 * sigma))
+    k = torch.exp(-torch.arange(-r, r + 1).float().pow(2) / (2 * sigma**2))
+    k = k / k.sum()
+    y = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+
+
+def render_letters(size: int = 26) -> torch.Tensor:
+    """Letters A–Z and a–z rendered with PIL's built-in font, made MNIST-like by ``preprocess``."""
+    try:
+        font = ImageFont.load_default(size=40)
+    except TypeError:  # Pillow without FreeType: the small bitmap font
+        font = ImageFont.load_default()
+    out = []
+    for ch in (string.ascii_uppercase + string.ascii_lowercase)[: 2 * size]:
+        img = Image.new("L", (64, 64), 0)
+        ImageDraw.Draw(img).text((12, 4), ch, fill=255, font=font)
+        out.append(preprocess(img))
+    return torch.cat(out)
+
+
+def ood_sets(test: torch.Tensor, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The built-in out-of-distribution sets, each of n images (letters repeat the 52 glyphs)."""
+    g = make_generator(seed, torch.device("cpu"))
+    d = test[:n]
+    letters = render_letters()
+    return {
+        "uniform noise": torch.rand((n, 1, 28, 28), generator=g) * 2 - 1,
+        "gaussian noise": (torch.randn((n, 1, 28, 28), generator=g) * 0.5).clamp(-1, 1),
+        "inverted digits": -d,
+        "rotated digits": torch.rot90(d, 1, dims=(2, 3)),
+        "letters": letters[torch.arange(n) % len(letters)],
+        "constant": (torch.rand((n, 1, 1, 1), generator=g) * 2 - 1).expand(n, 1, 28, 28).contiguous(),
+    }

@@ -1,0 +1,334 @@
+"""The command line, mostly in-process through ``cli.main([...])`` (fast), twice as a real
+``python -m ebm_play`` subprocess. Models are tiny untrained CNNs written by the tests; training
+uses the bundled MNIST sample (``--data`` points at an empty folder, never ``--download``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import ebm_play
+from ebm_play import cli, weights
+from ebm_play.training import Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    return ebm_play.save_model(ebm_play.CNNEnergy(width=4), tmp_path_factory.mktemp("m") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def digits_npz(tmp_path_factory) -> Path:
+    x = ebm_play.sample_digits(train=False).x[:3]
+    p = tmp_path_factory.mktemp("d") / "digits.npz"
+    np.savez(p, x=x.numpy())
+    return p
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    rc = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_user_error(rc, err, *words):
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    for w in words:
+        assert w.lower() in lines[0].lower(), lines[0]
+
+
+# --- sample -----------------------------------------------------------------------------------
+def test_sample_png_grid(capsys, tmp_path, model_file):
+    out = tmp_path / "grid.png"
+    rc, stdout, _ = run(capsys, "sample", "--model", model_file, "--n", 4, "--steps", 3, "--out", out)
+    assert rc == 0 and "4 samples" in stdout
+    img = Image.open(out)
+    assert img.mode == "L" and img.width >= 2 * 28 and img.height >= 2 * 28
+
+
+def test_sample_npz_shape_range_and_energy(capsys, tmp_path, model_file):
+    out = tmp_path / "x.npz"
+    assert run(capsys, "sample", "--model", model_file, "--n", 5, "--steps", 4, "--out", out)[0] == 0
+    z = np.load(out)
+    x, e = z["x"], z["energy"]
+    assert x.shape == (5, 1, 28, 28) and x.dtype == np.float32
+    assert x.min() >= -1 and x.max() <= 1
+    assert e.shape == (5,)
+    model = ebm_play.load_model(model_file, "cpu")
+    np.testing.assert_allclose(e, ebm_play.score(model, torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_sample_seed_reproducible(capsys, tmp_path, model_file):
+    def draw(seed, name):
+        out = tmp_path / name
+        assert run(capsys, "sample", "--model", model_file, "--n", 3, "--steps", 3, "--seed", seed, "--out", out)[0] == 0
+        return np.load(out)["x"]
+
+    a, b, c = draw(7, "a.npz"), draw(7, "b.npz"), draw(8, "c.npz")
+    assert np.array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_sampler_options_passed_only_when_given(capsys, tmp_path, model_file, monkeypatch):
+    seen = []
+    real = cli.sample_chains
+    monkeypatch.setattr(cli, "sample_chains", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    base = ["sample", "--model", model_file, "--n", 2, "--steps", 2, "--out", tmp_path / "s.npz"]
+    assert run(capsys, *base)[0] == 0
+    assert run(capsys, *base, "--step-size", 5, "--grad-clamp", "none")[0] == 0
+    assert run(capsys, *base, "--sampler", "hmc", "--leapfrog", 2, "--step-size", 0.01)[0] == 0
+    assert seen == [{}, {"step_size": 5.0, "grad_clamp": None}, {"leapfrog": 2, "step_size": 0.01}]
+
+
+def test_model_recommended_steps_apply_unless_given(capsys, tmp_path):
+    m = ebm_play.save_model(ebm_play.CNNEnergy(width=4), tmp_path / "rec.safetensors",
+                            info={"samplers": {"langevin": {"steps": 3}}})
+    rc, out, _ = run(capsys, "sample", "--model", m, "--n", 2, "--out", tmp_path / "a.npz")
+    assert rc == 0 and "after 3 langevin steps" in out
+    rc, out, _ = run(capsys, "sample", "--model", m, "--n", 2, "--steps", 1, "--out", tmp_path / "b.npz")
+    assert rc == 0 and "after 1 langevin steps" in out
+
+
+def test_other_samplers(capsys, tmp_path, model_file):
+    for extra in (["--sampler", "ula", "--temperature", 0.5], ["--sampler", "mala"],
+                  ["--sampler", "annealed", "--base", "langevin", "--t-start", 10, "--noise", 0.01]):
+        rc, _, err = run(capsys, "sample", "--model", model_file, "--n", 2, "--steps", 2, "--out", tmp_path / "o.npz", *extra)
+        assert rc == 0, err
+
+
+# --- score ------------------------------------------------------------------------------------
+def test_score_round_trip_equals_api(capsys, tmp_path, model_file, digits_npz):
+    out = tmp_path / "s.npz"
+    rc, stdout, _ = run(capsys, "score", "--model", model_file, "--in", digits_npz, "--out", out)
+    assert rc == 0
+    model = ebm_play.load_model(model_file, "cpu")
+    expected = ebm_play.score(model, ebm_play.load_images(digits_npz)).numpy()
+    got = np.load(out)["energy"]
+    assert got.shape == (3,)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    assert f"{expected[2]:.4f}" in stdout and "3 images" in stdout
+
+
+def test_score_png_input(capsys, tmp_path, model_file, digits_npz):
+    png = tmp_path / "digit.png"
+    ebm_play.save_images(ebm_play.load_images(digits_npz)[:1], png)
+    rc, stdout, _ = run(capsys, "score", "--model", model_file, "--in", png)
+    assert rc == 0 and "1 image:" in stdout
+
+
+# --- inpaint / denoise --------------------------------------------------------------------------
+@pytest.mark.parametrize("half", ["top", "bottom", "left", "right"])
+def test_inpaint_keeps_kept_half_exactly(capsys, tmp_path, model_file, digits_npz, half):
+    out = tmp_path / "fill.npz"
+    rc, _, err = run(capsys, "inpaint", "--model", model_file, "--in", digits_npz, "--keep", half,
+                     "--n", 3, "--steps", 3, "--out", out)
+    assert rc == 0, err
+    x = np.load(out)["x"]
+    image = ebm_play.load_images(digits_npz)[:1].numpy()
+    kept = {"top": np.s_[:, :, :14, :], "bottom": np.s_[:, :, 14:, :],
+            "left": np.s_[:, :, :, :14], "right": np.s_[:, :, :, 14:]}[half]
+    free = {"top": np.s_[:, :, 14:, :], "bottom": np.s_[:, :, :14, :],
+            "left": np.s_[:, :, :, 14:], "right": np.s_[:, :, :, :14]}[half]
+    assert x.shape == (3, 1, 28, 28)
+    assert np.array_equal(x[kept], np.broadcast_to(image, x.shape)[kept])
+    assert not np.allclose(x[free], np.broadcast_to(image, x.shape)[free])
+
+
+def test_inpaint_with_mask_picture(capsys, tmp_path, model_file, digits_npz):
+    mask = np.zeros((56, 56), np.uint8)
+    mask[:, :28] = 255  # light = keep: the left half, at twice the size
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / "fill.npz"
+    rc, _, err = run(capsys, "inpaint", "--model", model_file, "--in", digits_npz, "--mask", tmp_path / "mask.png",
+                     "--n", 2, "--steps", 2, "--out", out)
+    assert rc == 0, err
+    x = np.load(out)["x"]
+    image = ebm_play.load_images(digits_npz)[:1].numpy()
+    assert np.array_equal(x[:, :, :, :14], np.repeat(image, 2, 0)[:, :, :, :14])
+    assert run(capsys, "inpaint", "--model", model_file, "--in", digits_npz, "--keep", "top",
+               "--n", 2, "--steps", 2, "--out", tmp_path / "fill.png")[0] == 0
+
+
+def test_denoise_output_shape(capsys, tmp_path, model_file, digits_npz):
+    clean = ebm_play.load_images(digits_npz)
+    noisy = (clean + 0.3 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    np.savez(tmp_path / "noisy.npz", x=noisy.numpy())
+    out = tmp_path / "clean.npz"
+    rc, _, err = run(capsys, "denoise", "--model", model_file, "--in", tmp_path / "noisy.npz", "--weight", 2,
+                     "--steps", 3, "--out", out)
+    assert rc == 0, err
+    z = np.load(out)
+    assert z["x"].shape == (3, 1, 28, 28) and z["energy"].shape == (3,)
+    assert run(capsys, "denoise", "--model", model_file, "--in", tmp_path / "noisy.npz", "--steps", 2,
+               "--out", tmp_path / "clean.png")[0] == 0
+    assert (tmp_path / "clean.png").is_file()
+
+
+# --- train ------------------------------------------------------------------------------------
+TINY = ["--model", "cnn", "--width", 4, "--batch-size", 8, "--sampler-steps", 2, "--buffer-size", 16]
+
+
+def test_train_writes_loadable_file_with_metadata(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths: the same metadata length on every run
+    rc, out, err = run(capsys, "train", *TINY, "--steps", 3, "--log-every", 1, "--data", "nodata", "--out", "w.safetensors")
+    assert rc == 0, err
+    assert "E(real)" in out and "E(fake)" in out and "gap" in out and "steps/s" in out
+    assert out.count("step ") >= 3
+    model = ebm_play.load_model(tmp_path / "w.safetensors", "cpu")
+    assert model.kind == "cnn" and model.config["width"] == 4
+    assert model.info["train_steps"] == 3
+    assert model.info["train_config"]["batch_size"] == 8
+    assert "bundled" in model.info["data"]
+
+    rc, out, err = run(capsys, "train", "--resume", "w.safetensors", "--steps", 2, "--data", "nodata",
+                       "--out", "w2.safetensors", "--lr", 5e-5)
+    assert rc == 0, err
+    info = ebm_play.load_model(tmp_path / "w2.safetensors", "cpu").info
+    assert info["train_steps"] == 5 and info["train_config"]["lr"] == 5e-5
+    assert info["train_config"]["batch_size"] == 8  # taken from the resumed file
+
+
+def test_train_saves_every_k_steps(capsys, tmp_path, monkeypatch):
+    saved = []
+    real = cli.save_model
+    monkeypatch.setattr(cli, "save_model", lambda m, p, info: saved.append(info["train_steps"]) or real(m, p, info))
+    rc, _, err = run(capsys, "train", *TINY, "--steps", 5, "--save-every", 2, "--data", tmp_path / "nodata",
+                     "--out", tmp_path / "w.safetensors")
+    assert rc == 0, err
+    assert saved == [2, 4, 5]
+
+
+def test_train_ctrl_c_saves_what_it_has(capsys, tmp_path, monkeypatch):
+    real = Trainer.step
+
+    def step(self):
+        if self.state.step == 2:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "step", step)
+    monkeypatch.chdir(tmp_path)
+    rc, out, _ = run(capsys, "train", *TINY, "--steps", 50, "--save-every", 0, "--data", "nodata", "--out", "w.safetensors")
+    assert rc == 130 and "interrupted" in out
+    assert ebm_play.load_model(tmp_path / "w.safetensors", "cpu").info["train_steps"] == 2
+
+
+def test_train_time_budget_and_rollbacks(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, out, _ = run(capsys, "train", *TINY, "--steps", 1000, "--minutes", 1e-6, "--data", "nodata", "--out", "t.safetensors")
+    assert rc == 0 and "budget" in out
+    assert ebm_play.load_model("t.safetensors", "cpu").info["train_steps"] < 1000
+    # an energy bound no model can meet: every update is a divergence, rolled back and reported
+    rc, out, _ = run(capsys, "train", *TINY, "--steps", 2, "--energy-bound", 1e-9, "--data", "nodata", "--out", "r.safetensors")
+    assert rc == 0 and "rolled back" in out
+    assert ebm_play.load_model("r.safetensors", "cpu").info["rollbacks"] == 2
+
+
+# --- models, help -----------------------------------------------------------------------------
+def test_models_lists_shipped_and_short_names_resolve(capsys, tmp_path, monkeypatch, model_file):
+    shipped = tmp_path / "weights"
+    shipped.mkdir()
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", shipped)
+    rc, out, _ = run(capsys, "models")
+    assert rc == 0 and "no shipped models" in out
+    (shipped / "mini.safetensors").write_bytes(model_file.read_bytes())
+    (shipped / "broken.safetensors").write_bytes(b"not a model")
+    rc, out, _ = run(capsys, "models")
+    assert rc == 0 and "cnn" in out
+    assert [line.split()[0] for line in out.splitlines()] == ["broken", "mini"]
+    assert "unreadable" in out.splitlines()[0]
+    assert run(capsys, "sample", "--model", "mini", "--n", 1, "--steps", 1, "--out", tmp_path / "a.png")[0] == 0
+
+
+@pytest.mark.parametrize("command", ["sample", "score", "inpaint", "denoise", "train"])
+def test_help_mentions_energy_convention(capsys, command):
+    rc, out, _ = run(capsys, command, "--help")
+    assert rc == 0
+    assert "lower energy = more data-like" in out and "--device" in out
+
+
+# --- user errors: one line on stderr, exit code 2 -----------------------------------------------
+def _bad_npz(tmp_path, name, x):
+    p = tmp_path / name
+    np.savez(p, x=x)
+    return p
+
+
+@pytest.mark.parametrize("case", [
+    "missing input", "missing model file", "unknown model name", "wrong shape", "nan", "pixel range",
+    "unknown sampler", "negative steps", "bad option value", "option of another sampler", "gibbs on a cnn",
+    "bad device", "missing mask", "bad output type", "train negative steps", "train bad lr", "train bad width",
+    "train bad classes", "resume missing", "2-D model",
+])
+def test_user_errors_are_one_line(capsys, tmp_path, model_file, digits_npz, case):
+    m = ["--model", model_file]
+    args = {
+        "missing input": ["score", *m, "--in", tmp_path / "nope.npz"],
+        "missing model file": ["sample", "--model", tmp_path / "nope.safetensors", "--out", tmp_path / "o.png"],
+        "unknown model name": ["sample", "--model", "no-such-model", "--out", tmp_path / "o.png"],
+        "wrong shape": ["score", *m, "--in", _bad_npz(tmp_path, "s.npz", np.zeros((2, 28, 27), np.float32))],
+        "nan": ["score", *m, "--in", _bad_npz(tmp_path, "n.npz", np.full((1, 1, 28, 28), np.nan, np.float32))],
+        "pixel range": ["denoise", *m, "--in", _bad_npz(tmp_path, "r.npz", np.full((1, 1, 28, 28), 5.0, np.float32)),
+                        "--out", tmp_path / "o.png"],
+        "unknown sampler": ["sample", *m, "--sampler", "metropolis", "--out", tmp_path / "o.png"],
+        "negative steps": ["sample", *m, "--steps", -5, "--out", tmp_path / "o.png"],
+        "bad option value": ["sample", *m, "--step-size", "-1", "--out", tmp_path / "o.png"],
+        "option of another sampler": ["sample", *m, "--sampler", "ula", "--noise", 0.1, "--out", tmp_path / "o.png"],
+        "gibbs on a cnn": ["sample", *m, "--sampler", "gibbs", "--steps", 1, "--out", tmp_path / "o.png"],
+        "bad device": ["sample", *m, "--device", "tpu", "--out", tmp_path / "o.png"],
+        "missing mask": ["inpaint", *m, "--in", digits_npz, "--mask", tmp_path / "nomask.png", "--out", tmp_path / "o.png"],
+        "bad output type": ["sample", *m, "--steps", 1, "--out", tmp_path / "o.txt"],
+        "train negative steps": ["train", "--steps", -1, "--out", tmp_path / "w.safetensors"],
+        "train bad lr": ["train", *TINY, "--lr", -1, "--data", tmp_path / "nodata", "--out", tmp_path / "w.safetensors"],
+        "train bad width": ["train", "--width", 0, "--data", tmp_path / "nodata", "--out", tmp_path / "w.safetensors"],
+        "train bad classes": ["train", "--classes", "3,12", "--out", tmp_path / "w.safetensors"],
+        "resume missing": ["train", "--resume", tmp_path / "gone.safetensors", "--out", tmp_path / "w.safetensors"],
+        "2-D model": ["score", "--model", ebm_play.save_model(ebm_play.MLPEnergy(hidden=4, layers=1), tmp_path / "p.safetensors"),
+                      "--in", digits_npz],
+    }[case]
+    rc, _, err = run(capsys, *args)
+    assert_user_error(rc, err)
+
+
+def test_error_messages_say_what_is_wrong(capsys, tmp_path, model_file):
+    rc, _, err = run(capsys, "score", "--model", model_file, "--in", _bad_npz(tmp_path, "r.npz", np.full((1, 1, 28, 28), 5.0, np.float32)))
+    assert_user_error(rc, err, "[−1, 1]")
+    rc, _, err = run(capsys, "sample", "--model", model_file, "--steps", -5, "--out", tmp_path / "o.png")
+    assert_user_error(rc, err, "--steps")
+    rc, _, err = run(capsys, "sample", "--model", "no-such-model", "--out", tmp_path / "o.png")
+    assert_user_error(rc, err, "no-such-model")
+
+
+# --- the real entry point -------------------------------------------------------------------------
+def _python_m(*args, cwd):
+    env = {**os.environ, "EBM_PLAY_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "ebm_play", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_python_m_sample(tmp_path, model_file):
+    p = _python_m("sample", "--model", model_file, "--n", 4, "--steps", 3, "--device", "cpu", "--out", "grid.png", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "wrote grid.png" in p.stdout
+    assert Image.open(tmp_path / "grid.png").mode == "L"
+
+
+def test_python_m_user_error_has_no_traceback(tmp_path, model_file):
+    np.savez(tmp_path / "bad.npz", x=np.full((1, 1, 28, 28), np.nan, np.float32))
+    p = _python_m("score", "--model", model_file, "--in", "bad.npz", cwd=tmp_path)
+    assert p.returncode == 2
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith("error: ") and "NaN" in p.stderr

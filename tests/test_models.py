@@ -1,0 +1,76 @@
+import itertools
+
+import pytest
+import torch
+
+import ebm_play
+from ebm_play.errors import EBMError
+
+
+@pytest.fixture
+def x():
+    torch.manual_seed(0)
+    return torch.rand(5, 1, 28, 28) * 2 - 1
+
+
+@pytest.mark.parametrize("model", [ebm_play.CNNEnergy(width=4), ebm_play.CNNEnergy(width=4, spectral_norm=True),
+                                   ebm_play.JEMEnergy(width=4), ebm_play.RBM(hidden=8)])
+def test_every_model_maps_images_to_one_energy_each(model, x):
+    e = model(x)
+    assert e.shape == (5,) and torch.isfinite(e).all()
+
+
+def test_cnn_is_the_reference_architecture_at_width_16():
+    m = ebm_play.CNNEnergy()
+    convs = [l for l in m.body if isinstance(l, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.stride[0], c.padding[0]) for c in convs] == [
+        (1, 16, 5, 2, 4), (16, 32, 3, 2, 1), (32, 64, 3, 2, 1), (64, 64, 3, 2, 1)]
+    linears = [l for l in (*m.body, m.head) if isinstance(l, torch.nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in linears] == [(256, 64), (64, 1)]
+
+
+def test_jem_energies_and_probabilities(x):
+    m = ebm_play.JEMEnergy(width=4)
+    f = m.logits(x)
+    assert torch.allclose(m(x), -torch.logsumexp(f, 1))
+    assert torch.allclose(m(x, 3), -f[:, 3])
+    y = torch.tensor([0, 1, 2, 3, 4])
+    assert torch.allclose(m(x, y), -f[torch.arange(5), y])
+    p = m.classify(x)
+    assert p.shape == (5, 10) and torch.allclose(p.sum(1), torch.ones(5))
+    # p(y|x) = exp(−E(x, y)) / exp(−E(x))
+    assert torch.allclose(p[:, 3], torch.exp(-m(x, 3) + m(x)), atol=1e-6)
+
+
+def test_rbm_free_energy_equals_brute_force_sum_over_hidden_states():
+    torch.manual_seed(1)
+    rbm = ebm_play.RBM(hidden=4, visible=6)
+    with torch.no_grad():
+        rbm.W.normal_(0, 1)
+        rbm.b.normal_(0, 1)
+        rbm.c.normal_(0, 1)
+    v = torch.bernoulli(torch.full((7, 6), 0.5))
+    hs = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4)))
+    joint = torch.stack([rbm.joint_energy(v, h.expand(7, 4)) for h in hs], 1)
+    brute = -torch.logsumexp(-joint, 1)
+    assert torch.allclose(rbm.free_energy(v), brute, atol=1e-5)
+
+
+def test_energy_gradient_matches_finite_differences(x):
+    torch.manual_seed(0)
+    m = ebm_play.CNNEnergy(width=4).double()
+    x = x.double()
+    e, g = m.energy_and_grad(x)
+    d = torch.randn_like(x)
+    h = 1e-6
+    fd = (m(x + h * d) - m(x - h * d)) / (2 * h)
+    assert torch.allclose((g * d).flatten(1).sum(1), fd.detach(), rtol=1e-5, atol=1e-7)
+
+
+def test_bad_configurations_are_user_errors():
+    with pytest.raises(EBMError, match="width"):
+        ebm_play.CNNEnergy(width=0)
+    with pytest.raises(EBMError, match="unknown model kind"):
+        ebm_play.build_model("gan")
+    with pytest.raises(EBMError, match="bad configuration"):
+        ebm_play.build_model("cnn", depth=3)

@@ -1,0 +1,201 @@
+"""Samplers against targets whose answers are known in closed form.
+
+Tolerances: with N independent chains, a sample mean has standard error sqrt(v/N) and a sample
+variance sqrt(2/N)·v; we allow 5 standard errors (plus the sampler's known O(step) bias for ULA).
+"""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import ebm_play
+from ebm_play import samplers
+from ebm_play.errors import EBMError
+
+
+class Gaussian(nn.Module):
+    """E(x) = ½ Σ_i (x_i − μ_i)² / σ_i² on N×d points."""
+
+    def __init__(self, mu, var):
+        super().__init__()
+        self.mu, self.var = torch.tensor(mu), torch.tensor(var)
+
+    def forward(self, x):
+        return 0.5 * ((x - self.mu) ** 2 / self.var).sum(1)
+
+
+N = 4000
+TARGET = Gaussian([1.0, -0.5], [1.0, 0.25])
+
+
+def moments(x):
+    return x.mean(0), x.var(0)
+
+
+def check_moments(x, mu, var, var_factor=1.0):
+    m, v = moments(x)
+    var = torch.tensor(var) * var_factor
+    se_m = (var / len(x)).sqrt()
+    se_v = var * math.sqrt(2 / len(x))
+    assert torch.all((m - torch.tensor(mu)).abs() < 5 * se_m), (m, mu)
+    assert torch.all((v - var).abs() < 5 * se_v), (v, var)
+
+
+def run(name, steps, seed=0, **opts):
+    x0 = torch.zeros(N, 2)
+    return samplers.run(name, TARGET, x0, steps, seed=seed, bounds=None, **opts)
+
+
+def test_ula_matches_gaussian_up_to_its_known_bias():
+    alpha = 0.01
+    res = run("ula", 1500, step_size=alpha)
+    # ULA on a Gaussian of variance s² is stationary at s² / (1 − α / (2 s²)).
+    check_moments(res.x, [1.0, -0.5], [1.0, 0.25], var_factor=1.0)
+    var = torch.tensor([1.0, 0.25])
+    expected = var / (1 - alpha / (2 * var))
+    assert torch.allclose(res.x.var(0), expected, rtol=5 * math.sqrt(2 / N))
+
+
+def test_mala_is_exact_on_a_gaussian_and_reports_acceptance():
+    res = run("mala", 400, step_size=0.2)
+    check_moments(res.x, [1.0, -0.5], [1.0, 0.25])
+    assert 0.3 < res.accept_rate < 1.0
+
+
+def test_mala_with_a_huge_step_rejects_almost_everything():
+    res = run("mala", 20, step_size=50.0)
+    assert res.accept_rate < 0.05
+
+
+def test_hmc_moments_and_acceptance():
+    res = run("hmc", 150, step_size=0.15, leapfrog=7)  # ωT ≈ 1 and 2: no resonance
+    check_moments(res.x, [1.0, -0.5], [1.0, 0.25])
+    assert 0.8 < res.accept_rate <= 1.0
+
+
+def test_temperature_scales_the_variance():
+    res = run("mala", 400, step_size=0.2, temperature=4.0)
+    check_moments(res.x, [1.0, -0.5], [4.0, 1.0])
+
+
+def test_annealed_schedule_runs_from_hot_to_target_temperature():
+    temps = []
+    res = samplers.run("annealed", TARGET, torch.zeros(N, 2), 300, seed=0, base="mala", t_start=50.0, t_end=1.0,
+                       step_size=0.1, bounds=None, callback=lambda s: temps.append(s.temperature))
+    assert temps[0] == pytest.approx(50.0) and temps[-1] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(temps, temps[1:]))
+    check_moments(res.x, [1.0, -0.5], [1.0, 0.25])
+
+
+def reference_tutorial_langevin(model, x, steps, step_size, noise_sd, clamp, generator):
+    """The reference tutorial's loop, written out as it is there (in-place noise, .backward())."""
+    x = x.clone()
+    for _ in range(steps):
+        noise = torch.randn(x.shape, generator=generator) * noise_sd
+        x = (x + noise).clamp(-1, 1).detach().requires_grad_(True)
+        model(x).sum().backward()
+        x.grad.data.clamp_(-clamp, clamp)
+        x = (x - step_size * x.grad).clamp(-1, 1).detach()
+    return x
+
+
+def test_reference_langevin_equals_the_tutorial_loop_given_the_same_noise():
+    torch.manual_seed(0)
+    model = ebm_play.CNNEnergy(width=4)
+    x0 = torch.rand(6, 1, 28, 28) * 2 - 1
+    ours = samplers.run("langevin", model, x0, 15, seed=3).x
+    theirs = reference_tutorial_langevin(model, x0, 15, 10.0, 0.005, 0.03, ebm_play.runtime.make_generator(3, torch.device("cpu")))
+    assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+def test_records_carry_the_exact_energy_of_their_state():
+    torch.manual_seed(0)
+    model = ebm_play.CNNEnergy(width=4)
+    x0 = torch.rand(3, 1, 28, 28) * 2 - 1
+    for name in ("langevin", "ula", "mala", "hmc"):
+        recs = list(samplers.SAMPLERS[name](model, x0, 4, generator=ebm_play.runtime.make_generator(0, torch.device("cpu"))))
+        assert [r.step for r in recs] == list(range(5)), name
+        for r in recs:
+            assert torch.allclose(r.energy, model(r.x).detach(), atol=1e-5), name
+
+
+@pytest.mark.parametrize("name", ["langevin", "ula", "mala", "hmc", "annealed"])
+def test_mask_holds_observed_pixels_fixed(name):
+    torch.manual_seed(0)
+    model = ebm_play.CNNEnergy(width=4)
+    x0 = torch.rand(4, 1, 28, 28) * 2 - 1
+    keep = torch.zeros(1, 1, 28, 28)
+    keep[..., :14, :] = 1
+    res = samplers.run(name, model, x0, 10, seed=0, mask=keep)
+    assert torch.equal(res.x[..., :14, :], x0[..., :14, :])
+    assert not torch.allclose(res.x[..., 14:, :], x0[..., 14:, :])
+
+
+def test_gibbs_mask_holds_observed_pixels():
+    rbm = ebm_play.RBM(hidden=16)
+    x0 = torch.randint(0, 2, (3, 1, 28, 28)).float() * 2 - 1
+    keep = torch.zeros(1, 1, 28, 28)
+    keep[..., :, :10] = 1
+    res = samplers.run("gibbs", rbm, x0, 5, seed=0, mask=keep)
+    assert torch.equal(res.x[..., :10], x0[..., :10])
+
+
+def test_data_term_pulls_towards_the_observation():
+    # E = 0 everywhere: the target is exp(−λ‖x − y‖²/T), a Gaussian at y of variance T/(2λ).
+    flat = lambda x: x.sum(1) * 0.0  # noqa: E731
+    y = torch.full((N, 2), 0.7)
+    res = samplers.run("mala", flat, torch.zeros(N, 2), 300, seed=0, x_obs=y, data_weight=2.0, step_size=0.05, bounds=None)
+    check_moments(res.x, [0.7, 0.7], [0.25, 0.25])
+
+
+def test_bounds_clamp_langevin_and_wall_keeps_mala_near_the_box():
+    flat = lambda x: -x.flatten(1).sum(1) * 100  # noqa: E731  (pulls every pixel up, out of the box)
+    x0 = torch.zeros(8, 1, 28, 28)
+    assert samplers.run("langevin", flat, x0, 20, seed=0).x.max() <= 1.0
+    res = samplers.run("mala", flat, x0, 200, seed=0, step_size=1e-4, wall=1e4)
+    assert res.x.max() < 1.05
+
+
+def test_callback_can_stop_early_and_frames_are_kept():
+    seen = []
+    res = run("ula", 50, step_size=0.01, keep_frames=10, callback=lambda s: seen.append(s.step) or s.step < 20)
+    assert seen[-1] == 20 and res.steps[-1] == 20
+    res = run("ula", 50, step_size=0.01, keep_frames=10)
+    assert len(res.frames) == 6 and res.energies.shape == (51, N)
+
+
+def test_same_seed_same_chains_different_seed_different():
+    a, b, c = (run("mala", 5, seed=s, step_size=0.1).x for s in (1, 1, 2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_bad_options_are_user_errors():
+    with pytest.raises(EBMError, match="no option"):
+        run("ula", 5, leapfrog=3)
+    with pytest.raises(EBMError, match="unknown sampler"):
+        samplers.run("nope", TARGET, torch.zeros(2, 2), 3)
+    with pytest.raises(EBMError, match="temperatures"):
+        run("ula", 5, temperature=-1.0)
+    with pytest.raises(EBMError, match="RBM"):
+        samplers.run("gibbs", TARGET, torch.zeros(2, 2), 3)
+
+
+def test_gibbs_reaches_the_exact_distribution_of_a_tiny_rbm():
+    torch.manual_seed(0)
+    rbm = ebm_play.RBM(hidden=2, visible=3)
+    with torch.no_grad():
+        rbm.W.copy_(torch.tensor([[1.5, -1.0], [-2.0, 0.5], [1.0, 1.0]]))
+        rbm.b.copy_(torch.tensor([0.2, -0.3, 0.1]))
+        rbm.c.copy_(torch.tensor([-0.5, 0.4]))
+    states = torch.tensor([[(i >> k) & 1 for k in range(3)] for i in range(8)]).float()
+    p = torch.softmax(-rbm.free_energy(states).detach(), 0)
+    g = ebm_play.runtime.make_generator(0, torch.device("cpu"))
+    v = torch.bernoulli(torch.full((20000, 3), 0.5), generator=g)
+    with torch.no_grad():
+        for _ in range(30):
+            v, _ = rbm.gibbs_step(v, g)
+    freq = torch.bincount((v * torch.tensor([1.0, 2.0, 4.0])).sum(1).long(), minlength=8).float() / len(v)
+    se = (p * (1 - p) / len(v)).sqrt()
+    assert torch.all((freq - p).abs() < 5 * se + 1e-3), (freq, p)

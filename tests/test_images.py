@@ -1,0 +1,92 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from PIL import Image, ImageDraw
+
+from ebm_play.errors import EBMError
+from ebm_play.images import check_pixels, grid, load_images, preprocess, save_images
+
+
+def stroke(size=200, fg=0, bg=255, mode="L"):
+    img = Image.new(mode, (size, size), bg)
+    ImageDraw.Draw(img).line([(size * 0.3, size * 0.2), (size * 0.45, size * 0.8)], fill=fg, width=size // 12)
+    return img
+
+
+def centre_of_mass(x):
+    a = (x[0, 0] + 1) / 2
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    return (a * ys).sum() / a.sum(), (a * xs).sum() / a.sum()
+
+
+def png(img):
+    b = io.BytesIO()
+    img.save(b, format="PNG")
+    return b.getvalue()
+
+
+@pytest.mark.parametrize("img", [
+    stroke(),  # dark on light
+    stroke(fg=255, bg=0),  # light on dark, like MNIST
+    stroke(mode="RGB", fg=(0, 0, 0), bg=(255, 255, 255)),
+    stroke(mode="RGBA", fg=(0, 0, 0, 255), bg=(0, 0, 0, 0)),  # strokes on a transparent layer
+    stroke().convert("1"), stroke().convert("P"), stroke().convert("CMYK"),
+    Image.fromarray((np.asarray(stroke(fg=255, bg=0), dtype=np.uint16) * 257)).convert("I;16"),
+])
+def test_any_mode_and_polarity_becomes_an_mnist_style_digit(img):
+    x = preprocess(png(img) if img.mode != "CMYK" else img)
+    assert x.shape == (1, 1, 28, 28) and x.min() >= -1 and x.max() == 1
+    assert (x[0, 0, :, :4] == -1).all() and (x[0, 0, :4] == -1).all()  # background stays dark
+    cy, cx = centre_of_mass(x)
+    assert abs(cy - 13.5) < 1 and abs(cx - 13.5) < 1  # centred by mass
+    rows = torch.nonzero((x[0, 0] > -0.8).any(1)).flatten()
+    assert rows.max() - rows.min() + 1 <= 21  # fits the 20×20 box
+
+
+def test_bad_pictures_give_clear_messages(tmp_path):
+    with pytest.raises(EBMError, match="empty"):
+        preprocess(png(Image.new("L", (50, 50), 255)))
+    with pytest.raises(EBMError, match="not an image"):
+        preprocess(b"this is not an image")
+    with pytest.raises(EBMError, match="cannot read|not an image"):
+        preprocess(png(stroke())[:200])
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (6000, 6000)).save(bomb)
+    with pytest.raises(EBMError, match="larger|too large"):
+        preprocess(bomb)
+
+
+def test_check_pixels_names_the_problem():
+    with pytest.raises(EBMError, match="shape"):
+        check_pixels(torch.zeros(2, 3, 28, 28))
+    with pytest.raises(EBMError, match="NaN"):
+        check_pixels(torch.full((1, 1, 28, 28), float("nan")))
+    with pytest.raises(EBMError, match=r"\[−1, 1\]"):
+        check_pixels(torch.full((1, 1, 28, 28), 5.0))
+    assert check_pixels(torch.zeros(2, 28, 28)).shape == (2, 1, 28, 28)
+
+
+def test_npz_and_png_round_trips(tmp_path):
+    x = torch.rand(5, 1, 28, 28) * 2 - 1
+    assert torch.equal(load_images(save_images(x, tmp_path / "x.npz")), x)
+    g = grid(x, nrow=5, scale=2, pad=1)
+    assert g.size == (5 * 57 + 1, 57 + 1)
+    save_images(x, tmp_path / "g.png")
+    assert load_images(tmp_path / "g.png").shape == (1, 1, 28, 28)
+    with pytest.raises(EBMError, match="unknown output"):
+        save_images(x, tmp_path / "x.txt")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(arrays(np.uint8, st.tuples(st.integers(1, 80), st.integers(1, 80), st.sampled_from([1, 3, 4]))))
+def test_preprocess_never_crashes(a):
+    try:
+        x = preprocess(a)
+    except EBMError:
+        return
+    assert x.shape == (1, 1, 28, 28) and torch.isfinite(x).all() and x.min() >= -1 and x.max() <= 1

@@ -1,7 +1,7 @@
 """The task-level Python API: sample, score, inpaint and denoise with any model and sampler.
 
 The CLI and the app call these; they validate inputs and fill sampler defaults from the model
-file's ``info["sampler"]`` (the settings the model was trained and evaluated with).
+file's ``info["samplers"]`` (the settings the model was trained and evaluated with).
 """
 
 from __future__ import annotations

@@ -322,7 +322,7 @@ def _half_mask(half: str) -> torch.Tensor:
 
 # --- commands ---------------------------------------------------------------------------------
 def cmd_models(args) -> int:
-    names = shipped_models()
+    names = shipped_models(energies_only=False)
     if not names:
         print(f"no shipped models yet (train one: {PROG} train --model cnn --out weights/mnist.safetensors)")
         return 0

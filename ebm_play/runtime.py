@@ -7,7 +7,8 @@ the project sets the policy once, before any heavy work:
 - ``OMP_WAIT_POLICY=PASSIVE``: idle OpenMP workers sleep instead of spinning (set before torch loads);
 - one inter-op thread: parallelism comes from intra-op threads only;
 - intra-op threads = ``EBM_PLAY_THREADS`` or the number of cores; a process that runs several
-  jobs at once (the app) gives each job ``threads_per_job()`` via :func:`job_threads`.
+  jobs at once (the app) gives each job its own count with :func:`job_threads` (torch's setting
+  is per thread).
 """
 
 from __future__ import annotations

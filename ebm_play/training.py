@@ -64,6 +64,15 @@ class TrainConfig:
     def __post_init__(self):
         if self.model not in ("cnn", "jem", "rbm"):
             raise EBMError(f"unknown model kind {self.model!r}: use cnn, jem or rbm")
+        for name in ("batch_size", "sampler_steps", "lr_step_every", "buffer_size", "cd_k", "hidden", "checkpoint_every", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                if isinstance(v, float) and v.is_integer():
+                    setattr(self, name, int(v))
+                else:
+                    raise EBMError(f"{name} must be a whole number, got {v!r}")
+        if self.seed < 0:
+            raise EBMError(f"seed must be 0 or more, got {self.seed}")
         positive = ("batch_size", "step_size", "lr", "buffer_size", "lr_step_every", "checkpoint_every", "cd_k", "hidden")
         for name in positive:
             v = getattr(self, name)
@@ -179,8 +188,9 @@ class Trainer:
             raise EBMError("JEM training needs labels")
         self.data = data.to(self.device)
         self.labels = None if labels is None else labels.to(self.device)
-        torch.manual_seed(c.seed)
-        self.model = (model or c.build_model()).to(self.device)
+        with torch.random.fork_rng(devices=[]):  # seeded weights without touching the global RNG
+            torch.manual_seed(c.seed)
+            self.model = (model or c.build_model()).to(self.device)
         if model is not None and model.kind != c.model:
             raise EBMError(f"the loaded model is a {model.kind} model, but the run trains {c.model}")
         self.generator = make_generator(c.seed, self.device)
@@ -317,11 +327,15 @@ class Trainer:
         g = make_generator(seed, self.device)
         x0 = torch.rand((n, 1, 28, 28), generator=g, device=self.device) * 2 - 1
         c = self.config
+        was_training = self.model.training
         self.model.eval()
-        if c.model == "rbm":
-            return samplers.run("gibbs", self.model, x0, steps or 200, generator=g).x
-        return samplers.run("langevin", self.model, x0, steps or c.sampler_steps, generator=g,
-                            **c.sampler_options()).x
+        try:
+            if c.model == "rbm":
+                return samplers.run("gibbs", self.model, x0, steps or 200, generator=g).x
+            return samplers.run("langevin", self.model, x0, steps or c.sampler_steps, generator=g,
+                                **c.sampler_options()).x
+        finally:
+            self.model.train(was_training)
 
     def metadata(self) -> dict:
         """Training facts stored beside the weights."""

@@ -29,9 +29,19 @@ MAX_FILE = 512 * 1024 * 1024
 WEIGHTS_DIR = Path(os.environ.get("EBM_PLAY_WEIGHTS", Path(__file__).resolve().parent.parent / "weights"))
 
 
-def shipped_models() -> list[str]:
-    """Short names of the models in the weights folder (``mnist``, ``mnist-jem`` …)."""
-    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
+def shipped_models(energies_only: bool = True) -> list[str]:
+    """Short names of the models in the weights folder (``mnist``, ``mnist-jem`` …); the
+    evaluation classifier is listed only with ``energies_only=False``."""
+    names = []
+    for p in sorted(WEIGHTS_DIR.glob("*.safetensors"), key=lambda p: p.stem):
+        if energies_only:
+            try:
+                if not MODEL_KINDS[read_metadata(p)["kind"]].is_energy:
+                    continue
+            except EBMError:
+                pass  # listed, so that loading it reports what is wrong
+        names.append(p.stem)
+    return names
 
 
 def resolve(name_or_path: str | os.PathLike) -> Path:
@@ -42,7 +52,7 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     shipped = WEIGHTS_DIR / f"{p.name}.safetensors"
     if str(p) == p.name and shipped.is_file():
         return shipped
-    known = ", ".join(shipped_models()) or "none shipped yet"
+    known = ", ".join(shipped_models(energies_only=False)) or "none shipped yet"
     raise EBMError(f"no model file or shipped model named {str(name_or_path)!r} (shipped: {known})")
 
 

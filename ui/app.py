@@ -1,0 +1,86 @@
+"""The app: header, one tab per module, the per-browser session id, and the command line.
+
+Endpoints (gradio_client names; every one takes ``session`` first, see :mod:`ui.sessions`):
+``/train_start``, ``/train_status``, ``/train_pause``, ``/train_resume``, ``/train_step``,
+``/train_stop``, ``/train_save``, ``/train_use`` (Train tab) and ``/sample``, ``/score`` (Sample tab).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+
+import gradio as gr
+
+import ebm_play
+
+from . import sample_tab, train_tab
+from .common import HEADER, TITLE, launch_style
+from .sessions import SESSION_RE, Registry, new_session_id
+
+TABS = ("train", "sample")
+
+
+def build_app(device: str | None = None, max_runs: int | None = None) -> gr.Blocks:
+    """Build the whole app (models load here: shipped ones, or a random CNN with a banner).
+    The Registry is kept as ``demo.registry`` so a host (or a test) can stop the runs."""
+    registry = Registry(device, max_runs)
+    threading.Thread(target=registry.data, name="ebm-data", daemon=True).start()  # warm MNIST off the request path
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
+        session = gr.BrowserState(None, storage_key="ebm_play_session")
+        gr.Markdown(HEADER)
+        if registry.untrained:
+            gr.Markdown("⚠ **No shipped model yet: untrained random model.** The Sample tab starts with a random "
+                        "CNN; train one in the Train tab and press *Use this model in the other tabs*.",
+                        elem_classes="ebm-banner", elem_id="untrained-banner")
+        for problem in registry.problems:
+            gr.Markdown(f"⚠ A shipped model was not loaded: {problem}", elem_classes="ebm-banner")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Train", id="train"):
+                train = train_tab.create_tab(registry, session)
+            with gr.Tab("Sample", id="sample") as sample_page:
+                sample = sample_tab.create_tab(registry, session)
+
+        def on_load(sid, request: gr.Request):
+            """Give a new browser its session id (kept in localStorage) and honour ?tab=…"""
+            if not (isinstance(sid, str) and SESSION_RE.match(sid)):
+                sid = new_session_id()
+            registry.session(sid)
+            tab = request.query_params.get("tab") if request is not None else None
+            return sid, (gr.Tabs(selected=tab) if tab in TABS else gr.skip())
+
+        refresh = dict(fn=sample["refresh"], inputs=sample["refresh_inputs"], outputs=sample["refresh_outputs"],
+                       api_visibility="private", show_progress="hidden")
+        demo.load(on_load, session, [session, tabs], api_visibility="private").then(**refresh)
+        sample_page.select(**refresh)
+        train["use_event"].then(**refresh)
+    demo.registry = registry
+    return demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python app.py``: flags win over environment variables, which win over defaults."""
+    env = os.environ.get
+    ap = argparse.ArgumentParser(description="ebm_play: energy-based models you can watch (Gradio app)")
+    ap.add_argument("--host", default=env("EBM_PLAY_HOST"),
+                    help="interface to listen on (EBM_PLAY_HOST; default 127.0.0.1, or GRADIO_SERVER_NAME)")
+    ap.add_argument("--port", type=int, default=int(env("EBM_PLAY_PORT") or env("GRADIO_SERVER_PORT") or 7860),
+                    help="port (EBM_PLAY_PORT; default 7860)")
+    ap.add_argument("--device", default=env("EBM_PLAY_DEVICE") or "auto",
+                    help="cpu, cuda or auto (EBM_PLAY_DEVICE; default auto)")
+    ap.add_argument("--share", action="store_true", default=env("EBM_PLAY_SHARE", "") not in ("", "0", "false"),
+                    help="also serve on a temporary public gradio.live link (EBM_PLAY_SHARE=1)")
+    ap.add_argument("--max-runs", type=int, default=None,
+                    help="training runs allowed at once (EBM_PLAY_MAX_RUNS; default 2)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own health checks
+    ebm_play.configure_threads()
+    try:
+        demo = build_app(args.device, args.max_runs)
+    except ebm_play.EBMError as e:
+        ap.error(str(e))
+    demo.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, share=args.share,
+                                                   **launch_style())

@@ -33,9 +33,9 @@ DEFAULT_WIDTH = {"cnn": 16, "jem": 32}
 class TrainConfig:
     """Everything that defines a run; defaults are the reference recipe."""
 
-    model: str = "cnn"  # cnn | jem | rbm
+    model: str = "cnn"  # cnn | jem | rbm | mlp2d (2-D points, for landscapes)
     width: int | None = None  # CNN channels c (cnn 16, jem 32)
-    hidden: int = 256  # RBM hidden units
+    hidden: int = 256  # RBM hidden units; MLP width for mlp2d
     spectral_norm: bool = False
     classes: list[int] | None = None  # train on these digits only
     batch_size: int = 128
@@ -62,8 +62,8 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.model not in ("cnn", "jem", "rbm"):
-            raise EBMError(f"unknown model kind {self.model!r}: use cnn, jem or rbm")
+        if self.model not in ("cnn", "jem", "rbm", "mlp2d"):
+            raise EBMError(f"unknown model kind {self.model!r}: use cnn, jem, rbm or mlp2d")
         for name in ("batch_size", "sampler_steps", "lr_step_every", "buffer_size", "cd_k", "hidden", "checkpoint_every", "seed"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
@@ -100,7 +100,7 @@ class TrainConfig:
             self.classes = sorted({int(c) for c in self.classes})
             if not self.classes or any(c < 0 or c > 9 for c in self.classes):
                 raise EBMError("classes must be digits between 0 and 9")
-        if self.width is None and self.model != "rbm":
+        if self.width is None and self.model in DEFAULT_WIDTH:
             self.width = DEFAULT_WIDTH[self.model]
         if self.energy_bound is None:
             self.energy_bound = 1e5 if self.model == "rbm" else 100.0
@@ -114,12 +114,28 @@ class TrainConfig:
         return cls(**d)
 
     def build_model(self) -> EnergyModel:
-        if self.model == "rbm":
-            return build_model("rbm", hidden=self.hidden)
+        if self.model in ("rbm", "mlp2d"):
+            return build_model(self.model, hidden=self.hidden)
         return build_model(self.model, width=self.width, spectral_norm=self.spectral_norm)
 
     def sampler_options(self) -> dict:
         return dict(step_size=self.step_size, noise=self.noise, grad_clamp=self.grad_clamp)
+
+
+PRESETS: dict[str, dict] = {
+    # Shorter chains, a higher learning rate and a small buffer: digits appear in the replay
+    # buffer within a few hundred steps on one CPU thread (benchmarks/time_to_digits.py).
+    "fast": dict(batch_size=64, sampler_steps=20, lr=1e-3, buffer_size=2000),
+    # The reference recipe: the TrainConfig defaults.
+    "reference": {},
+}
+
+
+def preset(name: str, **overrides) -> TrainConfig:
+    """A named starting point (``fast`` or ``reference``) with any field overridden."""
+    if name not in PRESETS:
+        raise EBMError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return TrainConfig(**{**PRESETS[name], **overrides})
 
 
 def cd_loss(e_real: torch.Tensor, e_fake: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -143,7 +159,7 @@ class ReplayBuffer:
         idx = torch.randint(self.capacity, (n,), generator=self.generator, device=self.x.device)
         x = self.x[idx]
         fresh = torch.rand(n, generator=self.generator, device=x.device) < self.reinit
-        x = torch.where(fresh.view(-1, 1, 1, 1), self.noise(n, x.shape[1:], x.device), x)
+        x = torch.where(fresh.view(-1, *[1] * (x.dim() - 1)), self.noise(n, x.shape[1:], x.device), x)
         return idx, x
 
     def update(self, idx: torch.Tensor, x: torch.Tensor) -> None:
@@ -173,7 +189,8 @@ class TrainState:
 
 
 class Trainer:
-    """One training run. ``data`` is N×1×28×28 in [−1, 1]; ``labels`` (N,) is needed for JEM."""
+    """One training run. ``data`` is N×1×28×28 images (or N×2 points for mlp2d) in [−1, 1];
+    ``labels`` (N,) is needed for JEM."""
 
     def __init__(self, config: TrainConfig, data: torch.Tensor, labels: torch.Tensor | None = None,
                  model: EnergyModel | None = None, device: torch.device | str = "cpu"):
@@ -194,7 +211,8 @@ class Trainer:
         if model is not None and model.kind != c.model:
             raise EBMError(f"the loaded model is a {model.kind} model, but the run trains {c.model}")
         self.generator = make_generator(c.seed, self.device)
-        self.buffer = ReplayBuffer(c.buffer_size, c.reinit if c.model != "rbm" else 0.0, self.device, self.generator)
+        self.buffer = ReplayBuffer(c.buffer_size, c.reinit if c.model != "rbm" else 0.0, self.device, self.generator,
+                                   shape=tuple(data.shape[1:]))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, c.lr_step_every, c.lr_gamma)
         self.state = TrainState()
@@ -260,7 +278,8 @@ class Trainer:
                 idx, x_neg = None, x_real
         else:
             idx, x_neg = self.buffer.sample(len(x_real))
-            x_real = (x_real + c.data_noise * torch.randn(x_real.shape, generator=self.generator, device=self.device)).clamp(-1, 1)
+            noise = torch.randn(x_real.shape, generator=self.generator, device=self.device)
+            x_real = (x_real + c.data_noise * noise).clamp(-1, 1)
         x_neg = self.negatives(x_neg)
         if idx is not None:
             self.buffer.update(idx, x_neg)
@@ -325,7 +344,7 @@ class Trainer:
     def fresh_samples(self, n: int, steps: int | None = None, seed: int = 0) -> torch.Tensor:
         """Samples from fresh uniform-noise chains with the run's sampler settings."""
         g = make_generator(seed, self.device)
-        x0 = torch.rand((n, 1, 28, 28), generator=g, device=self.device) * 2 - 1
+        x0 = torch.rand((n, *self.data.shape[1:]), generator=g, device=self.device) * 2 - 1
         c = self.config
         was_training = self.model.training
         self.model.eval()

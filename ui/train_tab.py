@@ -27,15 +27,16 @@ FIELDS = ["kind", "width", "digits", "batch_size", "sampler_steps", "step_size",
           "buffer_size", "reinit", "seed"]
 
 _REF = ebm_play.TrainConfig()
-PRESETS = {
-    # Digits show up in the replay buffer after ~300 steps (~30 s at 1 thread on a laptop core).
-    "fast": dict(kind="cnn", width=16, digits=list(range(10)), batch_size=64, sampler_steps=20, step_size=10.0,
-                 noise=0.005, alpha=0.1, lr=1e-3, buffer_size=2000, reinit=0.05, seed=0),
-    # The TrainConfig defaults: the reference recipe (hours on a CPU).
-    "reference": dict(kind=_REF.model, width=_REF.width, digits=list(range(10)), batch_size=_REF.batch_size,
-                      sampler_steps=_REF.sampler_steps, step_size=_REF.step_size, noise=_REF.noise, alpha=_REF.alpha,
-                      lr=_REF.lr, buffer_size=_REF.buffer_size, reinit=_REF.reinit, seed=_REF.seed),
-}
+
+
+def _ui_values(c: ebm_play.TrainConfig) -> dict:
+    return dict(kind=c.model, width=c.width, digits=list(range(10)), batch_size=c.batch_size,
+                sampler_steps=c.sampler_steps, step_size=c.step_size, noise=c.noise, alpha=c.alpha, lr=c.lr,
+                buffer_size=c.buffer_size, reinit=c.reinit, seed=c.seed)
+
+
+# The engine's presets ("fast": digits within minutes on a CPU; "reference": the TrainConfig defaults).
+PRESETS = {name: _ui_values(ebm_play.training.preset(name)) for name in ebm_play.training.PRESETS}
 ENERGY_SERIES = {"e_real": "E(real)", "e_fake": "E(fake)", "gap": "gap E(fake)−E(real)"}
 COLORS = {"E(real)": "#2563eb", "E(fake)": "#f59e0b", "gap E(fake)−E(real)": "#10b981", "loss": "#6366f1",
           "cross-entropy": "#a855f7", "grad norm": "#0ea5e9", "steps/s": "#64748b"}

@@ -4,6 +4,7 @@ uses the bundled MNIST sample (``--data`` points at an empty folder, never ``--d
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -332,3 +333,16 @@ def test_python_m_user_error_has_no_traceback(tmp_path, model_file):
     p = _python_m("score", "--model", model_file, "--in", "bad.npz", cwd=tmp_path)
     assert p.returncode == 2
     assert p.stderr.count("\n") == 1 and p.stderr.startswith("error: ") and "NaN" in p.stderr
+
+
+def test_evaluate_prints_quality_ood_and_writes_json(capsys, tmp_path, model_file, monkeypatch):
+    monkeypatch.setenv("EBM_PLAY_DATA", str(tmp_path / "no-mnist"))  # the bundled test digits
+    clf = ebm_play.save_model(ebm_play.models.DigitClassifier(width=4), tmp_path / "clf.safetensors")
+    rc, out, err = run(capsys, "evaluate", "--model", str(model_file), "--classifier", str(clf), "--n", "100",
+                       "--steps", "2", "--json", str(tmp_path / "r.json"))
+    assert rc == 0, err
+    assert "held-out real digits" in out and "OOD AUROC" in out and "letters" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["n_samples"] == 100 and 0 <= report["ood_auroc"]["uniform noise"] <= 1
+    rc, _, err = run(capsys, "evaluate", "--model", str(model_file), "--classifier", str(model_file), "--n", "100")
+    assert_user_error(rc, err, "not an evaluation classifier")

@@ -1,0 +1,133 @@
+"""Load test: 8 clients sampling and scoring at once while 2 train, against `python app.py` on
+localhost, for a bounded time.
+
+    python benchmarks/load.py [--seconds 60] [--port 7862]
+
+Prints requests served, errors, p50/p95 latency per endpoint, the single-user sampling latency
+measured first for comparison, and the app's resident memory before and after. Traffic goes to
+127.0.0.1 only; every loop stops at the deadline.
+"""
+
+import argparse
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from gradio_client import Client, handle_file
+from PIL import Image, ImageDraw
+
+from app_latency import ROOT, wait_for_page
+
+SAMPLE = dict(sampler="langevin", steps=60, chains=16)
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def digit_png(path):
+    img = Image.new("L", (140, 140), 255)
+    ImageDraw.Draw(img).ellipse((35, 25, 105, 115), outline=0, width=12)
+    img.save(path)
+    return path
+
+
+def client_loop(url, kind, i, deadline, log, png):
+    c = Client(url, verbose=False)
+    sid = f"load-{kind}-{i:03d}-session"
+    n = 0
+    while time.monotonic() < deadline:
+        t0 = time.perf_counter()
+        try:
+            if kind == "sample":
+                c.predict(session=sid, seed=n, api_name="/sample", **SAMPLE)
+            else:
+                c.predict(sid, handle_file(png), api_name="/score")
+            log.append((kind, time.perf_counter() - t0, None))
+        except Exception as e:  # every failure counts; the loop goes on until the deadline
+            log.append((kind, time.perf_counter() - t0, f"{type(e).__name__}: {e}"[:200]))
+        n += 1
+
+
+def trainer_loop(url, i, deadline, log):
+    c = Client(url, verbose=False)
+    sid = f"load-train-{i:03d}-session"
+    t0 = time.perf_counter()
+    try:
+        c.predict(sid, "cnn", 16, [str(d) for d in range(10)], 32, 10, 10.0, 0.005, 0.1, 1e-3, 500, 0.05, i,
+                  api_name="/train_start")
+        log.append(("train_start", time.perf_counter() - t0, None))
+        while time.monotonic() < deadline:
+            t0 = time.perf_counter()
+            c.predict(sid, api_name="/train_status")
+            log.append(("train_status", time.perf_counter() - t0, None))
+            time.sleep(1)
+        c.predict(sid, api_name="/train_stop")
+    except Exception as e:
+        log.append(("train", time.perf_counter() - t0, f"{type(e).__name__}: {e}"[:200]))
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--port", type=int, default=7862)
+    args = ap.parse_args()
+    url = f"http://127.0.0.1:{args.port}/"
+    env = {**os.environ, "EBM_PLAY_PORT": str(args.port), "EBM_PLAY_HOST": "127.0.0.1"}
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        wait_for_page(url, proc)
+        png = digit_png(Path(tempfile.mkdtemp()) / "digit.png")
+        c = Client(url, verbose=False)
+        c.predict(session="load-single-user-0", api_name="/sample", **SAMPLE)  # warm-up
+        single = []
+        for i in range(5):
+            t0 = time.perf_counter()
+            c.predict(session="load-single-user-0", seed=i, api_name="/sample", **SAMPLE)
+            single.append(time.perf_counter() - t0)
+        single_p50 = statistics.median(single)
+        rss0 = rss_mb(proc.pid)
+        print(f"single user: /sample p50 {single_p50:.2f} s; app memory {rss0:.0f} MB")
+        log: list = []
+        deadline = time.monotonic() + args.seconds
+        threads = [threading.Thread(target=trainer_loop, args=(url, i, deadline, log)) for i in range(2)]
+        threads += [threading.Thread(target=client_loop, args=(url, "sample" if i % 2 == 0 else "score", i, deadline, log, png))
+                    for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(args.seconds + 120)
+        rss1 = rss_mb(proc.pid)
+        errors = [e for _, _, e in log if e]
+        print(f"{args.seconds:.0f} s with 8 clients (4 sampling, 4 scoring) and 2 training runs:")
+        print(f"  requests served {len(log) - len(errors)}, errors {len(errors)}")
+        for kind in sorted({k for k, _, _ in log}):
+            lat = [t for k, t, e in log if k == kind and not e]
+            print(f"  {kind:>12}: {len(lat):4d} ok, p50 {pct(lat, 0.5):.2f} s, p95 {pct(lat, 0.95):.2f} s")
+        p95 = pct([t for k, t, e in log if k == "sample" and not e], 0.95)
+        print(f"  /sample p95 {p95:.2f} s = {p95 / single_p50:.1f}× the single-user p50 (target ≤ 4×)")
+        print(f"  app memory {rss0:.0f} MB → {rss1:.0f} MB")
+        for e in errors[:5]:
+            print("  error:", e)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+if __name__ == "__main__":
+    main()

@@ -285,6 +285,25 @@ def sampler_options(name: str) -> dict[str, object]:
     return {k: p.default for k, p in sig.parameters.items() if p.kind == p.KEYWORD_ONLY}
 
 
+_POSITIVE = {"step_size", "t_start", "t_end"}
+_NON_NEGATIVE = {"noise", "grad_clamp", "wall", "data_weight"}
+
+
+def _check_options(options: dict) -> None:
+    """Numbers reach here from sliders, the CLI and API callers alike: reject NaN, infinities and
+    values of the wrong sign with a message that names the option."""
+    for k, v in options.items():
+        if k in _POSITIVE | _NON_NEGATIVE and v is not None:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise EBMError(f"{k} must be a finite number, got {v!r}")
+            if (k in _POSITIVE and v <= 0) or v < 0:
+                raise EBMError(f"{k} must be {'positive' if k in _POSITIVE else '0 or more'}, got {v}")
+    if "leapfrog" in options:
+        v = options["leapfrog"]
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1000:
+            raise EBMError(f"leapfrog must be a whole number from 1 to 1000, got {v!r}")
+
+
 def run(sampler: str, energy: Energy, x0: torch.Tensor, steps: int, *, seed: int | None = None,
         generator: torch.Generator | None = None, callback: Callable[[Step], object] | None = None,
         keep_frames: int = 0, **options) -> SampleResult:
@@ -296,6 +315,7 @@ def run(sampler: str, energy: Energy, x0: torch.Tensor, steps: int, *, seed: int
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise EBMError(f"sampler {sampler!r} has no option {unknown[0]!r}; options: {', '.join(sorted(allowed - {'generator'}))}")
+    _check_options(options)
     steps = int(steps)
     if steps < 0:
         raise EBMError("steps must be 0 or more")

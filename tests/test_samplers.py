@@ -199,3 +199,15 @@ def test_gibbs_reaches_the_exact_distribution_of_a_tiny_rbm():
     freq = torch.bincount((v * torch.tensor([1.0, 2.0, 4.0])).sum(1).long(), minlength=8).float() / len(v)
     se = (p * (1 - p) / len(v)).sqrt()
     assert torch.all((freq - p).abs() < 5 * se + 1e-3), (freq, p)
+
+
+@pytest.mark.parametrize("bad", [dict(step_size=float("nan")), dict(step_size=0.0), dict(step_size=float("inf")),
+                                 dict(noise=-1.0), dict(grad_clamp=-0.1), dict(data_weight=-1.0, x_obs=torch.zeros(1, 2)),
+                                 dict(step_size="1e-3")])
+def test_bad_numbers_are_rejected_with_their_name(bad):
+    name = next(iter(bad))
+    sampler = "langevin" if name in ("noise", "grad_clamp") else "mala"
+    with pytest.raises(EBMError, match=name):
+        samplers.run(sampler, TARGET, torch.zeros(2, 2), 3, bounds=None, **bad)
+    with pytest.raises(EBMError, match="leapfrog"):
+        samplers.run("hmc", TARGET, torch.zeros(2, 2), 3, leapfrog=10**6)

@@ -258,12 +258,13 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         if c.model == "rbm":
-            out = samplers.run("gibbs", self.model, x, c.cd_k, generator=self.generator).x
+            res = samplers.run("gibbs", self.model, x, c.cd_k, generator=self.generator)
         else:
-            out = samplers.run("langevin", self.model, x, c.sampler_steps, generator=self.generator,
-                               **c.sampler_options()).x
+            res = samplers.run("langevin", self.model, x, c.sampler_steps, generator=self.generator,
+                               **c.sampler_options())
         self.model.train(was_training)
-        return out
+        self.sampler_stats = {"sampler_e_start": res.energies[0].mean().item(), "sampler_e_end": res.energy.mean().item()}
+        return res.x
 
     def step(self) -> dict:
         c = self.config
@@ -285,7 +286,7 @@ class Trainer:
             self.buffer.update(idx, x_neg)
 
         self.model.train()
-        metrics: dict = {}
+        metrics: dict = dict(self.sampler_stats)
         if c.model == "jem":
             logits = self.model.logits(torch.cat([x_real, x_neg]))
             e = -torch.logsumexp(logits, 1)

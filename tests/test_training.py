@@ -36,7 +36,9 @@ def test_training_lowers_data_energy_relative_to_noise(digits):
         m = tr.step()
     after = gap_to_noise(tr.model, held_out)
     assert after > before + 0.5, (before, after)
-    assert set(m) >= {"loss", "e_real", "e_fake", "gap", "grad_norm", "steps_per_s", "rolled_back"}
+    assert set(m) >= {"loss", "e_real", "e_fake", "gap", "grad_norm", "steps_per_s", "rolled_back", "sampler_e_start",
+                      "sampler_e_end"}
+    assert m["sampler_e_end"] < m["sampler_e_start"]  # the chains went downhill in energy
     assert tr.state.step == 30 and len(tr.state.history) == 30
 
 

@@ -102,9 +102,9 @@ def _sampler_defaults_text() -> str:
 
 # --- TrainConfig fields → flags, one for one ---------------------------------------------------
 TRAIN_HELP = {
-    "model": "model kind: cnn (CNN energy), jem (classifier-energy, needs labels) or rbm",
+    "model": "model kind: cnn (CNN energy), jem (classifier-energy, needs labels), rbm, or mlp2d (2-D points)",
     "width": "CNN channels c (default: cnn 16, jem 32)",
-    "hidden": "RBM hidden units",
+    "hidden": "RBM hidden units (MLP width for mlp2d)",
     "spectral_norm": "spectral normalisation on every layer (smoother energy, steadier training)",
     "classes": "train on these digits only, e.g. 0,1,2",
     "batch_size": "real images (and fakes) per update",
@@ -128,6 +128,7 @@ TRAIN_HELP = {
     "gap_bound": "E(fake) − E(real) below −this counts as divergence",
     "checkpoint_every": "updates between rollback checkpoints",
     "seed": "random seed",
+    "fresh_steps": "Langevin steps recommended for fresh chains from noise, stored in the file (default: sampler steps)",
 }
 
 

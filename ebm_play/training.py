@@ -60,6 +60,9 @@ class TrainConfig:
     gap_bound: float = 10.0  # E(fake) − E(real) below −gap_bound is divergence
     checkpoint_every: int = 25
     seed: int = 0
+    # Langevin steps recommended for fresh chains from noise, stored in the weights file; default
+    # sampler_steps. A replay-buffer model is trained on long chains and needs more than that.
+    fresh_steps: int | None = None
 
     def __post_init__(self):
         if self.model not in ("cnn", "jem", "rbm", "mlp2d"):
@@ -71,6 +74,9 @@ class TrainConfig:
                     setattr(self, name, int(v))
                 else:
                     raise EBMError(f"{name} must be a whole number, got {v!r}")
+        if self.fresh_steps is not None and (isinstance(self.fresh_steps, bool) or not isinstance(self.fresh_steps, int)
+                                             or self.fresh_steps < 1):
+            raise EBMError(f"fresh_steps must be a positive whole number, got {self.fresh_steps!r}")
         if self.seed < 0:
             raise EBMError(f"seed must be 0 or more, got {self.seed}")
         positive = ("batch_size", "step_size", "lr", "buffer_size", "lr_step_every", "checkpoint_every", "cd_k", "hidden")
@@ -352,7 +358,7 @@ class Trainer:
         try:
             if c.model == "rbm":
                 return samplers.run("gibbs", self.model, x0, steps or 200, generator=g).x
-            return samplers.run("langevin", self.model, x0, steps or c.sampler_steps, generator=g,
+            return samplers.run("langevin", self.model, x0, steps or c.fresh_steps or c.sampler_steps, generator=g,
                                 **c.sampler_options()).x
         finally:
             self.model.train(was_training)
@@ -363,7 +369,7 @@ class Trainer:
         if c.model == "rbm":
             recommended = {"gibbs": {"steps": 200}}
         else:
-            recommended = {"langevin": {"steps": c.sampler_steps, **c.sampler_options()}}
+            recommended = {"langevin": {"steps": c.fresh_steps or c.sampler_steps, **c.sampler_options()}}
         return {"train_config": asdict(c), "samplers": recommended, "train_steps": self.state.step,
                 "train_seconds": round(time.perf_counter() - self._started, 1),
                 "rollbacks": len(self.state.events)}

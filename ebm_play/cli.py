@@ -102,9 +102,9 @@ def _sampler_defaults_text() -> str:
 
 # --- TrainConfig fields → flags, one for one ---------------------------------------------------
 TRAIN_HELP = {
-    "model": "model kind: cnn (CNN energy), jem (classifier-energy, needs labels), rbm, or mlp2d (2-D points)",
+    "model": "model kind: cnn (CNN energy), jem (classifier-energy, needs labels) or rbm",
     "width": "CNN channels c (default: cnn 16, jem 32)",
-    "hidden": "RBM hidden units (MLP width for mlp2d)",
+    "hidden": "RBM hidden units",
     "spectral_norm": "spectral normalisation on every layer (smoother energy, steadier training)",
     "classes": "train on these digits only, e.g. 0,1,2",
     "batch_size": "real images (and fakes) per update",
@@ -412,6 +412,8 @@ def cmd_train(args, config_names: list[str]) -> int:
         done = int(info.get("train_steps", 0))
     else:
         config = TrainConfig(**given)
+    if config.model not in IMAGE_KINDS:
+        raise EBMError(f"{config.model} models train on 2-D points (Python API or the app's Landscape tab), not on MNIST")
     digits = mnist(train=True, root=args.data, download=args.download, classes=config.classes)
     trainer = Trainer(config, digits.x, digits.y, model=model, device=device)
     trainer.state.step = done

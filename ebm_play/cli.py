@@ -412,8 +412,6 @@ def cmd_train(args, config_names: list[str]) -> int:
         done = int(info.get("train_steps", 0))
     else:
         config = TrainConfig(**given)
-    if config.model not in IMAGE_KINDS:
-        raise EBMError(f"{config.model} models train on 2-D points (Python API or the app's Landscape tab), not on MNIST")
     digits = mnist(train=True, root=args.data, download=args.download, classes=config.classes)
     trainer = Trainer(config, digits.x, digits.y, model=model, device=device)
     trainer.state.step = done

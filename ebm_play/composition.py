@@ -29,6 +29,7 @@ class ClassEnergy(EnergyModel):
         if not 0 <= int(label) < jem.config["n_classes"]:
             raise EBMError(f"class must be between 0 and {jem.config['n_classes'] - 1}, got {label}")
         self.jem, self.label = jem, int(label)
+        self.eval()  # wrappers share their experts: sampling must not flip those into training mode
 
     def forward(self, x):
         return self.jem(x, self.label)
@@ -101,6 +102,7 @@ class ComposedEnergy(EnergyModel):
         self._modules_list = nn.ModuleList(e.energy for e in self.experts)
         if not any(e.enabled and e.weight != 0 for e in self.experts):
             raise EBMError("every expert is switched off or has weight 0")
+        self.eval()
 
     def forward(self, x):
         total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)

@@ -6,7 +6,7 @@ plot energy against step. :func:`run` drives one to the end and collects what wa
 
 They all sample from the tempered, conditioned target
 
-    p(x) ∝ exp(−U(x)),  U(x) = (E(x) + λ‖x − x_obs‖² + wall(x)) / T,
+    p(x) ∝ exp(−U(x)),  U(x) = (E(x) + λ‖x − x_obs‖²) / T + wall(x),
 
 where λ = ``data_weight`` (denoising), ``mask`` (1 = observed) holds pixels fixed at their ``x0``
 values (inpainting), and ``wall`` is a soft quadratic penalty outside ``bounds`` used by the
@@ -85,29 +85,32 @@ class _Target:
         with torch.no_grad():
             return self.energy(x).detach()
 
-    def extra(self, x):
-        """λ‖x − x_obs‖² + wall(x) per chain, and its gradient."""
-        u = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        g = torch.zeros_like(x)
-        if self.lam:
-            d = x - self.x_obs
-            u = u + self.lam * d.flatten(1).pow(2).sum(1)
-            g = g + 2 * self.lam * d
-        if self.wall:
-            lo, hi = self.bounds
-            over = (x - hi).clamp(min=0) - (lo - x).clamp(min=0)
-            u = u + self.wall * over.flatten(1).pow(2).sum(1)
-            g = g + 2 * self.wall * over
-        return u, g
+    def data_term(self, x):
+        """λ‖x − x_obs‖² per chain, and its gradient."""
+        d = x - self.x_obs
+        return self.lam * d.flatten(1).pow(2).sum(1), 2 * self.lam * d
+
+    def wall_term(self, x):
+        """wall·Σ(distance outside the bounds)² per chain, and its gradient."""
+        lo, hi = self.bounds
+        over = (x - hi).clamp(min=0) - (lo - x).clamp(min=0)
+        return self.wall * over.flatten(1).pow(2).sum(1), 2 * self.wall * over
 
     def potential(self, x, T):
-        """(U, ∇U, E) at x for temperature T."""
+        """(U, ∇U, E) at x for temperature T. The wall is not tempered: a tempered wall at the
+        small temperatures that trained models need rejects nearly every proposal."""
         e, ge = energy_and_grad(self.energy, x)
-        u, gu = self.extra(x)
-        g = (ge + gu) / T
+        u, g = e, ge
+        if self.lam:
+            du, dg = self.data_term(x)
+            u, g = u + du, g + dg
+        u, g = u / T, g / T
+        if self.wall:
+            wu, wg = self.wall_term(x)
+            u, g = u + wu, g + wg
         if self.free is not None:
             g = g * self.free
-        return (e + u) / T, g, e
+        return u, g, e
 
     def masked(self, v):
         return v if self.free is None else v * self.free
@@ -177,7 +180,7 @@ def ula(energy: Energy, x0: torch.Tensor, steps: int = 100, *, step_size: float 
 
 
 def mala(energy: Energy, x0: torch.Tensor, steps: int = 100, *, step_size: float = 1e-4,
-         temperature=1.0, bounds: tuple[float, float] | None = (-1.0, 1.0), wall: float = 10.0,
+         temperature=1.0, bounds: tuple[float, float] | None = (-1.0, 1.0), wall: float = 100.0,
          mask=None, x_obs=None, data_weight: float = 0.0,
          generator: torch.Generator | None = None) -> Iterator[Step]:
     """Metropolis-adjusted Langevin: the ULA proposal, accepted with the Metropolis–Hastings ratio,
@@ -203,7 +206,7 @@ def mala(energy: Energy, x0: torch.Tensor, steps: int = 100, *, step_size: float
 
 def hmc(energy: Energy, x0: torch.Tensor, steps: int = 50, *, step_size: float = 1e-3,
         leapfrog: int = 10, temperature=1.0, bounds: tuple[float, float] | None = (-1.0, 1.0),
-        wall: float = 10.0, mask=None, x_obs=None, data_weight: float = 0.0,
+        wall: float = 100.0, mask=None, x_obs=None, data_weight: float = 0.0,
         generator: torch.Generator | None = None) -> Iterator[Step]:
     """Hamiltonian Monte Carlo: unit-mass momenta, ``leapfrog`` steps of size ε, then accept with
     probability min(1, exp(H_old − H_new)). One update = one trajectory."""

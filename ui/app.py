@@ -16,11 +16,11 @@ import gradio as gr
 
 import ebm_play
 
-from . import sample_tab, train_tab
+from . import compose_tab, sample_tab, train_tab
 from .common import HEADER, TITLE, launch_style
 from .sessions import SESSION_RE, Registry, new_session_id
 
-TABS = ("train", "sample")
+TABS = ("train", "sample", "compose")
 
 
 def build_app(device: str | None = None, max_runs: int | None = None) -> gr.Blocks:
@@ -42,6 +42,8 @@ def build_app(device: str | None = None, max_runs: int | None = None) -> gr.Bloc
                 train = train_tab.create_tab(registry, session)
             with gr.Tab("Sample", id="sample") as sample_page:
                 sample = sample_tab.create_tab(registry, session)
+            with gr.Tab("Compose", id="compose"):
+                compose_tab.create_tab(registry, session)
 
         def on_load(sid, request: gr.Request):
             """Give a new browser its session id (kept in localStorage) and honour ?tab=…"""

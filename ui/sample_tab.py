@@ -1,66 +1,49 @@
-"""Sample tab (simple version): run any sampler on the session's current model and watch it.
+"""Sample tab: watch noise become digits, then scrub, replay and download the chains.
 
-Sampling runs ``ebm_play.sample_chains`` in a helper thread whose callback queues the chains; the
-request's generator streams them as frames. That keeps every engine check (steps, chains, options)
-in one place and lets a closed page stop the chains early.
+Pick a model (the session's current one, or an uploaded ``.safetensors``), a sampler and its
+settings, chains, steps, seed, a class (JEM) and where the chains start. The chains run in a
+helper thread (:class:`ui.chains.ChainRun`); the request streams a frame, the energy of each chain
+per step and, for MALA/HMC, the acceptance rate. Afterwards a step slider and play/pause move
+through the recorded frames, and the run downloads as GIF, MP4, PNG and ``.npz``.
+
+Endpoints (gradio_client names):
+
+- ``/sample(session, sampler, steps, step_size, noise, temperature, chains, seed, start="uniform",
+  start_image=None, label=-1, frames=60, leapfrog=None, t_start=None, base=None, model="",
+  model_file=None)`` → (final grid PNG, energy plot, result dict). Streams: each intermediate
+  output is a frame. ``None`` for a sampler setting means the model's recommendation; ``label``
+  0–9 samples E(x, y) of a JEM model; ``start`` is uniform, gaussian, buffer (the session's training
+  run) or image (``start_image``); ``model`` is a shipped name or "trained in this session" ("" = the
+  session's current model). The result holds the final energies, the acceptance rate and
+  ``record``, the id of the recording.
+- ``/sample_files(record, fps=10)`` → (GIF, MP4, PNG, NPZ) of a recording from ``/sample`` or
+  ``/compose``; the GIF has one frame per recorded frame (``frames``); MP4 is None without PyAV.
+- ``/score(session, image)`` → (energy, the image as the model sees it, a note).
 """
 
 from __future__ import annotations
 
-import queue
-import threading
-import time
 import weakref
 
 import gradio as gr
-import numpy as np
 import torch
 
 import ebm_play
 from ebm_play import EBMError
-from ebm_play.api import default_sampler_settings
 from ebm_play.runtime import job_threads
-from ebm_play.samplers import sampler_options
 
-from .common import long_frame, number, thin, user_errors, whole
-from .sessions import Registry
+from . import chains as C
+from . import playback as P
+from .common import user_errors, whole
+from .media import chain_grid
+from .sessions import TRAINED_MODEL, Registry
 
 SAMPLERS = list(ebm_play.SAMPLERS)
-MAX_CHAINS = 256
-MAX_STEPS = 10_000
-FRAME_EVERY_S = 0.25
-ENERGY_COLORS = {"mean": "#4f46e5", "min": "#10b981", "max": "#f59e0b"}
+MAX_CHAINS = C.MAX_CHAINS
+MAX_STEPS = C.MAX_STEPS
+LONG_RUN_STEPS = 2000
+LABELS = [("any digit: E(x)", -1)] + [(f"{d}: E(x, y={d})", d) for d in range(10)]
 _reference: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → (E test digits, E noise)
-
-
-def sampler_kwargs(sampler: str, step_size, noise, temperature) -> dict:
-    """The UI's common knobs → the options this sampler takes (None = the model's or sampler's default).
-    For ``annealed``, "temperature" is the final temperature of the schedule."""
-    allowed = set(sampler_options(sampler))
-    if sampler == "annealed":
-        allowed |= set(sampler_options("ula")) - {"temperature"}
-    out = {}
-    if step_size is not None and "step_size" in allowed:
-        out["step_size"] = number("step size", step_size, 0, 1e4)
-    if noise is not None and "noise" in allowed:
-        out["noise"] = number("noise", noise, 0, 10)
-    if temperature is not None:
-        key = "t_end" if sampler == "annealed" else "temperature"
-        if key in allowed:
-            out[key] = number("temperature", temperature, 1e-12, 1e6)
-    return out
-
-
-def sampler_defaults(model, sampler: str) -> tuple:
-    """(steps, step size, noise, temperature) to show for ``sampler``: the model's recommended
-    settings where its file has them, else the sampler's own defaults; None where it has no such knob."""
-    opts = sampler_options(sampler)
-    if sampler == "annealed":
-        opts = {**sampler_options("ula"), **opts, "temperature": opts["t_end"]}
-    rec = default_sampler_settings(model, sampler)
-    temp = rec.get("t_end" if sampler == "annealed" else "temperature", opts.get("temperature"))
-    return (rec["steps"], rec.get("step_size", opts.get("step_size")), rec.get("noise", opts.get("noise")),
-            temp if isinstance(temp, (int, float)) else None)
 
 
 def reference_energies(model) -> tuple[float, float]:
@@ -72,31 +55,138 @@ def reference_energies(model) -> tuple[float, float]:
     return _reference[model]
 
 
+def resolve_model(registry: Registry, session, model=None, model_file=None) -> tuple[ebm_play.EnergyModel, str]:
+    """The model a request samples: an uploaded file, a named model, or the session's current one."""
+    if model_file:
+        path = model_file.get("path") if isinstance(model_file, dict) else model_file
+        m = C.MODEL_FILES.load(path, registry.device)
+        return m, f"uploaded {str(path).rsplit('/', 1)[-1]}"
+    if model:
+        s = registry.session(session) if session else None
+        if model == TRAINED_MODEL:
+            if s is None or s.trained is None:
+                raise EBMError("no model trained in this session: train one and press 'Use this model' first")
+            return s.trained, f"{TRAINED_MODEL} ({s.trained_label})"
+        if model not in registry.models:
+            raise EBMError(f"unknown model {model!r}; choose one of: {', '.join(registry.model_names(s))}")
+        return registry.models[model], model
+    return registry.current_model(session)
+
+
+def resolve_label(model, label) -> int | None:
+    if label is None or label == -1 or label == "":
+        return None
+    label = whole("class", label, 0, 9)
+    if model.kind != "jem":
+        raise EBMError(f"a class (E(x, y)) needs a JEM model such as mnist-jem; this is a {model.kind} model")
+    return label
+
+
+def prepare(registry: Registry, session, sampler, steps, step_size, noise, temperature, chains, seed, start,
+            start_image, label, frames, leapfrog, t_start, base, model,
+            model_file) -> tuple[C.ChainRun, dict, int | None]:
+    """Validate everything (API callers bypass the sliders) and set up the chains."""
+    m, name = resolve_model(registry, session, model, model_file)
+    if sampler not in ebm_play.SAMPLERS:
+        raise EBMError(f"unknown sampler {sampler!r}; known: {', '.join(ebm_play.SAMPLERS)}")
+    if sampler == "gibbs" and m.kind != "rbm":
+        raise EBMError(f"Gibbs sampling needs an RBM model (mnist-rbm); {name} is a {m.kind} model")
+    n = whole("chains", chains, 1, MAX_CHAINS)
+    steps = whole("steps", steps, 0, MAX_STEPS)
+    seed = None if seed is None else whole("seed", seed, 0, 2**63 - 2)
+    frames = whole("frames", frames, 2, C.MAX_FRAMES)
+    y = resolve_label(m, label)
+    _, opts = C.sampler_settings(m, sampler, step_size, noise, temperature, leapfrog, t_start, base)
+    C.check_work(n, steps, sampler, opts)
+    start = start or "uniform"
+    x0 = C.start_images(start, n, seed, start_image, registry, session)
+    energy = m if y is None else ebm_play.ClassEnergy(m, y).eval()
+    meta = {"model": name, "sampler": sampler, "steps": steps, "chains": n, "seed": seed, "start": start,
+            "class": y, "options": opts}
+    return C.ChainRun(energy, n, steps, sampler, seed, x0, opts, frames, meta=meta), meta, C.training_length(m)
+
+
+def stream(run: C.ChainRun, key, marker):
+    """(live chains, recording, finished?) every frame, then once at the end."""
+    C.JOBS.start(key, run)
+    try:
+        for recorder in run.snapshots():
+            yield recorder.latest, recorder, False
+    finally:
+        C.JOBS.end(key, run)
+    yield run.recording.x, run.recorder, True
+
+
+def energy_plot(recorder, marker):
+    with recorder.lock:
+        df, cmap, legend = C.energy_plot_data(recorder.rec, marker)
+    return gr.LinePlot(value=df, color_map=cmap, colors_in_legend=legend)
+
+
+def accept_plot(recorder):
+    with recorder.lock:
+        df = C.accept_plot_data(recorder.rec)
+    return gr.LinePlot(value=df, visible=not df.empty)
+
+
 def create_tab(registry: Registry, session: gr.BrowserState) -> dict:
     """Build the Sample tab inside the current ``gr.Blocks``; returns what the app wires to."""
     with gr.Row():
-        with gr.Column(scale=1, min_width=300):
+        with gr.Column(scale=1, min_width=320):
             model_dd = gr.Dropdown(registry.model_names(None), value=registry.default_model, label="Model",
                                    info="the session's current model (Train → 'Use this model' adds yours)")
-            sampler = gr.Dropdown(SAMPLERS, value="langevin", label="Sampler",
-                                  info="gibbs needs an RBM; ula/mala/hmc usually need a small temperature")
-            steps = gr.Number(60, precision=0, label="Steps", info=f"0 to {MAX_STEPS:,}")
+            with gr.Accordion("…or upload a model (.safetensors)", open=False):
+                model_file = gr.File(label="Model file", file_types=[".safetensors"], type="filepath", height=100)
             with gr.Row():
-                step_size = gr.Number(None, label="Step size", min_width=100)
-                noise = gr.Number(None, label="Noise σ (langevin)", min_width=100)
-                temperature = gr.Number(None, label="Temperature", min_width=100,
-                                        info="annealed: final temperature")
+                sampler = gr.Dropdown(SAMPLERS, value="langevin", label="Sampler", min_width=120,
+                                      info="gibbs: RBM only; ula/mala/hmc: small temperature")
+                label = gr.Dropdown(LABELS, value=-1, label="Class (JEM)", min_width=120, interactive=False,
+                                    info="samples E(x, y) of a JEM model")
             with gr.Row():
-                chains = gr.Slider(1, 64, 16, step=1, label="Chains")
-                seed = gr.Number(0, precision=0, label="Seed", info="empty = random")
-            run_btn = gr.Button("Sample", variant="primary", elem_id="sample-run")
+                steps = gr.Number(60, precision=0, label="Steps", info=f"0 to {MAX_STEPS:,}", min_width=100,
+                                  elem_id="sample-steps")
+                long_run = gr.Checkbox(False, label=f"Long run ({LONG_RUN_STEPS:,} steps)", min_width=100,
+                                       info="far past the training length")
+            lv = C.shown_settings(registry.models[registry.default_model], "langevin")[1]
+            with gr.Row():
+                step_size = gr.Number(lv.get("step_size"), label="Step size", min_width=90)
+                noise = gr.Number(lv.get("noise"), label="Noise σ", min_width=90)
+                temperature = gr.Number(lv.get("temperature"), label="Temperature", min_width=90,
+                                        info="annealed: final T")
+            with gr.Row():
+                leapfrog = gr.Number(None, precision=0, label="Leapfrog steps", min_width=90, visible=False)
+                t_start = gr.Number(None, label="Start temperature", min_width=90, visible=False)
+                base = gr.Dropdown(["ula", "mala", "hmc", "langevin"], value=None, label="Base sampler",
+                                   min_width=90, visible=False)
+            with gr.Row():
+                chains = gr.Slider(1, MAX_CHAINS, 16, step=1, label="Chains")
+                seed = gr.Number(0, precision=0, label="Seed", info="empty = random", min_width=90)
+            start = gr.Radio(C.STARTS, value="uniform", label="Start from")
+            start_pad = gr.Sketchpad(label="Start image: draw a digit (or upload)", sources=["upload"], height=260,
+                                     canvas_size=(280, 280), visible=False, type="numpy", image_mode="RGBA")
+            with gr.Accordion("Recording and downloads", open=False):
+                frames = gr.Slider(2, C.MAX_FRAMES, 60, step=1, label="Frames recorded",
+                                   info="evenly spaced over the run; the GIF and MP4 have this many")
+                fps = gr.Slider(1, 30, 10, step=1, label="Frames per second (GIF, MP4, playback)")
+            with gr.Row():
+                run_btn = gr.Button("Sample", variant="primary", elem_id="sample-run")
+                stop_btn = gr.Button("Stop", variant="stop", elem_id="sample-stop")
         with gr.Column(scale=2):
+            status = gr.Markdown("Press **Sample** to start chains from noise.", elem_id="sample-status",
+                                 elem_classes="ebm-status")
             with gr.Row():
-                grid_img = gr.Image(label="Chains", type="pil", format="png", height=360, interactive=False,
-                                    elem_classes="ebm-grid", elem_id="sample-grid")
-                energy_plot = gr.LinePlot(x="step", y="value", color="series", color_title="", color_map=ENERGY_COLORS,
-                                          label="Energy of the chains vs step", y_title="energy")
-            with gr.Accordion("Final energies (JSON, as /sample returns them)", open=False):
+                grid_img = gr.Image(label="Chains", type="pil", format="png", height=340, interactive=False, scale=2,
+                                    min_width=240, elem_classes="ebm-grid", elem_id="sample-grid",
+                                    buttons=["download", "fullscreen"])
+                with gr.Column(scale=3, min_width=360):
+                    energy_plot_c = gr.LinePlot(x="step", y="value", color="series", color_title="",
+                                                label="Energy of each chain vs step (grey) and the mean",
+                                                y_title="energy", elem_id="sample-energy")
+                    accept_plot_c = gr.LinePlot(x="step", y="value", color="series", color_title="",
+                                                label="Acceptance rate (MALA, HMC)", y_title="accepted",
+                                                y_lim=[0, 1], visible=False, elem_id="sample-accept", height=200)
+            pb = P.controls("sample")
+            with gr.Accordion("Result (JSON, as /sample returns it)", open=False):
                 result_json = gr.JSON(label="result")
     gr.Markdown("### Score an image\nAny picture of a digit, made MNIST-like (cropped, scaled, centred); "
                 "lower energy = more digit-like under the current model.")
@@ -108,73 +198,87 @@ def create_tab(registry: Registry, session: gr.BrowserState) -> dict:
             score_btn = gr.Button("Score", variant="primary")
             score_out = gr.Number(None, label="Energy E(x)", interactive=False)
             score_note = gr.Markdown("")
+    # API-only inputs (hidden): a plain image for start_image, a model name, and the recording id.
+    with gr.Row(visible=False):
+        start_image = gr.Image(None, type="filepath", label="start image")
+        model_name = gr.Textbox("", label="model")
+        record_box = gr.Textbox("", label="record")
+        api_btn = gr.Button("sample (API)")
+        files_btn = gr.Button("sample files (API)")
+        api_files = [gr.File(label=k) for k in ("gif", "mp4", "png", "npz")]
+        # API defaults for the sampler settings are None (= the model's recommendation): hidden copies of the knobs.
+        a_ss, a_nz, a_tp, a_lf, a_ts = [gr.Number(None, label=k) for k in ("step_size", "noise", "temperature",
+                                                                             "leapfrog", "t_start")]
+        a_base = gr.Dropdown(["ula", "mala", "hmc", "langevin"], value=None, label="base")
+
+    # --- the streamed run -------------------------------------------------------------------------
+    def run_chains(session, sampler, steps, step_size, noise, temperature, chains, seed, start, start_image, label,
+                   frames, leapfrog, t_start, base, model, model_file):
+        run, meta, marker = prepare(registry, session, sampler, steps, step_size, noise, temperature, chains, seed,
+                                    start, start_image, label, frames, leapfrog, t_start, base, model, model_file)
+        for x, recorder, done in stream(run, (session, "sample"), marker):
+            result = {**meta, **C.summary(recorder.rec)} if done else None
+            yield x, recorder, marker, result
 
     @user_errors
     def sample(session=None, sampler="langevin", steps=60, step_size=None, noise=None, temperature=None,
-               chains=16, seed=0):
-        """Run a sampler from uniform noise on the session's current model, streaming frames; the
-        last output is the final grid, the energy curve and the final energies."""
-        model, label = registry.current_model(session)
-        n = whole("chains", chains, 1, MAX_CHAINS)
-        steps = whole("steps", steps, 0, MAX_STEPS)
-        seed = None if seed is None else whole("seed", seed, 0, 2**63 - 1)
-        opts = sampler_kwargs(sampler, step_size, noise, temperature)
-        every = max(1, steps // 50)
-        q: queue.Queue = queue.Queue()
-        stop = threading.Event()
-
-        def on_step(rec):
-            e = rec.energy.float()
-            frame = rec.x.detach().cpu().clone() if rec.step % every == 0 or rec.step == steps else None
-            q.put(("step", {"step": rec.step, "mean": e.mean().item(), "min": e.min().item(), "max": e.max().item()},
-                   frame))
-            return not stop.is_set()
-
-        def work():
-            try:
-                with job_threads(1):
-                    res = ebm_play.sample_chains(model, n, steps, sampler, seed, callback=on_step, **opts)
-                q.put(("done", res, None))
-            except Exception as e:  # handed to the request thread, which shows it
-                q.put(("error", e, None))
-
-        threading.Thread(target=work, name="ebm-sample", daemon=True).start()
-        rows, x, shown = [], None, 0.0
-        series = {"mean": "mean", "min": "min", "max": "max"}
-        try:
-            while True:
-                kind, item, frame = q.get()
-                if kind == "error":
-                    raise item
-                if kind == "done":
-                    res = item
-                    break
-                rows.append(item)
-                x = frame if frame is not None else x
-                if x is not None and time.monotonic() - shown >= FRAME_EVERY_S:
-                    shown = time.monotonic()
-                    yield ebm_play.images.grid(x), long_frame(thin(rows), "step", series), gr.skip()
-        finally:
-            stop.set()
-        energy = [round(float(v), 6) for v in res.energy]
-        result = {"model": label, "sampler": sampler, "steps": steps, "chains": n, "options": opts,
-                  "energy": energy, "mean_energy": float(np.mean(energy)), "accept_rate": res.accept_rate}
-        yield ebm_play.images.grid(res.x), long_frame(thin(rows), "step", series), result
+               chains=16, seed=0, start="uniform", start_image=None, label=-1, frames=60, leapfrog=None,
+               t_start=None, base=None, model="", model_file=None):
+        """Run a sampler on the session's current model (or ``model`` / ``model_file``), streaming frames;
+        the last output is the final grid, the energy curves and the result (final energies, acceptance,
+        ``record`` for /sample_files)."""
+        for x, recorder, marker, result in run_chains(session, sampler, steps, step_size, noise, temperature,
+                                                      chains, seed, start, start_image, label, frames, leapfrog,
+                                                      t_start, base, model, model_file):
+            yield chain_grid(x), energy_plot(recorder, marker), (result if result is not None else gr.skip())
 
     @user_errors
-    def score(session=None, image=None):
-        """Energy of one uploaded picture (preprocessed MNIST-style) under the session's current model."""
-        path = image.get("path") if isinstance(image, dict) else image
-        if not path:
-            raise EBMError("upload an image to score")
-        x = ebm_play.preprocess(path)
-        model, label = registry.current_model(session)
-        with job_threads(1):
-            e = float(ebm_play.score(model, x)[0])
-            real, noise_e = reference_energies(model)
-        note = (f"Model: {label}. For comparison, real test digits average **{real:.4g}** and uniform noise "
-                f"**{noise_e:.4g}**.")
-        return e, ebm_play.images.grid(x, 1, scale=6), note
+    def sample_page(session, sampler, steps, step_size, noise, temperature, chains, seed, start, pad, label,
+                    frames, leapfrog, t_start, base, model_file):
+        for x, recorder, marker, result in run_chains(session, sampler, steps, step_size, noise, temperature,
+                                                      chains, seed, start, pad, label, frames, leapfrog, t_start,
+                                                      base, "", model_file):
+            line = C.status_line(recorder.rec, result is None)
+            common = [chain_grid(x), energy_plot(recorder, marker), accept_plot(recorder), line]
+            if result is None:
+                yield *common, gr.skip(), gr.skip(), gr.skip()
+            else:
+                yield *common, result, result["record"], P.finished_slider(recorder.rec)
+
+    @user_errors
+    def sample_files(record="", fps=10):
+        """GIF, MP4 (None without PyAV), PNG and .npz of a recording (``record`` from /sample or /compose)."""
+        f = C.export_files(registry.tmp, record, fps)
+        return f["gif"], f["mp4"], f["png"], f["npz"]
+
+    # --- model, sampler and defaults -------------------------------------------------------------
+    knobs = [steps, step_size, noise, temperature, leapfrog, t_start, base, label]
+
+    def defaults(model, name, base_name=None):
+        """The knobs for ``name`` on ``model``: recommended values, and which knobs apply."""
+        try:
+            st, opts = C.shown_settings(model, name, base=base_name or None)
+        except EBMError:
+            return (gr.skip(),) * len(knobs)
+        b = opts.get("base")
+        temp = opts.get("t_end" if name == "annealed" else "temperature")
+        jem = model.kind == "jem"
+        return (st,
+                gr.Number(value=opts.get("step_size"), visible="step_size" in opts),
+                gr.Number(value=opts.get("noise"), visible="noise" in opts),
+                gr.Number(value=temp, visible=temp is not None),
+                gr.Number(value=opts.get("leapfrog"), visible="leapfrog" in opts),
+                gr.Number(value=opts.get("t_start"), visible=name == "annealed"),
+                gr.Dropdown(value=b, visible=name == "annealed"),
+                gr.Dropdown(value=-1, interactive=jem) if not jem else gr.Dropdown(interactive=True))
+
+    def page_model(sid, upload):
+        if upload:
+            try:
+                return resolve_model(registry, None, None, upload)[0]
+            except EBMError:
+                pass
+        return registry.current_model(sid if registry.peek(sid) else None)[0]
 
     def refresh(sid, name):
         """Model list, current model and that sampler's defaults, for this session."""
@@ -183,26 +287,65 @@ def create_tab(registry: Registry, session: gr.BrowserState) -> dict:
         key = s.model_key if s is not None and s.model_key in registry.model_names(s) else registry.default_model
         return (gr.Dropdown(choices=registry.model_names(s), value=key), *defaults(model, name))
 
-    def defaults(model, name):
-        try:
-            st, ss, nz, tp = sampler_defaults(model, name)
-        except EBMError:
-            return (gr.skip(),) * 4
-        return (st, gr.Number(value=ss, interactive=ss is not None), gr.Number(value=nz, interactive=nz is not None),
-                gr.Number(value=tp, interactive=tp is not None))
+    @user_errors
+    def choose_model(sid, key, name, upload):
+        registry.use_model(sid, key)
+        return defaults(page_model(sid, upload), name)
 
     @user_errors
-    def choose_model(sid, key, name):
-        registry.use_model(sid, key)
-        return defaults(registry.current_model(sid)[0], name)
+    def upload_model(sid, upload, name):
+        if upload:
+            resolve_model(registry, None, None, upload)  # a bad file says why at once
+        return defaults(page_model(sid, upload), name)
 
-    knobs = [steps, step_size, noise, temperature]
-    model_dd.input(choose_model, [session, model_dd, sampler], knobs, api_visibility="private")
-    sampler.input(lambda sid, name: defaults(registry.current_model(sid if registry.peek(sid) else None)[0], name),
-                  [session, sampler], knobs, api_visibility="private")
-    run_btn.click(sample, [session, sampler, steps, step_size, noise, temperature, chains, seed],
-                  [grid_img, energy_plot, result_json], api_name="sample", concurrency_limit=2,
-                  concurrency_id="compute", show_progress="minimal")
+    def long_toggle(on, sid, name, upload):
+        if on:
+            return LONG_RUN_STEPS, C.MAX_FRAMES
+        st, _ = C.sampler_settings(page_model(sid, upload), name)
+        return st, 60
+
+    private = dict(api_visibility="private", show_progress="hidden")
+    model_dd.input(choose_model, [session, model_dd, sampler, model_file], knobs, **private)
+    sampler.input(lambda sid, name, up: defaults(page_model(sid, up), name), [session, sampler, model_file], knobs,
+                  **private)
+    base.input(lambda sid, name, b, up: defaults(page_model(sid, up), name, b), [session, sampler, base, model_file],
+               knobs, **private)
+    model_file.upload(upload_model, [session, model_file, sampler], knobs, **private)
+    model_file.clear(lambda sid, name: defaults(page_model(sid, None), name), [session, sampler], knobs, **private)
+    long_run.input(long_toggle, [long_run, session, sampler, model_file], [steps, frames], **private)
+    start.change(lambda s: gr.Sketchpad(visible=s == "image"), start, start_pad, queue=False, **private)
+
+    compute = dict(concurrency_limit=2, concurrency_id="compute")
+    api_inputs = [session, sampler, steps, a_ss, a_nz, a_tp, chains, seed, start, start_image, label, frames, a_lf,
+                  a_ts, a_base, model_name, model_file]
+    api_btn.click(sample, api_inputs, [grid_img, energy_plot_c, result_json], api_name="sample",
+                  show_progress="minimal", **compute)
+    page_inputs = [session, sampler, steps, step_size, noise, temperature, chains, seed, start, start_pad, label,
+                   frames, leapfrog, t_start, base, model_file]
+    run_evt = run_btn.click(P.reset, None, [pb.timer, pb.slider, *pb.downloads], queue=False, **private).then(
+        sample_page, page_inputs, [grid_img, energy_plot_c, accept_plot_c, status, result_json, record_box, pb.slider],
+        api_visibility="private", show_progress="minimal", **compute)
+    P.wire(pb, record_box, fps, grid_img, status, registry.tmp, run_evt)
+    stop_btn.click(lambda sid: C.JOBS.stop((sid, "sample")) and None, session, None, queue=False, **private)
+    files_btn.click(sample_files, [record_box, fps], api_files, api_name="sample_files", concurrency_limit=2,
+                    concurrency_id="media")
+
+    # --- score ---------------------------------------------------------------------------------
+    @user_errors
+    def score(session=None, image=None):
+        """Energy of one uploaded picture (preprocessed MNIST-style) under the session's current model."""
+        path = image.get("path") if isinstance(image, dict) else image
+        if not path:
+            raise EBMError("upload an image to score")
+        x = ebm_play.preprocess(path)
+        model, name = registry.current_model(session)
+        with job_threads(1):
+            e = float(ebm_play.score(model, x)[0])
+            real, noise_e = reference_energies(model)
+        note = (f"Model: {name}. For comparison, real test digits average **{real:.4g}** and uniform noise "
+                f"**{noise_e:.4g}**.")
+        return e, ebm_play.images.grid(x, 1, scale=6), note
+
     score_btn.click(score, [session, score_in], [score_out, score_view, score_note], api_name="score",
-                    preprocess=False, concurrency_limit=2, concurrency_id="compute")
+                    preprocess=False, **compute)
     return {"refresh": refresh, "refresh_inputs": [session, sampler], "refresh_outputs": [model_dd, *knobs]}

@@ -1,0 +1,266 @@
+"""The Sample tab: its helpers (recording, export, sampler settings) and its endpoints through a real
+server (conftest) driven by gradio_client: streaming, downloads, cancelling, validation."""
+
+from __future__ import annotations
+
+import math
+import secrets
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from gradio_client import handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import ebm_play
+from ui import chains as C
+from ui import media
+
+
+def chain_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "ebm-chains" and t.is_alive())
+
+
+def wait_for(pred, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+# --- helpers (no server) --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("steps,frames", [(0, 5), (1, 2), (10, 11), (100, 7), (5000, 200), (3, 60)])
+def test_frame_steps_are_even_distinct_and_include_both_ends(steps, frames):
+    s = media.frame_steps(steps, frames)
+    assert s[0] == 0 and s[-1] == steps and s == sorted(set(s))
+    assert len(s) == min(frames, steps + 1)
+
+
+def test_frame_budget_keeps_memory_bounded():
+    assert media.frame_budget(16, 60) == 60
+    assert media.frame_budget(256, 200) * 256 * 28 * 28 * 4 <= media.MAX_FRAME_BYTES
+
+
+def fake_recording(steps=20, chains=4, frames=6, accept=True) -> media.Recording:
+    r = media.Recorder(steps, chains, frames)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((chains, 1, 28, 28), generator=g) * 2 - 1
+    for k in range(steps + 1):
+        x = (x * 0.9).clamp(-1, 1)
+        st = ebm_play.samplers.Step(k, x, torch.full((chains,), 10.0 - k), accept=torch.ones(chains) if accept and k
+                                    else None)
+        assert r(st) is True
+    return r.finish(x)
+
+
+def test_recorder_and_every_export_format(tmp_path):
+    rec = fake_recording(steps=20, chains=4, frames=6)
+    assert rec.frame_at == media.frame_steps(20, 6) and len(rec.steps) == 21 and len(rec.accept) == 20
+    files = media.write_all(rec, tmp_path, fps=5, stem="t")
+    with Image.open(files["gif"]) as im:
+        assert im.n_frames == 6 and im.info["loop"] == 0
+        w, h = im.size
+    with Image.open(files["png"]) as png:
+        assert png.size == media.chain_grid(rec.x).size
+        a = np.asarray(png)
+        assert set(np.unique(a[:, :])) <= set(range(256))  # greyscale, lossless
+    with np.load(files["npz"]) as z:
+        assert z["x"].shape == (4, 1, 28, 28) and z["frames"].shape == (6, 4, 1, 28, 28)
+        assert list(z["frame_steps"]) == rec.frame_at and z["energies"].shape == (21, 4)
+        assert ebm_play.load_images(files["npz"]).shape == (4, 1, 28, 28)  # the engine reads it back
+    if media.video_available():
+        import av
+
+        with av.open(str(files["mp4"])) as c:
+            n = sum(1 for _ in c.decode(video=0))
+        assert n == 6
+    else:
+        assert files["mp4"] is None
+
+
+def test_grids_are_crisp_nearest_neighbour():
+    x = -torch.ones((1, 1, 28, 28))
+    x[0, 0, 10, 10] = 1.0
+    img = np.asarray(media.chain_grid(x))
+    assert set(np.unique(img)) <= {0, 64, 255}  # no interpolated greys: background, padding, ink
+
+
+def test_stopping_early_keeps_a_consistent_recording():
+    stop = {"now": False}
+    r = media.Recorder(100, 2, 11, should_stop=lambda: stop["now"])
+    x = torch.zeros((2, 1, 28, 28))
+    for k in range(101):
+        stop["now"] = k == 37
+        if r(ebm_play.samplers.Step(k, x, torch.zeros(2))) is False:
+            break
+    rec = r.finish(x)
+    assert rec.stopped and rec.last_step == 37 and rec.frame_at[-1] == 37
+
+
+def test_sampler_defaults_per_model_kind_and_overrides():
+    cnn = ebm_play.CNNEnergy(width=2).eval()
+    steps, opts = C.sampler_settings(cnn, "mala")
+    assert opts["temperature"] == 1e-4 and opts["wall"] == 1000.0 and steps == 500
+    _, opts = C.sampler_settings(cnn, "mala", step_size=3e-5, temperature=2e-4)
+    assert opts["step_size"] == 3e-5 and opts["temperature"] == 2e-4
+    _, opts = C.sampler_settings(cnn, "annealed", base="hmc", leapfrog=3, t_start=0.5)
+    assert opts["base"] == "hmc" and opts["leapfrog"] == 3 and opts["t_start"] == 0.5 and "temperature" not in opts
+    _, opts = C.sampler_settings(cnn, "langevin")
+    assert opts == {}  # the engine's reference settings
+    cnn.info = {"samplers": {"ula": {"steps": 77, "temperature": 3e-6}}}  # a model file's own advice wins
+    steps, opts = C.sampler_settings(cnn, "ula")
+    assert steps == 77 and opts["temperature"] == 3e-6
+    with pytest.raises(ebm_play.EBMError, match="step size must be between"):
+        C.sampler_settings(cnn, "ula", step_size=-1)
+    with pytest.raises(ebm_play.EBMError, match="leapfrog steps must be between"):
+        C.sampler_settings(cnn, "hmc", leapfrog=0)
+    with pytest.raises(ebm_play.EBMError, match="temperature must be a number"):
+        C.sampler_settings(cnn, "ula", temperature=float("nan"))
+
+
+def test_energy_plot_marks_the_training_length_on_long_runs():
+    rec = fake_recording(steps=40, chains=20)
+    df, cmap, legend = C.energy_plot_data(rec, marker=10)
+    assert set(df["series"]) >= {"mean", "chain 1", f"chain {C.PLOT_CHAINS}", "training length (10 steps)"}
+    assert f"chain {C.PLOT_CHAINS + 1}" not in set(df["series"])  # at most 16 chain lines
+    assert legend == ["mean", "training length (10 steps)"] and cmap["mean"] == C.MEAN_COLOR
+    df, _, legend = C.energy_plot_data(rec, marker=100)  # a run shorter than training: no marker
+    assert legend == ["mean"]
+    acc = C.accept_plot_data(rec)
+    assert set(acc["series"]) == {"last 20 updates", "since the start"} and acc["value"].between(0, 1).all()
+
+
+# --- the endpoints ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_sample_streams_frames_then_the_final_grid(client):
+    job = client.submit(None, "langevin", 400, None, None, None, 16, 3, frames=12, api_name="/sample")
+    image, plot, result = job.result(timeout=50)
+    assert len(job.outputs()) >= 3  # at least two streamed frames, then the final grid
+    assert result["steps_done"] == 400 and not result["stopped"] and len(result["energy"]) == 16
+    assert result["frames"] == 12 and result["frame_steps"][0] == 0 and result["frame_steps"][-1] == 400
+    assert all(math.isfinite(e) for e in result["energy"])
+    with Image.open(image) as im:
+        assert im.mode == "L" and im.size == media.chain_grid(torch.zeros(16, 1, 28, 28)).size
+    assert plot is not None
+
+    gif, mp4, png, npz = client.predict(result["record"], 5, api_name="/sample_files")
+    with Image.open(gif) as im:
+        assert im.n_frames == 12  # as many frames as requested
+    with np.load(npz) as z:
+        assert z["frames"].shape == (12, 16, 1, 28, 28) and list(z["frame_steps"]) == result["frame_steps"]
+        assert np.allclose(z["energies"][-1], result["energy"], atol=1e-4)
+    assert Image.open(png).size[0] > 100
+    assert (mp4 is not None) == media.video_available()
+    with pytest.raises(AppError, match="unknown or expired recording"):
+        client.predict("no-such-record", 5, api_name="/sample_files")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_cancelling_a_stream_stops_the_chains(client):
+    before = chain_threads()
+    job = client.submit(None, "langevin", 5000, None, None, None, 16, 0, api_name="/sample")
+    wait_for(lambda: len(job.outputs()) >= 1, 30, "the first streamed frame")
+    assert chain_threads() > before
+    job.cancel()
+    wait_for(lambda: chain_threads() <= before, 10, "the chains to stop after the cancel")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_the_stop_button_ends_a_run_and_keeps_what_it_recorded(client):
+    sid = "test-" + secrets.token_hex(6)
+    job = client.submit(sid, "langevin", 5000, None, None, None, 8, 0, frames=50, api_name="/sample")
+    wait_for(lambda: len(job.outputs()) >= 1, 30, "the first streamed frame")
+    assert C.JOBS.stop((sid, "sample"))  # what the Stop button does
+    _image, _plot, result = job.result(timeout=20)
+    assert result["stopped"] and 0 < result["steps_done"] < 5000
+    assert result["frame_steps"][-1] == result["steps_done"]  # the last state is a frame
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_metropolis_samplers_report_acceptance(client):
+    _image, _plot, result = client.predict(None, "mala", 20, None, None, None, 4, 0, api_name="/sample")
+    assert result["options"]["temperature"] < 1e-2 and 0 <= result["accept_rate"] <= 1
+    _image, _plot, result = client.predict(None, "hmc", 5, None, None, None, 4, 0, leapfrog=2, api_name="/sample")
+    assert result["options"]["leapfrog"] == 2 and result["accept_rate"] is not None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_start_from_an_image_and_from_gaussian_noise(client, tmp_path):
+    digit = ebm_play.sample_digits(train=False).x[:1]
+    png = tmp_path / "digit.png"
+    ebm_play.images.grid(digit, 1, scale=4, pad=0).save(png)
+    image, _plot, result = client.predict(None, "langevin", 0, None, None, None, 2, 0, start="image",
+                                          start_image=handle_file(str(png)), api_name="/sample")
+    assert result["start"] == "image" and result["steps_done"] == 0
+    with Image.open(image) as im:
+        assert np.asarray(im).std() > 10  # the digit, not a blank grid
+    _image, _plot, result = client.predict(None, "ula", 3, None, None, None, 2, 0, start="gaussian",
+                                           api_name="/sample")
+    assert result["start"] == "gaussian" and len(result["energy"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_class_conditional_sampling_with_jem(client, app):
+    if "mnist-jem" not in app.registry.models:
+        pytest.skip("no shipped JEM model")
+    _image, _plot, result = client.predict(None, "langevin", 5, None, None, None, 2, 0, label=3, model="mnist-jem",
+                                           api_name="/sample")
+    assert result["class"] == 3 and result["model"] == "mnist-jem"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(chains=0), "less than minimum value 1"),  # Gradio's own check of the slider,
+    (dict(chains=2.5), "chains must be a whole number"),
+    (dict(steps=5001), "steps must be between 0 and 5000"),
+    (dict(chains=256, steps=5000), "too much work for one request"),
+    (dict(sampler="hmc", steps=2000, chains=64, leapfrog=10), "chains × steps × leapfrog"),
+    (dict(temperature=-1.0, sampler="ula"), "temperature must be between"),
+    (dict(step_size=0.0, sampler="mala"), "step size must be between"),
+    (dict(frames=1), "less than minimum value 2"),
+    (dict(seed=-3), "seed must be between"),
+    (dict(sampler="nuts"), "nuts is not in the list of choices"),
+    (dict(start="buffer"), "this session has no training run"),
+    (dict(start="image"), "draw a digit"),
+    (dict(start="moon"), "'moon' .* is not in the list of choices"),
+    (dict(model="nope"), "unknown model 'nope'"),
+    (dict(label=12), "12 is not in the list of choices"),
+])
+def test_every_number_is_checked_on_the_server(client, kwargs, message):
+    args = {**dict(session=None, sampler="langevin", steps=5, step_size=None, noise=None, temperature=None, chains=2,
+                   seed=0), **kwargs}
+    with pytest.raises(AppError, match=message):
+        client.predict(**args, api_name="/sample")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_class_needs_a_jem_and_an_upload_must_be_an_energy_model(client, app, tmp_path):
+    other = next((k for k, m in app.registry.models.items() if m.kind != "jem"), None)
+    if other is not None:
+        with pytest.raises(AppError, match="needs a JEM model"):
+            client.predict(None, "langevin", 5, None, None, None, 2, 0, label=3, model=other, api_name="/sample")
+    mine = ebm_play.save_model(ebm_play.CNNEnergy(width=2), tmp_path / "tiny.safetensors")
+    _image, _plot, result = client.predict(None, "langevin", 3, None, None, None, 2, 0,
+                                           model_file=handle_file(str(mine)), api_name="/sample")
+    assert result["model"] == "uploaded tiny.safetensors"
+    from ebm_play.models import DigitClassifier
+
+    clf = ebm_play.save_model(DigitClassifier(width=2), tmp_path / "clf.safetensors")
+    with pytest.raises(AppError, match="not an energy model"):
+        client.predict(None, "langevin", 3, None, None, None, 2, 0, model_file=handle_file(str(clf)),
+                       api_name="/sample")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -42,7 +43,7 @@ class TrainConfig:
     sampler_steps: int = 60
     step_size: float = 10.0
     noise: float = 0.005
-    grad_clamp: float = 0.03
+    grad_clamp: float | None = 0.03
     alpha: float = 0.1
     lr: float = 1e-4
     beta1: float = 0.0
@@ -86,6 +87,8 @@ class TrainConfig:
                 raise EBMError(f"{name} must be a positive number, got {v!r}")
         for name in ("noise", "alpha", "data_noise", "grad_clamp", "jem_gen_weight"):
             v = getattr(self, name)
+            if name == "grad_clamp" and v is None:  # no clamp
+                continue
             if not (math.isfinite(v) and v >= 0):
                 raise EBMError(f"{name} must be 0 or more, got {v!r}")
         if not 0 <= self.reinit <= 1:
@@ -233,6 +236,29 @@ class Trainer:
             self._order = torch.randperm(len(self.data), generator=self.generator, device=self.device)
         idx, self._order = self._order[:b], self._order[b:]
         return self.data[idx], None if self.labels is None else self.labels[idx]
+
+    def set_data(self, data: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """Train on new data from the next batch on (the app adds clicked points to a live run)."""
+        self.data = data.to(self.device)
+        self.labels = None if labels is None else labels.to(self.device)
+        self._order = torch.empty(0, dtype=torch.long)
+
+    def update_config(self, **changes) -> list[str]:
+        """Change settings of a live run (learning rate, sampler settings, α, re-init, batch size…);
+        the architecture is fixed. Returns the names of the fields that changed."""
+        arch = {"model", "width", "hidden", "spectral_norm"} & set(changes)
+        if any(changes[k] != getattr(self.config, k) for k in arch):
+            raise EBMError(f"{sorted(arch)[0]} cannot change during a run: start a new one")
+        new = dataclasses.replace(self.config, **changes)
+        changed = [k for k in changes if getattr(new, k) != getattr(self.config, k)]
+        self.config = new
+        if new.model != "rbm":
+            self.buffer.reinit = new.reinit
+        if "lr" in changed:
+            for group in self.optimizer.param_groups:
+                group["lr"] = new.lr
+            self.scheduler.base_lrs = [new.lr for _ in self.scheduler.base_lrs]
+        return changed
 
     # --- checkpoints ------------------------------------------------------------------------
     def _snapshot(self) -> dict:

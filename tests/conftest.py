@@ -32,6 +32,10 @@ def app():
                         **launch_style())
     yield demo
     demo.registry.stop_all()
+    from ui import landscape_tab
+
+    for manager in landscape_tab.MANAGERS:
+        manager.stop_all()
     demo.close()
 
 

@@ -106,3 +106,16 @@ def test_same_seed_same_run(digits):
 def test_bad_training_options_are_user_errors(bad):
     with pytest.raises(EBMError):
         small(**bad)
+
+
+def test_live_runs_take_new_settings_and_data(digits):
+    tr = ebm_play.Trainer(small(), digits.x[:500], digits.y[:500])
+    tr.step()
+    assert tr.update_config(lr=5e-4, reinit=0.5, sampler_steps=3) == ["lr", "reinit", "sampler_steps"]
+    assert tr.optimizer.param_groups[0]["lr"] == 5e-4 and tr.buffer.reinit == 0.5
+    with pytest.raises(EBMError, match="width cannot change"):
+        tr.update_config(width=32)
+    with pytest.raises(EBMError, match="lr"):
+        tr.update_config(lr=-1)
+    tr.set_data(digits.x[:40])
+    assert tr.step()["step"] == 2 and len(tr.data) == 40

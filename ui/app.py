@@ -16,11 +16,11 @@ import gradio as gr
 
 import ebm_play
 
-from . import compose_tab, sample_tab, train_tab
+from . import compose_tab, landscape_tab, sample_tab, train_tab
 from .common import HEADER, TITLE, launch_style
 from .sessions import SESSION_RE, Registry, new_session_id
 
-TABS = ("train", "sample", "compose")
+TABS = ("train", "sample", "compose", "landscape")
 
 
 def build_app(device: str | None = None, max_runs: int | None = None) -> gr.Blocks:
@@ -44,6 +44,8 @@ def build_app(device: str | None = None, max_runs: int | None = None) -> gr.Bloc
                 sample = sample_tab.create_tab(registry, session)
             with gr.Tab("Compose", id="compose"):
                 compose_tab.create_tab(registry, session)
+            with gr.Tab("Landscape", id="landscape"):
+                landscape_tab.create_tab(registry, session)
 
         def on_load(sid, request: gr.Request):
             """Give a new browser its session id (kept in localStorage) and honour ?tab=…"""

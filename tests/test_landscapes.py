@@ -1,0 +1,205 @@
+"""2-D landscapes (ebm_play.landscapes): data sets, hand-made energies, the batched grid, the forces
+of the loss, mode statistics, and the MLP energy trained by the shared trainer and sampled by the
+shared samplers."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import ebm_play
+from ebm_play import landscapes as L
+from ebm_play.errors import EBMError
+from ebm_play.runtime import job_threads
+
+
+@pytest.mark.parametrize("name", L.DATASETS)
+def test_data_sets_are_seeded_and_inside_the_square(name):
+    x, y = L.make_dataset(name, 500, seed=3)
+    assert x.shape == (500, 2) and x.dtype == torch.float32 and y.shape == (500,)
+    assert x.abs().max() <= 0.95 and torch.isfinite(x).all()
+    assert x.std(0).min() > 0.1  # spread over the square, not a blob
+    x2, y2 = L.make_dataset(name, 500, seed=3)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert not torch.equal(x, L.make_dataset(name, 500, seed=4)[0])
+    expected = {"two_moons": 2, "rings": 3, "gaussians8": 8, "checkerboard": 8, "spiral": 2}[name]
+    assert int(y.max()) + 1 == expected and int(y.min()) == 0
+
+
+def test_data_set_mistakes_are_explained():
+    with pytest.raises(EBMError, match="unknown data set"):
+        L.make_dataset("moons")
+    with pytest.raises(EBMError, match="n must be"):
+        L.make_dataset("rings", 0)
+    with pytest.raises(EBMError, match="square"):
+        L.check_points([[0.0, 2.0]])
+    with pytest.raises(EBMError, match="pairs"):
+        L.check_points([1.0, 2.0, 3.0])
+    with pytest.raises(EBMError, match="empty"):
+        L.check_points(np.zeros((0, 2)))
+    assert L.check_points([[0.5, -0.5]]).shape == (1, 2)
+
+
+def test_energy_grid_is_one_batched_call_with_rows_along_y():
+    calls = []
+
+    def energy(x):
+        calls.append(x.shape)
+        return x[:, 0] + 10 * x[:, 1]
+
+    xs, ys, E = L.energy_grid(energy, 50)
+    assert calls == [(2500, 2)]  # the whole grid at once, not point by point
+    assert E.shape == (50, 50) and xs[0] == -1 and xs[-1] == 1
+    i, j = 7, 31
+    assert E[i, j] == pytest.approx(xs[j] + 10 * ys[i], abs=1e-5)
+    with pytest.raises(EBMError, match="resolution"):
+        L.energy_grid(energy, 1)
+
+
+def test_hand_made_energies():
+    dw = L.hand_made("double_well")
+    s = dw.config["separation"]
+    e = dw(torch.tensor([[-s, 0.0], [s, 0.0], [0.0, 0.0], [s, 0.3]]))
+    assert e[0] == pytest.approx(0) and e[1] == pytest.approx(0)
+    assert e[2] == pytest.approx(dw.config["barrier"]) and e[3] > 1
+    ring = L.hand_made("ring", radius=0.5)
+    t = torch.linspace(0, 6, 7)
+    on = torch.stack([0.5 * t.cos(), 0.5 * t.sin()], 1)
+    assert ring(on).abs().max() < 1e-4 and (ring(on * 0.5) > 4).all()
+    up = L.hand_made("half_plane", angle=90.0)
+    assert up(torch.tensor([[0.0, 0.5]])) < 0.05 and up(torch.tensor([[0.0, -0.5]])) > 10
+    gmm = L.hand_made("gmm")
+    means = gmm.modes()
+    x = torch.rand(64, 2) * 2 - 1
+    mix = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(torch.full((8,), 1 / 8)),
+        torch.distributions.Independent(torch.distributions.Normal(means, torch.full_like(means, 0.08)), 1))
+    assert torch.allclose(gmm(x), -mix.log_prob(x), atol=1e-4)  # the exact −log density
+    with pytest.raises(EBMError, match="unknown hand-made"):
+        L.hand_made("volcano")
+
+
+def test_composition_of_2d_energies_is_a_weighted_sum():
+    ring, up = L.hand_made("ring"), L.hand_made("half_plane")
+    both = ebm_play.compose((ring, 1.0), (up, 2.0))
+    x = torch.rand(32, 2) * 2 - 1
+    assert torch.allclose(both(x), ring(x) + 2 * up(x))
+    xs, ys, E = L.energy_grid(both, 60)
+    i, j = np.unravel_index(E.argmin(), E.shape)
+    assert ys[i] > 0 and abs(math.hypot(xs[j], ys[i]) - 0.6) < 0.1  # the upper arc of the ring
+
+
+def test_force_grid_pulls_down_at_data_and_pushes_up_at_negatives():
+    torch.manual_seed(0)
+    model = ebm_play.MLPEnergy(hidden=32)
+    data = torch.tensor([[-0.5, 0.0]]) + 0.05 * torch.randn(64, 2)
+    negatives = torch.tensor([[0.5, 0.0]]) + 0.05 * torch.randn(64, 2)
+    xs, ys, E, dE = L.cd_force_grid(model, data, negatives, alpha=0.0, resolution=41)
+
+    def at(x, y):
+        return dE[np.abs(ys - y).argmin(), np.abs(xs - x).argmin()]
+
+    assert at(-0.5, 0.0) < 0 < at(0.5, 0.0)
+    _, _, E2 = L.energy_grid(model, 41)
+    assert np.allclose(E, E2, atol=1e-5)
+    # ΔE is the first-order change of E under θ ← θ − η∇L: compare with a real small step
+    eta = 1e-4
+    loss = ebm_play.training.cd_loss(model(data), model(negatives), 0.0)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    with torch.no_grad():
+        for p, g in zip(model.parameters(), grads):
+            p -= eta * g
+    _, _, E3 = L.energy_grid(model, 41)
+    assert np.allclose((E3 - E) / eta, dE, rtol=0.05, atol=0.05 * np.abs(dE).max())
+
+
+def test_modes_occupancy_and_hops():
+    modes = L.Modes.from_centres([[-0.5, 0.0], [0.5, 0.0]], radius=0.2)
+    assert modes.k == 2
+    left, right, nowhere = [-0.5, 0.0], [0.5, 0.05], [0.0, 0.9]
+    x = torch.tensor([left, left, right, nowhere])
+    assert modes.assign(x).tolist() == [0, 0, 1, -1]
+    assert modes.occupancy(x).tolist() == pytest.approx([0.5, 0.25, 0.25])
+    # chain 0 stays, chain 1 hops at step 2 (through the gap, which is not a hop) and back at 3
+    traj = [torch.tensor([left, left]), torch.tensor([left, nowhere]), torch.tensor([left, right]),
+            torch.tensor([left, left])]
+    s = L.hop_statistics(traj, modes)
+    assert s["chains_hopped"] == 0.5 and s["hops_per_chain"] == 1.0 and s["mean_first_hop"] == 2
+    assert s["modes_reached"] == 2 and s["mode_share"] == [1.0, 0.0] and s["modes_visited"] == 1.5
+
+
+def test_cluster_labels_find_hand_drawn_modes():
+    g = torch.Generator().manual_seed(0)
+    a = torch.tensor([[-0.6, 0.6]]) + 0.02 * torch.randn(30, 2, generator=g)
+    b = torch.tensor([[0.5, -0.4]]) + 0.02 * torch.randn(20, 2, generator=g)
+    labels = L.cluster_labels(torch.cat([a, b]))
+    assert labels[:30].unique().tolist() == [0] and labels[30:].unique().tolist() == [1]  # largest first
+    modes = L.modes_for("custom", data=torch.cat([a, b]))
+    assert modes.k == 2
+
+
+def test_mala_visits_both_wells_with_annealing_only():
+    """From the left well, plain MALA at T = 1 stays stuck; annealed MALA (T 20 → 1) fills both."""
+    dw = L.hand_made("double_well")
+    modes = L.modes_for("double_well", dw)
+    x0 = modes.anchors[0] + 0.02 * torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
+    shares = {}
+    with job_threads(1):
+        for name, opts in (("mala", {}), ("annealed", dict(base="mala", t_start=20.0, t_end=1.0))):
+            tracker = L.ModeTracker(modes, 300)
+
+            def track(rec, tracker=tracker):
+                tracker.update(rec.x, rec.step)
+
+            res = ebm_play.samplers.run(name, dw, x0, 600, seed=1, step_size=0.005, bounds=L.BOUNDS, callback=track,
+                                        **opts)
+            shares[name] = (modes.occupancy(res.x), tracker.summary(), res.accept_rate)
+    stuck, mixed = shares["mala"], shares["annealed"]
+    assert stuck[0][1] < 0.05 and stuck[1]["chains_hopped"] < 0.1  # the right well is barely reached
+    assert mixed[0][0] > 0.25 and mixed[0][1] > 0.25  # both wells, roughly evenly
+    assert mixed[1]["chains_hopped"] > 0.5 and mixed[2] > 0.8
+
+
+def test_mlp_energy_is_lower_at_both_means_than_between():
+    """Two Gaussians at (±0.5, 0): the trained MLP energy has both means below the midpoint."""
+    g = torch.Generator().manual_seed(0)
+    means = torch.tensor([[-0.5, 0.0], [0.5, 0.0]])
+    data = means[torch.randint(2, (1000,), generator=g)] + 0.08 * torch.randn(1000, 2, generator=g)
+    with job_threads(1):
+        trainer = ebm_play.Trainer(L.train_config(seed=0), data)
+        for _ in range(400):
+            m = trainer.step()
+    assert math.isfinite(m["loss"]) and not trainer.state.events
+    with torch.no_grad():
+        e = trainer.model(torch.tensor([[-0.5, 0.0], [0.5, 0.0], [0.0, 0.0]]))
+    assert e[0] < e[2] - 0.5 and e[1] < e[2] - 0.5
+    occupancy = L.Modes.from_centres(means, radius=0.25).occupancy(trainer.buffer.x)
+    assert occupancy[0] > 0.3 and occupancy[1] > 0.3  # the replay buffer holds both modes
+
+
+@pytest.mark.slow
+def test_two_moons_fit_within_the_budget():
+    """The Landscape tab's default settings fit two moons recognisably well inside 30 s on one
+    thread: ≥ 90% of buffer particles on the moons (uniform noise: ~46%), ≥ 95% of the data covered."""
+    data, labels = L.make_dataset("two_moons", 2000, seed=0)
+    t0 = time.perf_counter()
+    with job_threads(1):
+        trainer = ebm_play.Trainer(L.train_config(), data)
+        fit = {}
+        while trainer.state.step < 1200:
+            for _ in range(50):
+                trainer.step()
+            fit = L.fit_quality(trainer.buffer.x[:1000], data)
+            if fit["precision"] >= 0.9 and fit["coverage"] >= 0.95:
+                break
+    seconds = time.perf_counter() - t0
+    print(f"two moons: fit {fit} after {trainer.state.step} steps, {seconds:.1f} s")
+    assert fit["precision"] >= 0.9 and fit["coverage"] >= 0.95, fit
+    assert trainer.state.step <= 600  # ~5 s at ~80 steps/s on one idle thread
+    occupancy = L.modes_for("two_moons", data=data, labels=labels).occupancy(trainer.buffer.x)
+    assert min(occupancy[:2]) > 0.35  # both moons, not one
+    assert seconds < 45  # generous: the target is < 30 s on an idle 2-core machine

@@ -4,10 +4,14 @@
 """
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
-import ebm_play
-from ebm_play.metrics import classify, train_classifier
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere, no install needed
+
+import ebm_play  # noqa: E402
+from ebm_play.metrics import classify, train_classifier  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--data", default=None)

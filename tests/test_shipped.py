@@ -1,0 +1,46 @@
+"""The shipped models load by name, give finite energies and evaluate sanely on a small subset.
+(The targets themselves are for the model cards, not for tests.)"""
+
+import pytest
+import torch
+
+import ebm_play
+from ebm_play.metrics import evaluate
+
+ENERGIES = ["mnist", "mnist-jem", "mnist-rbm"]
+
+
+@pytest.fixture(scope="module")
+def test_digits():
+    return ebm_play.sample_digits(train=False)
+
+
+@pytest.mark.parametrize("name", ENERGIES)
+def test_shipped_energies_load_by_name_and_rank_digits_below_noise(name, test_digits):
+    model = ebm_play.load_model(name)
+    assert model.kind in ("cnn", "jem", "rbm") and model.info.get("train_steps", 0) > 0
+    e_digits = ebm_play.score(model, test_digits.x[:200])
+    e_noise = ebm_play.score(model, torch.rand(200, 1, 28, 28) * 2 - 1)
+    assert torch.isfinite(e_digits).all() and torch.isfinite(e_noise).all()
+    assert e_digits.mean() < e_noise.mean()
+
+
+def test_evaluation_classifier_is_accurate(test_digits):
+    clf = ebm_play.load_model("mnist-classifier")
+    with torch.no_grad():
+        acc = (clf(test_digits.x).argmax(1) == test_digits.y).float().mean().item()
+    assert acc > 0.97
+
+
+@pytest.mark.parametrize("name", ENERGIES)
+def test_quick_evaluate_gives_sane_figures(name, test_digits):
+    report = evaluate(ebm_play.load_model(name), ebm_play.load_model("mnist-classifier"), test_digits,
+                      n_samples=100, steps=20 if name != "mnist-rbm" else 50, log=lambda m: None)
+    for key in ("samples", "held_out", "blurred"):
+        q = report[key]
+        assert q["fdd"] >= 0 and 0 <= q["confident"] <= 1 and 0 <= q["coverage"] <= 1
+    assert report["held_out"]["fdd"] < report["blurred"]["fdd"]  # the yardsticks are ordered
+    assert all(0 <= v <= 1 for v in report["ood_auroc"].values())
+    assert report["ood_auroc"]["uniform noise"] > 0.9
+    if name == "mnist-jem":
+        assert report["accuracy"] > 0.9

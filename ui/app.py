@@ -1,8 +1,11 @@
 """The app: header, one tab per module, the per-browser session id, and the command line.
 
-Endpoints (gradio_client names; every one takes ``session`` first, see :mod:`ui.sessions`):
-``/train_start``, ``/train_status``, ``/train_pause``, ``/train_resume``, ``/train_step``,
-``/train_stop``, ``/train_save``, ``/train_use`` (Train tab) and ``/sample``, ``/score`` (Sample tab).
+Endpoints (gradio_client names; those with state take ``session`` first, see :mod:`ui.sessions`):
+Train ``/train_start``, ``/train_status``, ``/train_pause``, ``/train_resume``, ``/train_step``,
+``/train_stop``, ``/train_save``, ``/train_use``; Sample ``/sample``, ``/sample_files``, ``/score``;
+Compose ``/compose``; drawing tabs ``/inpaint``, ``/denoise``, ``/ood_score``, ``/ood_batch``,
+``/classify``; Landscape ``/landscape_train_start``, ``/landscape_status``, ``/landscape_pause``,
+``/landscape_step``, ``/landscape_reset``, ``/landscape_sample``, ``/landscape_compose``, ``/landscape_gif``.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ import gradio as gr
 
 import ebm_play
 
-from . import compose_tab, landscape_tab, sample_tab, train_tab
+from . import classify_tab, compose_tab, denoise_tab, inpaint_tab, landscape_tab, ood_tab, sample_tab, train_tab
 from .common import HEADER, TITLE, launch_style
 from .sessions import SESSION_RE, Registry, new_session_id
 
-TABS = ("train", "sample", "compose", "landscape")
+TABS = ("train", "sample", "compose", "inpaint", "denoise", "ood", "classify", "landscape")
 
 
 def build_app(device: str | None = None, max_runs: int | None = None) -> gr.Blocks:
@@ -44,6 +47,14 @@ def build_app(device: str | None = None, max_runs: int | None = None) -> gr.Bloc
                 sample = sample_tab.create_tab(registry, session)
             with gr.Tab("Compose", id="compose"):
                 compose_tab.create_tab(registry, session)
+            with gr.Tab("Inpaint", id="inpaint") as inpaint_page:
+                inpaint_tab.create_tab(registry, session, inpaint_page)
+            with gr.Tab("Denoise", id="denoise") as denoise_page:
+                denoise_tab.create_tab(registry, session, denoise_page)
+            with gr.Tab("OOD check", id="ood") as ood_page:
+                ood_tab.create_tab(registry, session, ood_page)
+            with gr.Tab("Classify (JEM)", id="classify") as classify_page:
+                classify_tab.create_tab(registry, session, classify_page)
             with gr.Tab("Landscape", id="landscape"):
                 landscape_tab.create_tab(registry, session)
 

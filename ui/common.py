@@ -44,7 +44,7 @@ look like the training digits, high for everything else, so that p(x) ∝ exp(�
 New images are made by MCMC, e.g. Langevin dynamics sliding noise downhill in energy, and training \
 pushes the energy down on real digits and up on the model's own samples.
 
-**Tabs:** [Train](?tab=train) · [Sample](?tab=sample) · every action is also an API endpoint \
+**Tabs:** [Train](?tab=train) · [Sample](?tab=sample) · [Compose](?tab=compose) · [Inpaint](?tab=inpaint) · [Denoise](?tab=denoise) · [OOD check](?tab=ood) · [Classify](?tab=classify) · [Landscape](?tab=landscape) · every action is also an API endpoint \
 (footer: *Use via API*).
 """
 

@@ -79,13 +79,17 @@ def frechet_distance(f1: torch.Tensor, f2: torch.Tensor) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * cross)
 
 
-def sample_quality(classifier: nn.Module, x: torch.Tensor, reference_features: torch.Tensor) -> dict:
-    feats, probs = classify(classifier, x)
+def label_quality(probs: torch.Tensor) -> dict:
+    """Confident fraction and class coverage from the classifier's probabilities (N×10)."""
     conf, pred = probs.max(1)
     hist = torch.bincount(pred, minlength=10).double() / len(pred)
     entropy = -(hist[hist > 0] * hist[hist > 0].log()).sum().item()
-    return {"fdd": frechet_distance(feats, reference_features), "confident": conf.gt(0.9).float().mean().item(),
-            "coverage": entropy / math.log(10), "n": len(x)}
+    return {"confident": conf.gt(0.9).float().mean().item(), "coverage": entropy / math.log(10), "n": len(probs)}
+
+
+def sample_quality(classifier: nn.Module, x: torch.Tensor, reference_features: torch.Tensor) -> dict:
+    feats, probs = classify(classifier, x)
+    return {"fdd": frechet_distance(feats, reference_features), **label_quality(probs)}
 
 
 def auroc(in_scores: torch.Tensor, out_scores: torch.Tensor) -> float:

@@ -92,6 +92,8 @@ def test_training_run_lifecycle(client, stopper, tmp_path):
 
     st = wait_for(client, sid, lambda s: s["step"] >= 3)  # the worker advances on its own
     assert st["last"]["step"] >= 3 and math.isfinite(st["last"]["loss"])
+    st = wait_for(client, sid, lambda s: s["quality"] is not None)  # fresh samples judged by the classifier
+    assert 0 <= st["quality"]["confident"] <= 1 and 0 <= st["quality"]["coverage"] <= 1
 
     st = client.predict(sid, api_name="/train_pause")
     assert st["state"] == "paused"

@@ -31,6 +31,7 @@ from PIL import Image
 
 import ebm_play
 from ebm_play import EBMError
+from ebm_play.metrics import classify, label_quality
 from ebm_play.runtime import job_threads
 from ebm_play.weights import read_metadata, resolve
 
@@ -78,8 +79,10 @@ class Run:
     """
 
     def __init__(self, trainer: ebm_play.Trainer, source: str, fresh_every: int = 50, fresh_steps: int | None = None,
-                 max_steps: int = 0, resumed_from: str | None = None):
+                 max_steps: int = 0, resumed_from: str | None = None, classifier: torch.nn.Module | None = None):
         self.trainer, self.source = trainer, source
+        self.classifier = classifier  # judges each batch of fresh samples (the quality curve)
+        self.quality: list[dict] = []
         self.fresh_every, self.max_steps = int(fresh_every), int(max_steps)
         self.fresh_steps = fresh_steps
         self.resumed_from = resumed_from
@@ -198,6 +201,9 @@ class Run:
         if fresh or due or fresh_step < 0:
             x = tr.fresh_samples(N_FRESH, self.fresh_steps, seed=step)
             fresh_img, fresh_step = ebm_play.images.grid(x, 6, scale=2), step
+            if self.classifier is not None and (not self.quality or self.quality[-1]["step"] != step):
+                _, probs = classify(self.classifier, x)
+                self.quality.append({"step": step, **label_quality(probs)})
         buf = tr.buffer.x[:N_GRID]
         tr.model.eval()  # no side effects (spectral-norm power iterations) from looking
         energies = {"real": tr.model(self._real), "buffer": tr.model(tr.buffer.x[:N_VIEW]),
@@ -248,6 +254,7 @@ class Run:
         speed = sum(r["steps_per_s"] for r in recent) / len(recent) if recent else 0.0
         return {"run": self.id, "state": self.state, "step": self.trainer.state.step, "max_steps": self.max_steps,
                 "steps_per_s": round(speed, 2), "last": last,
+                "quality": self.quality[-1] if self.quality else None,
                 "rollbacks": [e.message for e in self.trainer.state.events][-20:],
                 "error": self.error, "data": self.source, "resumed_from": self.resumed_from,
                 "device": str(self.trainer.device), "config": asdict(self.trainer.config)}
@@ -284,6 +291,10 @@ class Registry:
                 torch.manual_seed(0)
                 self.models[RANDOM_MODEL] = ebm_play.CNNEnergy().to(self.device).eval()
         self.default_model = "mnist" if "mnist" in self.models else next(iter(self.models))
+        try:  # the evaluation classifier draws the Train tab's quality curve when it is shipped
+            self.classifier = ebm_play.load_model("mnist-classifier", self.device)
+        except EBMError:
+            self.classifier = None
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
         self._data_lock = threading.Lock()
@@ -371,7 +382,7 @@ class Registry:
         with job_threads(1), torch.random.fork_rng(devices=[]):  # Trainer seeds torch's global RNG
             trainer = ebm_play.Trainer(config, data.x, data.y, model=model, device=self.device)
         run = Run(trainer, data.source, fresh_every=fresh_every, fresh_steps=fresh_steps, max_steps=max_steps,
-                  resumed_from=resumed_from)
+                  resumed_from=resumed_from, classifier=self.classifier)
         with self._lock:  # re-check: two starts may race for the last slot
             live = sum(1 for o in self._sessions.values() if o.run is not None and o.run.live)
             if live >= self.max_runs or (s.run is not None and s.run.live):

@@ -37,8 +37,9 @@ def _ui_values(c: ebm_play.TrainConfig) -> dict:
 
 # The engine's presets ("fast": digits within minutes on a CPU; "reference": the TrainConfig defaults).
 PRESETS = {name: _ui_values(ebm_play.training.preset(name)) for name in ebm_play.training.PRESETS}
+QUALITY_SERIES = {"confident": "confident (p > 0.9)", "coverage": "class coverage"}
 ENERGY_SERIES = {"e_real": "E(real)", "e_fake": "E(fake)", "gap": "gap E(fake)−E(real)"}
-COLORS = {"E(real)": "#2563eb", "E(fake)": "#f59e0b", "gap E(fake)−E(real)": "#10b981", "loss": "#6366f1",
+COLORS = {"confident (p > 0.9)": "#16a34a", "class coverage": "#9333ea", "E(real)": "#2563eb", "E(fake)": "#f59e0b", "gap E(fake)−E(real)": "#10b981", "loss": "#6366f1",
           "cross-entropy": "#a855f7", "grad norm": "#0ea5e9", "steps/s": "#64748b"}
 HIST_COLORS = {"real": "#2563eb", "buffer": "#f59e0b", "noise": "#64748b"}
 ROLLBACK = "#dc2626"
@@ -173,6 +174,10 @@ def create_tab(registry: Registry, session: gr.BrowserState) -> dict:
                                         label="Gradient norm (before clipping)", y_title="‖∇θ‖")
                 speed_plot = gr.LinePlot(empty, x="step", y="value", color="series", color_title="", color_map=COLORS,
                                          label="Speed (mean of 10 steps)", y_title="steps/s")
+            quality_plot = gr.LinePlot(empty, x="step", y="value", color="series", color_title="", color_map=COLORS,
+                                       label="Fresh samples judged by the evaluation classifier (1 = best)",
+                                       y_title="fraction", y_lim=[0, 1], elem_id="train-quality",
+                                       visible=registry.classifier is not None)
             log_box = gr.Textbox(label="Log", lines=5, max_lines=8, interactive=False, autoscroll=True,
                                  elem_id="train-log")
             with gr.Row():
@@ -305,7 +310,7 @@ def create_tab(registry: Registry, session: gr.BrowserState) -> dict:
 
     # --- the live view -------------------------------------------------------------------------
     outputs = [status_md, energy_plot, loss_plot, grad_plot, speed_plot, buffer_img, fresh_img, hist_plot, log_box,
-               start_btn, pause_btn, resume_btn, step_btn, stop_btn, seen]
+               start_btn, pause_btn, resume_btn, step_btn, stop_btn, quality_plot, seen]
 
     def poll(sid, seen):
         """Send what changed since this page last looked (nothing at all while idle)."""
@@ -325,6 +330,7 @@ def create_tab(registry: Registry, session: gr.BrowserState) -> dict:
                 seen["state"] = "none"
                 out[1:9] = [empty, empty, empty, empty, None, None, None, ""]
                 out[9:14] = [gr.Button(interactive=i) for i in (True, False, False, False, False)]
+                out[14] = empty
             out[-1] = seen
             return out
         n = len(run.history)
@@ -339,6 +345,10 @@ def create_tab(registry: Registry, session: gr.BrowserState) -> dict:
             speed = pd.Series([r["steps_per_s"] for r in run.history[:n]]).rolling(10, min_periods=1).mean()
             srows = thin([{"step": r["step"], "sps": v} for r, v in zip(run.history[:n], speed)])
             out[4] = _plot(long_frame(srows, "step", {"sps": "steps/s"}), base=["steps/s"])
+        nq = len(run.quality)
+        if nq != seen.get("nq"):
+            seen["nq"] = nq
+            out[14] = _plot(long_frame(run.quality[:nq], "step", QUALITY_SERIES), base=list(QUALITY_SERIES.values()))
         if run.version != seen.get("version"):
             view = run.view
             seen["version"] = run.version

@@ -78,6 +78,7 @@ class CNNEnergy(EnergyModel):
             raise EBMError(f"width must be between 1 and 256, got {width}")
         self.body = _trunk(width, spectral_norm)
         self.head = nn.Linear(4 * width, 1)
+        self.to(memory_format=torch.channels_last)  # oneDNN's fast layout: ~1.25× on the CPU (sampler_speed.py)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x)).squeeze(-1)
@@ -97,6 +98,7 @@ class JEMEnergy(EnergyModel):
             raise EBMError(f"width must be between 1 and 256, got {width}")
         self.body = _trunk(width, spectral_norm)
         self.head = nn.Linear(4 * width, n_classes)
+        self.to(memory_format=torch.channels_last)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))

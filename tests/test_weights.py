@@ -23,6 +23,7 @@ def saved(model, tmp_path):
 
 
 def write(path, tensors, meta):
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
     save_file(tensors, str(path), metadata=None if meta is None else {"ebm_play": meta if isinstance(meta, str) else json.dumps(meta)})
     return path
 

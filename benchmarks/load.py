@@ -64,7 +64,7 @@ def trainer_loop(url, i, deadline, log):
     sid = f"load-train-{i:03d}-session"
     t0 = time.perf_counter()
     try:
-        c.predict(sid, "cnn", 16, [str(d) for d in range(10)], 32, 10, 10.0, 0.005, 0.1, 1e-3, 500, 0.05, i,
+        c.predict(sid, "cnn", 16, list(range(10)), 32, 10, 10.0, 0.005, 0.1, 1e-3, 500, 0.05, i,
                   api_name="/train_start")
         log.append(("train_start", time.perf_counter() - t0, None))
         while time.monotonic() < deadline:

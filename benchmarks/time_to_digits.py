@@ -1,6 +1,6 @@
 """Time to digits: the app's "fast" preset against the reference recipe, from fresh models.
 
-    python benchmarks/time_to_digits.py [--minutes 1 2 3 5] [--data ../shared/data] [--n 500]
+    python benchmarks/time_to_digits.py [--minutes 1 2 3 5] [--data ../shared/data] [--n 500] [--presets fast reference]
 
 Each recipe trains alone on every core for the largest budget; at each checkpoint the clock stops,
 fresh chains from uniform noise are sampled with the recipe's own sampler settings, and the
@@ -40,6 +40,7 @@ def main():
     ap.add_argument("--minutes", type=float, nargs="+", default=[1, 2, 3, 5])
     ap.add_argument("--data", default=None, help="MNIST root (default: $EBM_PLAY_DATA, else the bundled sample)")
     ap.add_argument("--n", type=int, default=500, help="fresh chains per checkpoint")
+    ap.add_argument("--presets", nargs="+", default=["fast", "reference"], help="which presets to run")
     args = ap.parse_args()
     ebm_play.configure_threads()
     digits = ebm_play.mnist(train=True, root=args.data)
@@ -47,7 +48,7 @@ def main():
     classifier = ebm_play.load_model("mnist-classifier")
     ref_feats, _ = classify(classifier, test.x[:2000])
     print(f"{torch.get_num_threads()} threads; training data: {digits.source}")
-    results = {name: run(name, digits, classifier, ref_feats, sorted(args.minutes), args.n) for name in ("fast", "reference")}
+    results = {name: run(name, digits, classifier, ref_feats, sorted(args.minutes), args.n) for name in args.presets}
     print("\nminutes  " + "  ".join(f"{n:>24}" for n in results))
     for i, budget in enumerate(sorted(args.minutes)):
         cells = [f"conf {r[i][2]['confident']:.2f} cov {r[i][2]['coverage']:.2f}" for r in results.values()]

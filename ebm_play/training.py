@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from . import samplers
 from .errors import EBMError
-from .models import RBM, EnergyModel, JEMEnergy, build_model
+from .models import RBM, EnergyModel, build_model
 from .runtime import make_generator
 
 DEFAULT_WIDTH = {"cnn": 16, "jem": 32}
@@ -133,8 +133,9 @@ class TrainConfig:
 
 PRESETS: dict[str, dict] = {
     # Shorter chains, a higher learning rate and a small buffer: digits appear in the replay
-    # buffer within a few hundred steps on one CPU thread (benchmarks/time_to_digits.py).
-    "fast": dict(batch_size=64, sampler_steps=20, lr=1e-3, buffer_size=2000),
+    # buffer within a few hundred steps on one CPU thread. Fresh chains from noise need longer
+    # than the training chains (benchmarks/time_to_digits.py).
+    "fast": dict(batch_size=64, sampler_steps=20, lr=1e-3, buffer_size=2000, fresh_steps=256),
     # The reference recipe: the TrainConfig defaults.
     "reference": {},
 }

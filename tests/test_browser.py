@@ -6,35 +6,22 @@ is missing on a developer machine; under CI (env CI set) a missing browser is a 
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 SHOT = Path(__file__).resolve().parent.parent / "docs" / "train_tab.png"
 
-pytestmark = [
-    pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(180),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-                       reason=f"{CHROMIUM} not installed (required under CI)"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(180)]
 
 
 @pytest.fixture
-def page(url):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1300})
-        page.set_default_timeout(30_000)
-        yield page
-        browser.close()
+def page(browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1300})
+    page.set_default_timeout(30_000)
+    return page
 
 
 def step_of(page) -> int:

@@ -12,23 +12,15 @@ missing on a developer machine, a failure under CI.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"  # as in test_browser.py
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
-pytestmark = [
-    pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(180),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-                       reason=f"{CHROMIUM} not installed (required under CI)"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(180)]
 
 SEVEN = [(0.28, 0.22), (0.72, 0.22), (0.55, 0.5), (0.45, 0.8)]
 T = 30_000  # ms for each expectation: the first request of a tab builds its model's reference energies
@@ -36,15 +28,10 @@ MASK = [(0.15, 0.62), (0.85, 0.62), (0.85, 0.72), (0.15, 0.72), (0.15, 0.82), (0
 
 
 @pytest.fixture
-def page(url):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.set_default_timeout(30_000)
-        yield page
-        browser.close()
+def page(browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(30_000)
+    return page
 
 
 def draw(page, pad_id: str, points: list[tuple[float, float]]) -> None:

@@ -139,7 +139,7 @@ def create_tab(registry: Registry, session: gr.BrowserState) -> dict:
                 reinit = gr.Slider(0, 1, p["reinit"], step=0.01, label="Re-init probability", min_width=100)
             with gr.Accordion("Display and limits", open=False):
                 fresh_every = gr.Number(50, precision=0, label="Fresh samples every N steps")
-                fresh_steps = gr.Number(60, precision=0, label="Langevin steps for fresh samples")
+                fresh_steps = gr.Number(256, precision=0, label="Langevin steps for fresh samples (from noise)")
                 max_steps = gr.Number(0, precision=0, label="Stop after N steps (0 = never)")
             resume = gr.File(label="Resume from a .safetensors model (optional)", file_types=[".safetensors"],
                              type="filepath", height=130)
@@ -225,10 +225,12 @@ def create_tab(registry: Registry, session: gr.BrowserState) -> dict:
     # --- the API actions ---------------------------------------------------------------------------
     @user_errors
     def train_start(session, kind, width, digits, batch_size, sampler_steps, step_size, noise, alpha, lr,
-                    buffer_size, reinit, seed, fresh_every=50, fresh_steps=60, max_steps=0, resume=None):
+                    buffer_size, reinit, seed, fresh_every=50, fresh_steps=256, max_steps=0, resume=None):
         """Start a training run for this session in a background thread; returns the run status."""
         cfg = make_config(kind, width, digits, batch_size, sampler_steps, step_size, noise, alpha, lr, buffer_size,
                           reinit, seed)
+        fresh_steps = whole("fresh-sample steps", fresh_steps, 1, 10_000)
+        cfg = dataclasses.replace(cfg, fresh_steps=fresh_steps)  # saved in the file as the sampling default
         model = None
         if resume:
             model = ebm_play.load_model(resume, registry.device).train()
@@ -238,7 +240,7 @@ def create_tab(registry: Registry, session: gr.BrowserState) -> dict:
             keys = ("hidden",) if model.kind == "rbm" else ("width", "spectral_norm")  # the file decides the shape
             cfg = dataclasses.replace(cfg, **{k: model.config[k] for k in keys})
         run = registry.start_run(session, cfg, fresh_every=whole("fresh samples every", fresh_every, 0, 1_000_000),
-                                 fresh_steps=whole("fresh-sample steps", fresh_steps, 1, 10_000),
+                                 fresh_steps=fresh_steps,
                                  max_steps=whole("stop after", max_steps, 0, 10_000_000), model=model,
                                  resumed_from=Path(resume).name if resume else None)
         return run.status()

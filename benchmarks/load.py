@@ -9,7 +9,6 @@ measured first for comparison, and the app's resident memory before and after. T
 """
 
 import argparse
-import io
 import os
 import statistics
 import subprocess

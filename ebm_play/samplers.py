@@ -135,6 +135,14 @@ def _randn(x, generator):
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
+def _metropolis(log_ratio, current, proposed, generator):
+    """Accept each chain's proposal with probability min(1, exp(log_ratio)) (NaN rejects); returns
+    the accept mask and, per field, the proposed value where accepted, the current one elsewhere."""
+    accept = torch.rand(log_ratio.shape, generator=generator, device=log_ratio.device).log() < log_ratio
+    kept = tuple(torch.where(accept.view(-1, *[1] * (c.dim() - 1)), p, c) for c, p in zip(current, proposed))
+    return accept, kept
+
+
 def langevin(energy: Energy, x0: torch.Tensor, steps: int = 60, *, step_size: float = 10.0,
              noise: float = 0.005, grad_clamp: float | None = 0.03, temperature=1.0,
              bounds: tuple[float, float] | None = (-1.0, 1.0), mask=None, x_obs=None,
@@ -198,9 +206,7 @@ def mala(energy: Energy, x0: torch.Tensor, steps: int = 100, *, step_size: float
         fwd = (y - x + step_size * g).flatten(1).pow(2).sum(1)  # −4α log q(y|x) + const
         bwd = (x - y + step_size * gy).flatten(1).pow(2).sum(1)
         log_ratio = u - uy + (fwd - bwd) / (4 * step_size)
-        accept = torch.rand(log_ratio.shape, generator=generator, device=x.device).log() < log_ratio
-        a = accept.view(-1, *[1] * (x.dim() - 1))
-        x, u, g, e = torch.where(a, y, x), torch.where(accept, uy, u), torch.where(a, gy, g), torch.where(accept, ey, e)
+        accept, (x, u, g, e) = _metropolis(log_ratio, (x, u, g, e), (y, uy, gy, ey), generator)
         yield Step(k + 1, x, e, accept=accept.to(x.dtype), temperature=T)
 
 
@@ -230,9 +236,7 @@ def hmc(energy: Energy, x0: torch.Tensor, steps: int = 50, *, step_size: float =
             p = p - (step_size if i < leapfrog - 1 else 0.5 * step_size) * gy
         h1 = uy + 0.5 * p.flatten(1).pow(2).sum(1)
         log_ratio = torch.nan_to_num(h0 - h1, nan=-math.inf)
-        accept = torch.rand(log_ratio.shape, generator=generator, device=x.device).log() < log_ratio
-        a = accept.view(-1, *[1] * (x.dim() - 1))
-        x, u, g, e = torch.where(a, y, x), torch.where(accept, uy, u), torch.where(a, gy, g), torch.where(accept, ey, e)
+        accept, (x, u, g, e) = _metropolis(log_ratio, (x, u, g, e), (y, uy, gy, ey), generator)
         yield Step(k + 1, x, e, accept=accept.to(x.dtype), temperature=T)
 
 

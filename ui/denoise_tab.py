@@ -64,10 +64,7 @@ def create_tab(registry: Registry, session: gr.BrowserState, page: gr.Tab | None
                 steps = gr.Number(DEFAULT_STEPS, precision=0, label="Steps", info=f"0 to {MAX_STEPS:,}", min_width=100)
             with gr.Row():
                 seed = gr.Number(0, precision=0, label="Sampler seed", info="empty = random", min_width=100)
-            with gr.Accordion("Sampler settings (empty = the model's own)", open=False), gr.Row():
-                step_size = gr.Number(None, label="Step size", min_width=90)
-                noise = gr.Number(None, label="Noise σ (langevin)", min_width=90)
-                temperature = gr.Number(None, label="Temperature", min_width=90)
+            step_size, noise, temperature = draw.sampler_settings()
             run_btn = gr.Button("Add noise and denoise", variant="primary", elem_id="denoise-run")
     with gr.Row():
         trio = gr.Image(label="Noisy | restored | clean", type="pil", format="png", height=240, interactive=False,

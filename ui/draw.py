@@ -438,3 +438,12 @@ def input_panel(prefix: str, label: str = "Draw a digit (or upload a picture)", 
     digit.input(picked, [pad, digit], outs, trigger_mode="always_last", **quiet)
     random_btn.click(pick_random, None, [digit, *outs], **quiet)
     return panel
+
+
+def sampler_settings() -> tuple[gr.Number, gr.Number, gr.Number]:
+    """Step size, noise and temperature fields, empty by default so the model's own settings apply."""
+    with gr.Accordion("Sampler settings (empty = the model's own)", open=False), gr.Row():
+        step_size = gr.Number(None, label="Step size", min_width=90)
+        noise = gr.Number(None, label="Noise σ (langevin)", min_width=90)
+        temperature = gr.Number(None, label="Temperature", min_width=90)
+    return step_size, noise, temperature

@@ -79,10 +79,7 @@ def create_tab(registry: Registry, session: gr.BrowserState, page: gr.Tab | None
             with gr.Row():
                 fills = gr.Slider(1, MAX_FILLS, 4, step=1, label="Fills side by side")
                 seed = gr.Number(0, precision=0, label="Seed", info="empty = random", min_width=100)
-            with gr.Accordion("Sampler settings (empty = the model's own)", open=False), gr.Row():
-                step_size = gr.Number(None, label="Step size", min_width=90)
-                noise = gr.Number(None, label="Noise σ (langevin)", min_width=90)
-                temperature = gr.Number(None, label="Temperature", min_width=90)
+            step_size, noise, temperature = draw.sampler_settings()
             run_btn = gr.Button("Inpaint", variant="primary", elem_id="inpaint-run")
         with gr.Column(scale=2):
             with gr.Row():

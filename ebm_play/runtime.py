@@ -14,6 +14,7 @@ the project sets the policy once, before any heavy work:
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import threading
 
@@ -78,6 +79,12 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
     g = torch.Generator(device=device)
     if seed is None:
         g.seed()
-    else:
-        g.manual_seed(int(seed))
+        return g
+    try:
+        s = None if isinstance(seed, bool) else operator.index(seed)  # int, numpy or torch integers
+    except TypeError:
+        s = None
+    if s is None or not 0 <= s < 2**63:
+        raise EBMError(f"seed must be a whole number from 0 to 2**63 − 1, got {seed!r}")
+    g.manual_seed(s)
     return g

@@ -119,7 +119,7 @@ def test_bad_input_gives_a_clear_error(client):
         client.predict("x", api_name="/landscape_status")
     with pytest.raises(AppError, match="chains must be between 1 and 1000"):
         client.predict(sid, "ring", chains=5000, api_name="/landscape_sample")
-    with pytest.raises(AppError, match="gibbs is not in the list of choices"):
+    with pytest.raises(AppError, match="unknown sampler 'gibbs' for sampler A"):
         client.predict(sid, "ring", sampler_a="gibbs", api_name="/landscape_sample")
     with pytest.raises(AppError, match="no trained landscape"):
         client.predict(sid, "trained", api_name="/landscape_sample")

@@ -224,21 +224,21 @@ def test_class_conditional_sampling_with_jem(client, app):
 @pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(chains=0), "less than minimum value 1"),  # Gradio's own check of the slider,
+    (dict(chains=0), "chains must be between 1 and 256"),
     (dict(chains=2.5), "chains must be a whole number"),
     (dict(steps=5001), "steps must be between 0 and 5000"),
     (dict(chains=256, steps=5000), "too much work for one request"),
     (dict(sampler="hmc", steps=2000, chains=64, leapfrog=10), "chains × steps × leapfrog"),
     (dict(temperature=-1.0, sampler="ula"), "temperature must be between"),
     (dict(step_size=0.0, sampler="mala"), "step size must be between"),
-    (dict(frames=1), "less than minimum value 2"),
+    (dict(frames=1), "frames must be between 2 and"),
     (dict(seed=-3), "seed must be between"),
-    (dict(sampler="nuts"), "nuts is not in the list of choices"),
+    (dict(sampler="nuts"), "unknown sampler .nuts."),
     (dict(start="buffer"), "this session has no training run"),
     (dict(start="image"), "draw a digit"),
-    (dict(start="moon"), "'moon' .* is not in the list of choices"),
+    (dict(start="moon"), "unknown start .moon."),
     (dict(model="nope"), "unknown model 'nope'"),
-    (dict(label=12), "12 is not in the list of choices"),
+    (dict(label=12), "class must be between 0 and 9"),
 ])
 def test_every_number_is_checked_on_the_server(client, kwargs, message):
     args = {**dict(session=None, sampler="langevin", steps=5, step_size=None, noise=None, temperature=None, chains=2,

@@ -158,7 +158,7 @@ def editor_image(value):
             if comp is None:
                 comp = value.get("background")
             return editor_image(comp)
-        value = value.get("path") or value.get("url")
+        value = value.get("path")  # never "url": the server fetches nothing a caller names
     if value is None or (isinstance(value, str) and not value):
         return None
     if isinstance(value, np.ndarray) and (value.size == 0 or float(np.ptp(value)) == 0):

@@ -84,6 +84,14 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def upload_path(value) -> str | None:
+    """The server path of an uploaded file from a raw API payload (gradio's FileData dict, whose path
+    gradio has already checked is inside its upload folder) or a preprocessed path; None if empty."""
+    if isinstance(value, dict):
+        value = value.get("path")
+    return str(value) if value else None
+
+
 def whole(name: str, v, lo: int, hi: int) -> int:
     """A whole number from a UI/API field, or an EBMError that names the field."""
     if v is None or isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or int(v) != v:

@@ -384,7 +384,8 @@ def create_tab(registry: Registry, session: gr.BrowserState) -> dict:
     m1.focus(choices, session, m1, queue=False, **private)
     m2.focus(choices, session, m2, queue=False, **private)
 
-    compute = dict(concurrency_limit=2, concurrency_id="compute")
+    # preprocess=False: the engine reads raw uploads itself (see sample_tab).
+    compute = dict(concurrency_limit=2, concurrency_id="compute", preprocess=False)
     # API defaults for the sampler settings are None (= recommended), so the API reads hidden copies of the knobs.
     a_ss, a_nz, a_tp, a_lf, a_ts = api_knobs
     api_btn.click(compose, [session, experts_api, sketch_api, sampler, steps, a_ss, a_nz, a_tp, chains, seed, frames,

@@ -1009,7 +1009,7 @@ def create_tab(registry: Registry, session: gr.BrowserState) -> dict:
     sample_inputs = [session, landscape, sampler_a, step_a, noise_a, temp_a, sampler_b, step_b, noise_b, temp_b,
                      steps, chains, sample_seed, start, t_start]
     sample_btn.click(landscape_sample, sample_inputs, [img_a, img_b, stats_df, sample_json], api_name="landscape_sample",
-                     concurrency_limit=2, concurrency_id="compute", show_progress="minimal")
+                     concurrency_limit=2, concurrency_id="compute", show_progress="minimal", preprocess=False)
 
     def sampler_defaults(name):
         if name not in SAMPLER_DEFAULTS:  # B switched off
@@ -1089,7 +1089,7 @@ def create_tab(registry: Registry, session: gr.BrowserState) -> dict:
         return strip, info
 
     compose_btn.click(landscape_compose, [session, *terms], [compose_img, compose_json], api_name="landscape_compose",
-                      concurrency_limit=2, concurrency_id="compute")
+                      concurrency_limit=2, concurrency_id="compute", preprocess=False)
 
     # =====================================================================================================
     # GIF export
@@ -1125,6 +1125,6 @@ def create_tab(registry: Registry, session: gr.BrowserState) -> dict:
         return V.save_gif(frames, folder / f"landscape-{what}-{secrets.token_hex(3)}.gif", fps=8)
 
     gif_btn.click(landscape_gif, [session, gif_what], gif_file, api_name="landscape_gif", concurrency_limit=2,
-                  concurrency_id="compute")
+                  concurrency_id="compute", preprocess=False)
 
     return {"manager": mgr, "poll": poll, "canvas": canvas}

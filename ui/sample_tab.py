@@ -34,7 +34,7 @@ from ebm_play.runtime import job_threads
 
 from . import chains as C
 from . import playback as P
-from .common import user_errors, whole
+from .common import upload_path, user_errors, whole
 from .media import chain_grid
 from .sessions import TRAINED_MODEL, Registry
 
@@ -58,7 +58,7 @@ def reference_energies(model) -> tuple[float, float]:
 def resolve_model(registry: Registry, session, model=None, model_file=None) -> tuple[ebm_play.EnergyModel, str]:
     """The model a request samples: an uploaded file, a named model, or the session's current one."""
     if model_file:
-        path = model_file.get("path") if isinstance(model_file, dict) else model_file
+        path = upload_path(model_file)
         m = C.MODEL_FILES.load(path, registry.device)
         return m, f"uploaded {str(path).rsplit('/', 1)[-1]}"
     if model:
@@ -318,16 +318,18 @@ def create_tab(registry: Registry, session: gr.BrowserState) -> dict:
     compute = dict(concurrency_limit=2, concurrency_id="compute")
     api_inputs = [session, sampler, steps, a_ss, a_nz, a_tp, chains, seed, start, start_image, label, frames, a_lf,
                   a_ts, a_base, model_name, model_file]
+    # preprocess=False everywhere: the engine reads the raw upload itself (gradio's own image
+    # preprocessing would open hostile files before our checks see them).
     api_btn.click(sample, api_inputs, [grid_img, energy_plot_c, result_json], api_name="sample",
-                  show_progress="minimal", **compute)
+                  show_progress="minimal", preprocess=False, **compute)
     page_inputs = [session, sampler, steps, step_size, noise, temperature, chains, seed, start, start_pad, label,
                    frames, leapfrog, t_start, base, model_file]
     run_evt = run_btn.click(P.reset, None, [pb.timer, pb.slider, *pb.downloads], queue=False, **private).then(
         sample_page, page_inputs, [grid_img, energy_plot_c, accept_plot_c, status, result_json, record_box, pb.slider],
-        api_visibility="private", show_progress="minimal", **compute)
+        api_visibility="private", show_progress="minimal", preprocess=False, **compute)
     P.wire(pb, record_box, fps, grid_img, status, registry.tmp, run_evt)
     stop_btn.click(lambda sid: C.JOBS.stop((sid, "sample")) and None, session, None, queue=False, **private)
-    files_btn.click(sample_files, [record_box, fps], api_files, api_name="sample_files", concurrency_limit=2,
+    files_btn.click(sample_files, [record_box, fps], api_files, api_name="sample_files", preprocess=False, concurrency_limit=2,
                     concurrency_id="media")
 
     # --- score ---------------------------------------------------------------------------------

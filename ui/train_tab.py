@@ -17,7 +17,7 @@ import ebm_play
 from ebm_play import EBMError
 from ebm_play.weights import read_metadata
 
-from .common import histogram_frame, long_frame, number, thin, user_errors, whole
+from .common import histogram_frame, long_frame, number, thin, upload_path, user_errors, whole
 from .sessions import Registry, Run
 
 KINDS = [("CNN EBM", "cnn"), ("JEM (classifier + EBM)", "jem"), ("RBM", "rbm")]
@@ -231,7 +231,7 @@ def create_tab(registry: Registry, session: gr.BrowserState) -> dict:
                           reinit, seed)
         fresh_steps = whole("fresh-sample steps", fresh_steps, 1, 10_000)
         cfg = dataclasses.replace(cfg, fresh_steps=fresh_steps)  # saved in the file as the sampling default
-        model = None
+        model, resume = None, upload_path(resume)
         if resume:
             model = ebm_play.load_model(resume, registry.device).train()
             if model.kind != cfg.model:
@@ -299,8 +299,9 @@ def create_tab(registry: Registry, session: gr.BrowserState) -> dict:
         return {**s.run.status(), "active_runs": registry.active_runs(), "max_runs": registry.max_runs}
 
     quick = dict(concurrency_limit=None, show_progress="hidden")
+    # preprocess=False: raw values reach the validators (gradio's Number preprocessing fails on NaN).
     start_btn.click(train_start, [session, *config_inputs, fresh_every, fresh_steps, max_steps, resume], status_json,
-                    api_name="train_start", **quick)
+                    api_name="train_start", preprocess=False, **quick)
     pause_btn.click(train_pause, session, status_json, api_name="train_pause", **quick)
     resume_btn.click(train_resume, session, status_json, api_name="train_resume", **quick)
     step_btn.click(train_step, session, status_json, api_name="train_step", **quick)

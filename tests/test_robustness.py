@@ -1,0 +1,370 @@
+"""Hostile input through every public door (API endpoints called directly, the CLI), sessions that
+must not see each other, paths a caller must not choose, and a save killed half-way.
+
+The endpoint lists come from the running app's own API description, so a new endpoint or
+parameter is fuzzed without touching this file. Each bad value must end in either a correct
+result or one short message; afterwards the server still answers ordinary requests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import re
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import torch
+from gradio_client import handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image, ImageDraw
+from safetensors.torch import save_file
+
+import ebm_play
+from ebm_play import cli
+
+from test_app import new_session
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+BAD_NUMBERS = [float("nan"), float("inf"), float("-inf"), -1e9, 1e9, "ten", None]
+CRASH = "has not enabled verbose error reporting"  # what gradio_client reports for an uncaught exception
+STARTS = {"/train_start": ("/train_stop", {}), "/landscape_train_start": ("/landscape_reset", {"clear_points": True})}
+
+
+def call(client, api: str, kwargs: dict, timeout: float = 60.0):
+    """('ok', result) or ('error', message); a hang past ``timeout`` fails the test."""
+    job = client.submit(api_name=api, **kwargs)
+    try:
+        return "ok", job.result(timeout=timeout)
+    except AppError as e:
+        return "error", str(e)
+
+
+def assert_clear(outcome, what: str):
+    kind, value = outcome
+    if isinstance(value, dict):  # the REST API's error event
+        value = value.get("error")
+    if kind == "error":
+        assert value and CRASH not in value, f"{what}: crashed instead of a message ({value!r})"
+        assert len(value) <= 400 and "Traceback" not in value, f"{what}: message not short: {value!r}"
+
+
+def digit_png(path, size=140):
+    img = Image.new("L", (size, size), 255)
+    ImageDraw.Draw(img).ellipse((size // 4, size // 6, size * 3 // 4, size * 5 // 6), outline=0, width=size // 12)
+    img.save(path)
+    return str(path)
+
+
+def hostile_images(d) -> dict[str, str]:
+    """Every kind of picture a public page receives, written to files under ``d``."""
+    base = Image.open(digit_png(d / "digit.png"))
+    out = {}
+    for mode in ("1", "P", "RGBA", "CMYK", "I;16", "LA", "F"):
+        img = base.convert(mode) if mode != "I;16" else base.convert("I").point(lambda v: v * 257).convert("I;16")
+        ext = "jpg" if mode == "CMYK" else "tiff" if mode == "F" else "png"
+        img.save(d / f"mode-{mode.replace(';', '')}.{ext}")
+        out[f"mode {mode}"] = str(d / f"mode-{mode.replace(';', '')}.{ext}")
+    Image.new("L", (200, 200), 255).save(d / "empty.png")
+    out["empty drawing"] = str(d / "empty.png")
+    Image.new("RGBA", (200, 200), (0, 0, 0, 0)).save(d / "transparent.png")
+    out["transparent layer"] = str(d / "transparent.png")
+    Image.new("L", (1, 1), 0).save(d / "tiny.png")
+    out["1×1"] = str(d / "tiny.png")
+    strip = Image.new("L", (6000, 20), 255)
+    ImageDraw.Draw(strip).line([(100, 10), (5900, 10)], fill=0, width=6)
+    strip.save(d / "strip.png")
+    out["6000×20 strip"] = str(d / "strip.png")
+    raw = (d / "digit.png").read_bytes()
+    (d / "truncated.png").write_bytes(raw[: len(raw) // 2])
+    out["truncated PNG"] = str(d / "truncated.png")
+    (d / "notes.png").write_bytes(b"these are my notes, not a picture\n" * 10)
+    out["text named .png"] = str(d / "notes.png")
+    (d / "zeros.png").write_bytes(b"")
+    out["empty file"] = str(d / "zeros.png")
+    Image.new("1", (20000, 20000), 0).save(d / "bomb.png")  # 400 megapixels in ~50 kB
+    out["decompression bomb"] = str(d / "bomb.png")
+    return out
+
+
+def hostile_weights(d) -> dict[str, str]:
+    """Weight files that must be refused with a message naming the problem, nothing executed."""
+    good = ebm_play.save_model(ebm_play.CNNEnergy(width=4), d / "good.safetensors")
+    sd = {k: v.clone().contiguous() for k, v in ebm_play.load_model(good).state_dict().items()}
+    meta = {"ebm_play": json.dumps({"format": 1, "kind": "cnn", "config": {"width": 4}})}
+    out = {}
+
+    class Boom:
+        def __reduce__(self):
+            return (open, (str(d / "pwned"), "w"))
+
+    (d / "pickle.safetensors").write_bytes(pickle.dumps(Boom()))
+    out["pickle"] = "pickle.safetensors"
+    torch.save({"w": torch.zeros(1)}, d / "torchsave.safetensors")
+    out["torch.save zip"] = "torchsave.safetensors"
+    data = good.read_bytes()
+    (d / "truncated.safetensors").write_bytes(data[: len(data) // 2])
+    out["truncated"] = "truncated.safetensors"
+    (d / "header.safetensors").write_bytes(struct.pack("<Q", 2**40) + b"{" + b" " * 100)
+    out["oversized header"] = "header.safetensors"
+    save_file({**sd, "head.bias": torch.tensor([float("nan")])}, str(d / "nan.safetensors"), metadata=meta)
+    out["NaN tensor"] = "nan.safetensors"
+    save_file({**sd, "head.bias": torch.zeros(7)}, str(d / "shape.safetensors"), metadata=meta)
+    out["wrong shape"] = "shape.safetensors"
+    save_file({**sd, "head.bias": torch.zeros(1, dtype=torch.int64)}, str(d / "dtype.safetensors"), metadata=meta)
+    out["wrong dtype"] = "dtype.safetensors"
+    absurd = {"ebm_play": json.dumps({"format": 1, "kind": "cnn", "config": {"width": 10**9}})}
+    save_file(sd, str(d / "absurd.safetensors"), metadata=absurd)
+    out["absurd metadata"] = "absurd.safetensors"
+    return {k: str(d / v) for k, v in out.items()}
+
+
+@pytest.fixture(scope="module")
+def api(client) -> dict:
+    return client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+
+
+def upload(url: str, path: str) -> dict:
+    """Upload a file the way a browser does; the FileData that refers to it."""
+    with open(path, "rb") as f:
+        r = httpx.post(f"{url}gradio_api/upload", files={"files": (os.path.basename(path), f)})
+    r.raise_for_status()
+    return {"path": r.json()[0], "meta": {"_type": "gradio.FileData"}}
+
+
+def rest_call(url: str, api_name: str, data: list, timeout: float = 60.0):
+    """One call through gradio's REST API (what ``curl`` does), which, unlike gradio_client, can
+    send NaN and ±Infinity: ('ok', outputs) or ('error', message or None)."""
+    body = json.dumps({"data": data}, allow_nan=True)
+    r = httpx.post(f"{url}gradio_api/call{api_name}", content=body, headers={"content-type": "application/json"})
+    if r.status_code != 200:
+        return "error", r.text[:400]
+    event_id, event, deadline = r.json()["event_id"], None, time.monotonic() + timeout
+    with httpx.stream("GET", f"{url}gradio_api/call{api_name}/{event_id}", timeout=timeout) as stream:
+        for line in stream.iter_lines():
+            assert time.monotonic() < deadline, f"{api_name} still running after {timeout} s"
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:") and event in ("complete", "error"):
+                payload = json.loads(line[5:].strip() or "null")
+                return ("ok", payload) if event == "complete" else ("error", payload)
+    return "error", None
+
+
+def defaults(api_name: str, params: list[dict], picture: dict, sid: str) -> list:
+    """Positional arguments for one ordinary call: each parameter's default, a session, a digit."""
+    data = []
+    for p in params:
+        n, t = p["parameter_name"], p["python_type"]["type"]
+        if n == "session":
+            data.append(sid)
+        elif t.startswith("dict(background"):
+            data.append({"background": picture, "layers": [], "composite": None, "id": None})
+        elif n == "image" and t == "filepath":
+            data.append(picture)
+        elif n == "files":
+            data.append([picture])
+        else:
+            data.append(p.get("parameter_default"))
+    return data
+
+
+def test_every_numeric_parameter_of_every_endpoint_refuses_or_caps_bad_numbers(client, api, url, tmp_path):
+    picture = upload(url, digit_png(tmp_path / "digit.png"))
+    tried, failures = 0, []
+    for name, ep in api.items():
+        for i, p in enumerate(ep["parameters"]):
+            if p["python_type"]["type"] not in ("int", "float"):
+                continue
+            for bad in BAD_NUMBERS:
+                sid = new_session()
+                data = defaults(name, ep["parameters"], picture, sid)
+                data[i] = bad
+                kind, value = rest_call(url, name, data)
+                what = f"{name}({p['parameter_name']}={bad!r})"
+                try:
+                    assert_clear((kind, value), what)
+                except AssertionError as e:
+                    failures.append(str(e).splitlines()[0])
+                if name in STARTS and kind == "ok":
+                    stop, extra = STARTS[name]
+                    client.predict(sid, **extra, api_name=stop)
+                tried += 1
+    assert not failures, "\n".join(failures)
+    assert tried > 300  # the API description really was walked
+    energy, _, _ = client.predict(None, handle_file(tmp_path / "digit.png"), api_name="/score")  # still serving
+    assert math.isfinite(energy)
+
+
+@pytest.mark.parametrize("api_name,param", [
+    ("/score", "image"), ("/classify", "image"), ("/ood_score", "image"), ("/inpaint", "image"),
+    ("/denoise", "image"), ("/sample", "start_image"), ("/ood_batch", "files"), ("/compose", "sketch"),
+])
+def test_hostile_pictures_through_the_api(api, url, tmp_path, api_name, param):
+    picture = upload(url, digit_png(tmp_path / "digit.png"))
+    params = api[api_name]["parameters"]
+    names = [p["parameter_name"] for p in params]
+    i = names.index(param)
+    editor = params[i]["python_type"]["type"].startswith("dict(background")
+    results = {}
+    for what, path in hostile_images(tmp_path).items():
+        f = upload(url, path)
+        data = defaults(api_name, params, picture, new_session())
+        data[i] = ({"background": f, "layers": [], "composite": None, "id": None}
+                   if editor else [f] if param == "files" else f)
+        extra = {"/sample": dict(start="image", steps=5, chains=2), "/inpaint": dict(erase="top", steps=5),
+                 "/compose": dict(experts=[{"expert": "sketch"}], steps=5, chains=2)}.get(api_name, {})
+        for k, v in extra.items():
+            data[names.index(k)] = v
+        kind, value = rest_call(url, api_name, data)
+        assert kind == "ok" or value, f"{api_name} with {what}: crashed instead of a message"
+        assert_clear((kind, value), f"{api_name} with {what}")
+        results[what] = kind
+    # The readable pictures give results; what is not a picture (or too big to open) is refused.
+    for what in ("mode 1", "mode P", "mode RGBA", "mode CMYK", "mode I;16", "mode LA", "mode F", "6000×20 strip"):
+        assert results[what] == "ok", what
+    for what in ("truncated PNG", "text named .png", "empty file", "decompression bomb"):
+        assert results[what] == "error", what
+
+
+def test_hostile_weight_files_through_app_and_cli(client, tmp_path, capsys):
+    files = hostile_weights(tmp_path)
+    messages = {}
+    for what, path in files.items():
+        kind, msg = call(client, "/sample", dict(session=new_session(), steps=2, chains=2, model_file=handle_file(path)))
+        assert kind == "error", what
+        assert_clear((kind, msg), f"/sample model_file={what}")
+        kind, msg2 = call(client, "/train_start", dict(session=new_session(), resume=handle_file(path)))
+        assert kind == "error", what
+        assert_clear((kind, msg2), f"/train_start resume={what}")
+        capsys.readouterr()
+        assert cli.main(["score", "--model", path, "--input", str(tmp_path / "missing.npz")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        messages[what] = msg
+    assert not (tmp_path / "pwned").exists()  # nothing in a file was ever executed
+    # Each message names the problem.
+    expect = {"pickle": "pickle", "torch.save zip": "pickle/zip", "truncated": "truncated|cannot read|not a valid",
+              "oversized header": "header", "NaN tensor": "NaN", "wrong shape": "shape", "wrong dtype": "dtype",
+              "absurd metadata": "width"}
+    for what, pattern in expect.items():
+        assert re.search(pattern, messages[what]), (what, messages[what])
+
+
+def test_sessions_do_not_see_each_other(client, app):
+    a, b = new_session(), new_session()
+    tiny = dict(kind="cnn", width=4, digits=[0, 1], batch_size=8, sampler_steps=2, buffer_size=32, fresh_every=20,
+                fresh_steps=2, max_steps=30)
+    client.predict(a, **tiny, api_name="/train_start")
+    try:
+        deadline = time.monotonic() + 30
+        while client.predict(a, api_name="/train_status")["state"] != "finished":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        client.predict(a, api_name="/train_use")
+        with pytest.raises(AppError, match="no training run"):
+            client.predict(b, api_name="/train_use")
+        assert client.predict(b, api_name="/train_status")["state"] == "none"
+        with pytest.raises(AppError, match="no training run|nothing to save"):
+            client.predict(b, api_name="/train_save")
+        # A's trained model is A's: the same request names different models in the two sessions.
+        ra = client.predict(session=a, steps=2, chains=2, model="trained in this session", api_name="/sample")
+        with pytest.raises(AppError):
+            client.predict(session=b, steps=2, chains=2, model="trained in this session", api_name="/sample")
+        # Recordings are reached only through the unguessable id handed to their owner.
+        record = ra[-3] if isinstance(ra, (list, tuple)) else ra["record"]
+        assert isinstance(record, str) and len(record) >= 12
+        with pytest.raises(AppError, match="no recording|expired"):
+            client.predict(record[:-1] + ("A" if record[-1] != "A" else "B"), api_name="/sample_files")
+    finally:
+        call(client, "/train_stop", dict(session=a))
+    # Session ids are long random tokens; short or odd ones are refused.
+    for sid in ("x", "../../etc", "a" * 65, 12345678):
+        with pytest.raises(AppError, match="session"):
+            client.predict(sid, api_name="/train_status")
+
+
+def test_no_endpoint_reads_a_path_the_caller_chose(client, api, app, url, tmp_path):
+    assert not app.allowed_paths  # nothing beyond gradio's own upload and cache folders
+    secret = tmp_path / "secret.safetensors"
+    ebm_play.save_model(ebm_play.CNNEnergy(width=4), secret)
+    for path in (str(secret), "/etc/passwd", os.path.abspath("weights/mnist.safetensors")):
+        r = httpx.get(f"{url}gradio_api/file={path}")
+        assert r.status_code in (403, 404), (path, r.status_code)
+        for forged in ({"path": path, "meta": {"_type": "gradio.FileData"}}, {"url": f"file://{path}"}, path):
+            for api_name, param in (("/score", "image"), ("/sample", "model_file"), ("/train_start", "resume")):
+                params = api[api_name]["parameters"]
+                data = defaults(api_name, params, None, new_session())
+                data[[p["parameter_name"] for p in params].index(param)] = forged
+                kind, msg = rest_call(url, api_name, data)
+                assert kind == "error", (api_name, forged, msg)
+    # /train_save writes into the server's own temporary folder, never a caller's path.
+    assert "path" not in {p["parameter_name"] for ep in client.view_api(return_format="dict", print_info=False)[
+        "named_endpoints"].values() for p in ep["parameters"]}
+
+
+@pytest.mark.parametrize("experts", [
+    "not json", "[]", "{}", '"a string"', [1, 2], [{"expert": "gan"}], [{"expert": "ink", "weight": float("nan")}],
+    [{"expert": "ink", "weight": float("inf")}], [{"expert": "ink", "target": -4}], [{"expert": "class", "label": 11}],
+    [{"expert": "model", "model": "/etc/passwd"}], [{"expert": "model", "model": "../weights/mnist"}],
+    [{"expert": "ink", "on": "yes"}], [{"expert": "symmetry"}] * 1000, [[[[[]]]]],
+])
+def test_hostile_expert_lists(api, url, experts):
+    params = api["/compose"]["parameters"]
+    data = defaults("/compose", params, None, new_session())
+    data[[p["parameter_name"] for p in params].index("experts")] = experts
+    kind, value = rest_call(url, "/compose", data)
+    assert kind == "error" and value and value.get("error"), (experts, value)
+    assert_clear((kind, value), f"/compose experts={str(experts)[:40]}")
+
+
+KILLER = """
+import sys, torch, ebm_play
+m = ebm_play.CNNEnergy(width=64)
+print("ready", flush=True)
+while True:
+    ebm_play.save_model(m, sys.argv[1])
+"""
+
+
+def test_a_save_killed_half_way_leaves_a_loadable_file(tmp_path):
+    path = tmp_path / "model.safetensors"
+    ebm_play.save_model(ebm_play.CNNEnergy(width=64), path)
+    for delay in (0.05, 0.13, 0.31):
+        p = subprocess.Popen([sys.executable, "-c", KILLER, str(path)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "EBM_PLAY_THREADS": "1"})
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+        assert isinstance(ebm_play.load_model(path), ebm_play.CNNEnergy)  # the old or the new file, whole
+
+
+def test_cli_refuses_hostile_numbers_with_one_line(capsys, tmp_path):
+    model = ebm_play.save_model(ebm_play.CNNEnergy(width=4), tmp_path / "m.safetensors")
+    for args in (["--steps", "1000000000"], ["--chains", "1000000"], ["--steps", "nan"], ["--step-size", "inf"],
+                 ["--chains", "-3"], ["--noise", "-1"], ["--temperature", "0"], ["--seed", "-1"]):
+        capsys.readouterr()
+        code = cli.main(["sample", "--model", str(model), "--out", str(tmp_path / "s.png"), *args])
+        err = capsys.readouterr().err
+        assert code == 2, (args, err)
+        assert err.count("\n") == 1 and "Traceback" not in err, (args, err)
+
+
+def test_cli_reads_hostile_pictures_or_says_why(capsys, tmp_path):
+    model = ebm_play.save_model(ebm_play.CNNEnergy(width=4), tmp_path / "m.safetensors")
+    for what, path in hostile_images(tmp_path).items():
+        capsys.readouterr()
+        code = cli.main(["score", "--model", str(model), "--input", path])
+        err = capsys.readouterr().err
+        assert code in (0, 2), (what, code)
+        if code == 2:
+            assert err.count("\n") == 1 and "Traceback" not in err, (what, err)

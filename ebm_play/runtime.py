@@ -8,7 +8,10 @@ the project sets the policy once, before any heavy work:
 - one inter-op thread: parallelism comes from intra-op threads only;
 - intra-op threads = ``EBM_PLAY_THREADS`` or the number of cores; a process that runs several
   jobs at once (the app) gives each job its own count with :func:`job_threads` (torch's setting
-  is per thread).
+  is per thread);
+- background jobs (the app's training runs) lower their own thread's priority with
+  :func:`background_priority`, so a request never waits behind a trainer for a core;
+- under torchrun the N processes on a machine share its cores: each defaults to cores // N.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import contextlib
 import operator
 import os
 import threading
+import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -25,6 +29,7 @@ import torch  # noqa: E402
 from .errors import EBMError  # noqa: E402
 
 _configured = False
+_trimmer: threading.Thread | None = None
 _lock = threading.Lock()
 
 
@@ -35,11 +40,26 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def processes_per_machine() -> int:
+    """How many processes torchrun started on this machine (1 outside torchrun)."""
+    for name in ("LOCAL_WORLD_SIZE", "WORLD_SIZE"):
+        try:
+            n = int(os.environ.get(name, "0"))
+        except ValueError:
+            continue
+        if n > 0:
+            return n
+    return 1
+
+
 def configure_threads(threads: int | None = None) -> int:
-    """Apply the thread policy once per process; returns the intra-op thread count in force."""
+    """Apply the thread policy once per process; returns the intra-op thread count in force.
+
+    The default is all cores, shared out among torchrun's processes on this machine: 2 ranks on
+    2 cores get 1 thread each (all cores each would oversubscribe them, several times slower)."""
     global _configured
     with _lock:
-        n = threads or int(os.environ.get("EBM_PLAY_THREADS", 0)) or cpu_count()
+        n = threads or int(os.environ.get("EBM_PLAY_THREADS", 0)) or max(1, cpu_count() // processes_per_machine())
         torch.set_num_threads(n)
         if not _configured:
             with contextlib.suppress(RuntimeError):  # only settable before the first parallel op
@@ -57,6 +77,41 @@ def job_threads(n: int):
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def background_priority(nice: int = 10) -> None:
+    """Lower the calling thread's CPU priority (Linux nice value, per thread): a background trainer
+    then takes the cores only when interactive requests leave them idle. Best effort elsewhere."""
+    with contextlib.suppress(AttributeError, OSError):  # no setpriority, or no per-thread ids
+        tid = threading.get_native_id()
+        now = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, max(now, nice)))
+
+
+def return_freed_memory(every_s: float = 10.0, arenas: int = 2) -> None:
+    """For a long-lived multi-threaded process (the app): cap glibc's malloc arenas and hand freed
+    memory back to the OS every ``every_s`` seconds. glibc keeps freed tensors' memory cached per
+    thread arena, so the resident size of a server that samples on fresh threads creeps up request
+    after request although nothing leaks (benchmarks/memory.py). Best effort: a no-op off glibc."""
+    global _trimmer
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        return
+    with _lock:
+        if _trimmer is not None:
+            return
+
+        def trim():
+            while True:
+                time.sleep(every_s)
+                libc.malloc_trim(0)
+
+        _trimmer = threading.Thread(target=trim, name="ebm-malloc-trim", daemon=True)
+        _trimmer.start()
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:

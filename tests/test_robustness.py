@@ -18,6 +18,7 @@ import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -26,11 +27,10 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image, ImageDraw
 from safetensors.torch import save_file
+from test_app import new_session
 
 import ebm_play
 from ebm_play import cli
-
-from test_app import new_session
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -368,3 +368,19 @@ def test_cli_reads_hostile_pictures_or_says_why(capsys, tmp_path):
         assert code in (0, 2), (what, code)
         if code == 2:
             assert err.count("\n") == 1 and "Traceback" not in err, (what, err)
+
+
+def test_one_picture_for_many_users_is_written_once_and_whole(app, tmp_path):
+    """Two requests that produce the same picture share gradio's cached file; it is never rewritten
+    in place, so a download in progress cannot see it truncated."""
+    from gradio import processing_utils
+
+    img = Image.new("L", (280, 280), 0)
+    ImageDraw.Draw(img).ellipse((60, 40, 220, 240), outline=255, width=20)
+    first = processing_utils.save_pil_to_cache(img, str(tmp_path), format="png")  # the app installed the fix
+    before = os.stat(first)
+    with open(first, "rb") as reader:  # a download in progress
+        again = processing_utils.save_pil_to_cache(img, str(tmp_path), format="png")
+        assert again == first and os.stat(again).st_ino == before.st_ino
+        assert reader.read() == Path(first).read_bytes() and os.path.getsize(first) == before.st_size
+    assert [p.name for p in Path(first).parent.iterdir()] == [Path(first).name]  # no staging files left

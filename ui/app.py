@@ -18,9 +18,10 @@ import threading
 import gradio as gr
 
 import ebm_play
+from ebm_play.runtime import return_freed_memory
 
 from . import classify_tab, compose_tab, denoise_tab, inpaint_tab, landscape_tab, ood_tab, sample_tab, train_tab
-from .common import HEADER, TITLE, launch_style
+from .common import HEADER, TITLE, launch_style, patch_gradio_cache
 from .sessions import SESSION_RE, Registry, new_session_id
 
 TABS = ("train", "sample", "compose", "inpaint", "denoise", "ood", "classify", "landscape")
@@ -29,6 +30,7 @@ TABS = ("train", "sample", "compose", "inpaint", "denoise", "ood", "classify", "
 def build_app(device: str | None = None, max_runs: int | None = None) -> gr.Blocks:
     """Build the whole app (models load here: shipped ones, or a random CNN with a banner).
     The Registry is kept as ``demo.registry`` so a host (or a test) can stop the runs."""
+    patch_gradio_cache()
     registry = Registry(device, max_runs)
     threading.Thread(target=registry.data, name="ebm-data", daemon=True).start()  # warm MNIST off the request path
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
@@ -93,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own health checks
     ebm_play.configure_threads()
+    return_freed_memory()
     try:
         demo = build_app(args.device, args.max_runs)
     except ebm_play.EBMError as e:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
 import math
+import os
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
 import pandas as pd
+from gradio import processing_utils
 
 import ebm_play
 
@@ -47,6 +52,31 @@ pushes the energy down on real digits and up on the model's own samples.
 **Tabs:** [Train](?tab=train) · [Sample](?tab=sample) · [Compose](?tab=compose) · [Inpaint](?tab=inpaint) · [Denoise](?tab=denoise) · [OOD check](?tab=ood) · [Classify](?tab=classify) · [Landscape](?tab=landscape) · every action is also an API endpoint \
 (footer: *Use via API*).
 """
+
+
+def _save_pil_to_cache_once(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    """gradio's ``save_pil_to_cache``, written once and atomically. gradio names a picture by the
+    hash of its bytes and rewrites that file in place on every request, so two users who get the
+    same picture race: one downloads while the other truncates the file ("peer closed connection
+    without sending complete message body" under benchmarks/load.py)."""
+    data = processing_utils.encode_pil_to_bytes(img, format)
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(exist_ok=True, parents=True)
+    path = (folder / f"{name}.{format}").resolve()
+    if path.exists():
+        with contextlib.suppress(OSError):
+            os.utime(path)  # delete_cache ages files by their time stamps
+        return str(path)
+    fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(staging, path)
+    return str(path)
+
+
+def patch_gradio_cache() -> None:
+    """Install :func:`_save_pil_to_cache_once` (every image component goes through it)."""
+    processing_utils.save_pil_to_cache = _save_pil_to_cache_once
 
 
 def launch_style() -> dict:

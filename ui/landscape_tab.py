@@ -44,7 +44,7 @@ from PIL import Image
 import ebm_play
 from ebm_play import EBMError
 from ebm_play import landscapes as L
-from ebm_play.runtime import job_threads, make_generator
+from ebm_play.runtime import background_priority, job_threads, make_generator
 from ebm_play.samplers import SAMPLERS
 
 from . import landscape_view as V
@@ -222,6 +222,7 @@ class LandscapeRun:
 
     # --- the worker ------------------------------------------------------------------------------------
     def _loop(self) -> None:
+        background_priority()  # requests first: this thread gets a core only when they leave one idle
         try:
             with job_threads(1):
                 while True:

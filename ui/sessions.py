@@ -32,7 +32,7 @@ from PIL import Image
 import ebm_play
 from ebm_play import EBMError
 from ebm_play.metrics import classify, label_quality
-from ebm_play.runtime import job_threads
+from ebm_play.runtime import background_priority, job_threads
 from ebm_play.weights import read_metadata, resolve
 
 log = logging.getLogger("ebm_play.app")
@@ -161,6 +161,7 @@ class Run:
 
     # --- the worker ---------------------------------------------------------------------------
     def _loop(self) -> None:
+        background_priority()  # requests first: this thread gets a core only when they leave one idle
         try:
             with job_threads(1):
                 while True:

@@ -16,6 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import _repo  # noqa: F401  (puts the repository on sys.path: `python benchmarks/<name>.py` works)
 from gradio_client import Client
 
 ROOT = Path(__file__).resolve().parent.parent

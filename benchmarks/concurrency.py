@@ -12,6 +12,7 @@ import argparse
 import threading
 import time
 
+import _repo  # noqa: F401  (puts the repository on sys.path: `python benchmarks/<name>.py` works)
 import torch
 
 import ebm_play

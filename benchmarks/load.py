@@ -18,10 +18,10 @@ import threading
 import time
 from pathlib import Path
 
+import _repo  # noqa: F401  (puts the repository on sys.path: `python benchmarks/<name>.py` works)
+from app_latency import ROOT, wait_for_page
 from gradio_client import Client, handle_file
 from PIL import Image, ImageDraw
-
-from app_latency import ROOT, wait_for_page
 
 SAMPLE = dict(sampler="langevin", steps=60, chains=16)
 

@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from gradio_client import Client, handle_file
-
+import _repo  # noqa: F401  (puts the repository on sys.path: `python benchmarks/<name>.py` works)
 from app_latency import ROOT, wait_for_page
+from gradio_client import Client, handle_file
 from load import digit_png, rss_mb
 
 

@@ -11,13 +11,13 @@ import argparse
 import statistics
 import time
 
+import _repo  # noqa: F401  (puts the repository on sys.path: `python benchmarks/<name>.py` works)
 import torch
+from reference import CNNModel, copy_weights, generate_samples
 
 import ebm_play
 from ebm_play import samplers
 from ebm_play.runtime import make_generator
-
-from reference import CNNModel, copy_weights, generate_samples
 
 STEPS = 60
 

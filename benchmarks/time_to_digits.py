@@ -11,6 +11,7 @@ predicted classes / log 10). Targets for "fast" at 5 minutes: confident ≥ 0.6,
 import argparse
 import time
 
+import _repo  # noqa: F401  (puts the repository on sys.path: `python benchmarks/<name>.py` works)
 import torch
 
 import ebm_play

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import samplers
+from . import distributed, samplers
 from .api import default_sampler_settings, denoise, inpaint, sample_chains, score
 from .data import mnist
 from .errors import EBMError
@@ -163,7 +163,8 @@ def _common(p: argparse.ArgumentParser, seed: bool = True) -> None:
     if seed:
         p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed; the same seed gives the same output (default 0)")
     p.add_argument("--device", default="auto", metavar="DEV", help="auto (CUDA when present), cpu or cuda (default auto)")
-    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for torch (default: $EBM_PLAY_THREADS or all cores)")
+    p.add_argument("--threads", type=positive_int, metavar="N",
+                   help="CPU threads for torch (default: $EBM_PLAY_THREADS or all cores; under torchrun, cores / processes)")
 
 
 def _model_arg(p):
@@ -246,11 +247,17 @@ def build_parser() -> Parser:
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     _common(p)
 
-    p = sub.add_parser("train", help="train a model", formatter_class=fmt,
+    p = sub.add_parser("train", help="train a model (also on N processes under torchrun)", formatter_class=fmt,
                        description="Train an energy model by contrastive divergence (fakes from a replay buffer refined "
                                    "by Langevin; Gibbs for the RBM). Progress: step, loss, E(real), E(fake), gap = "
                                    f"E(fake) − E(real), steps/s. {CONVENTION}\nThe file is written every --save-every "
-                                   "steps, at the end and on Ctrl-C.")
+                                   "steps, at the end and on Ctrl-C.",
+                       epilog="Data-parallel on several processes (DistributedDataParallel; gloo on the CPU, NCCL with "
+                              "one GPU per process):\n"
+                              "  torchrun --nproc_per_node N -m ebm_play train --out FILE …\n"
+                              "Each process keeps its own replay buffer and draws its own batches (--batch-size is per "
+                              "process);\ngradients are averaged, so the weights stay identical. Process 0 prints and "
+                              "writes the file.")
     p.add_argument("--steps", type=count, default=1000, metavar="N", help="updates to run (default 1000)")
     p.add_argument("--out", required=True, metavar="FILE", help="weights file to write (.safetensors)")
     p.add_argument("--data", metavar="ROOT", help="MNIST root for torchvision (default $EBM_PLAY_DATA or ./data); "
@@ -396,7 +403,13 @@ def cmd_denoise(args) -> int:
 
 
 def cmd_train(args, config_names: list[str]) -> int:
-    device = resolve_device(args.device)
+    """Train in this process, or as one rank of a torchrun job (the process group lives as long
+    as the run, and is torn down on errors and Ctrl-C too)."""
+    with distributed.session(resolve_device(args.device)) as (world, device):
+        return _train(args, config_names, world, device)
+
+
+def _train(args, config_names: list[str], world: distributed.World, device: torch.device) -> int:
     given = {k: getattr(args, k) for k in config_names if hasattr(args, k)}
     model, done, info = None, 0, {}
     if args.resume:
@@ -412,38 +425,59 @@ def cmd_train(args, config_names: list[str]) -> int:
         done = int(info.get("train_steps", 0))
     else:
         config = TrainConfig(**given)
-    digits = mnist(train=True, root=args.data, download=args.download, classes=config.classes)
+    if args.download and not world.is_main:
+        distributed.barrier()  # rank 0 downloads alone; the others then read its files
+    digits = mnist(train=True, root=args.data, download=args.download and world.is_main, classes=config.classes)
+    if args.download and world.is_main:
+        distributed.barrier()
     trainer = Trainer(config, digits.x, digits.y, model=model, device=device)
     trainer.state.step = done
+    try:
+        return _train_loop(args, trainer, digits.source, done, world)
+    finally:
+        trainer.close()  # DDP must go before the process group does
+
+
+def _train_loop(args, trainer: Trainer, source: str, done: int, world: distributed.World) -> int:
+    config = trainer.config
     out = Path(args.out)
     end = done + args.steps
     deadline = None if args.minutes is None else time.monotonic() + 60 * args.minutes
 
+    def say(text: str) -> None:  # rank 0 speaks for all; the other ranks print only errors
+        if world.is_main:
+            print(text, flush=True)
+
     def save(note: str) -> None:
+        if not world.is_main:
+            return
         extra = {"resumed_from": str(args.resume)} if args.resume else {}
-        save_model(trainer.model, out, info={**trainer.metadata(), **extra, "data": digits.source})
-        print(f"{note}: saved {out} at step {trainer.state.step} ({len(trainer.state.events)} rollbacks)", flush=True)
+        save_model(trainer.model, out, info={**trainer.metadata(), **extra, "data": source})
+        say(f"{note}: saved {out} at step {trainer.state.step} ({len(trainer.state.events)} rollbacks)")
 
     arch = f"hidden {config.hidden}" if config.model == "rbm" else f"width {config.width}"
-    print(f"training {config.model} ({arch}) on {digits.source}, {len(trainer.data)} images, device {device}, "
-          f"steps {done + 1}..{end}", flush=True)
+    ranks = "" if world.size == 1 else (f", {world.size} processes ({world.backend}), batch {config.batch_size} per "
+                                        f"process ({config.batch_size * world.size} in all)")
+    say(f"training {config.model} ({arch}) on {source}, {len(trainer.data)} images, device {trainer.device}{ranks}, "
+        f"steps {done + 1}..{end}")
     t_log, n_log = time.perf_counter(), 0
     try:
         while trainer.state.step < end:
-            if deadline is not None and time.monotonic() > deadline:
-                print(f"time budget of {args.minutes:g} min used up", flush=True)
+            # the ranks must stop at the same step, so the one that runs out of time tells the rest
+            if deadline is not None and distributed.any_rank(time.monotonic() > deadline):
+                say(f"time budget of {args.minutes:g} min used up")
                 break
             m = trainer.step()
             n_log += 1
             if m["rolled_back"]:
-                print(f"step {m['step']}: {m['event']}", flush=True)
+                say(f"step {m['step']}: {m['event']}")
             s = m["step"]
             if (s - done) % args.log_every == 0 or s == end:
                 now = time.perf_counter()
                 rate = n_log / max(now - t_log, 1e-9)
                 acc = f"  acc {m['accuracy']:.2f}" if "accuracy" in m else ""
-                print(f"step {s:>6}/{end}  loss {m['loss']:+.4f}  E(real) {m['e_real']:+.4f}  E(fake) {m['e_fake']:+.4f}"
-                      f"  gap {m['gap']:+.4f}{acc}  {rate:.2f} steps/s", flush=True)
+                say(f"step {s:>6}/{end}  loss {m['loss']:+.4f}  E(real) {m['e_real']:+.4f}  E(fake) {m['e_fake']:+.4f}"
+                    f"  gap {m['gap']:+.4f}{acc}  {rate:.2f} steps/s")
                 t_log, n_log = now, 0
             if args.save_every and (s - done) % args.save_every == 0 and s != end:
                 save("checkpoint")
@@ -451,6 +485,11 @@ def cmd_train(args, config_names: list[str]) -> int:
         save("interrupted")
         return 130
     save("done")
+    if world.size > 1:  # a cheap proof that data-parallel training kept the ranks in step
+        digests = distributed.gather_digests(trainer.model)
+        if len(set(digests)) != 1:
+            raise EBMError(f"the ranks ended with different weights (parameter hashes {', '.join(digests)})")
+        say(f"parameters identical on all {world.size} ranks (sha256 {digests[0]}; per rank: {' '.join(digests)})")
     return 0
 
 

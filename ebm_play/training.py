@@ -9,6 +9,10 @@ term with E(x) = −logsumexp f(x). The RBM uses CD-k or persistent CD with bloc
 
 Divergence (non-finite values, energies past a bound, fakes far below reals) rolls the model
 and optimiser back to the last good checkpoint and halves the learning rate; it is recorded.
+
+Under torchrun (a live process group, see ``distributed.py``) the same trainer is data-parallel:
+each rank has its own replay buffer, batches and noise, the loss forward goes through
+DistributedDataParallel so gradients are averaged, and a divergence on any rank rolls all back.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 import torch.nn.functional as F
 
-from . import samplers
+from . import distributed, samplers
 from .errors import EBMError
 from .models import RBM, EnergyModel, build_model
 from .runtime import make_generator
@@ -198,9 +202,25 @@ class TrainState:
     events: list[Event] = field(default_factory=list)
 
 
+class LossView(torch.nn.Module):
+    """What the loss reads from the model, as one ``forward``: JEM's logits (E = −logsumexp),
+    every other model's energies. DDP only wraps ``forward``, so the loss goes through this."""
+
+    def __init__(self, model: EnergyModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.logits(x) if self.model.kind == "jem" else self.model(x)
+
+
 class Trainer:
     """One training run. ``data`` is N×1×28×28 images (or N×2 points for mlp2d) in [−1, 1];
-    ``labels`` (N,) is needed for JEM."""
+    ``labels`` (N,) is needed for JEM.
+
+    In a live process group (torchrun) each rank builds its own Trainer; ``batch_size`` is per
+    rank, and the weights stay identical on all ranks. Call :meth:`close` before the group goes.
+    """
 
     def __init__(self, config: TrainConfig, data: torch.Tensor, labels: torch.Tensor | None = None,
                  model: EnergyModel | None = None, device: torch.device | str = "cpu"):
@@ -220,9 +240,13 @@ class Trainer:
             self.model = (model or c.build_model()).to(self.device)
         if model is not None and model.kind != c.model:
             raise EBMError(f"the loaded model is a {model.kind} model, but the run trains {c.model}")
-        self.generator = make_generator(c.seed, self.device)
+        self.world = distributed.current_world()
+        self.generator = make_generator(distributed.rank_seed(c.seed, self.world.rank), self.device)
         self.buffer = ReplayBuffer(c.buffer_size, c.reinit if c.model != "rbm" else 0.0, self.device, self.generator,
                                    shape=tuple(data.shape[1:]))
+        # The loss forward; DDP (several ranks) averages gradients in backward(). The RBM's CD
+        # gradient is autograd of free energies too, so DDP fits all models: no manual all-reduce.
+        self._loss_net = distributed.data_parallel(LossView(self.model), self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, c.lr_step_every, c.lr_gamma)
         self.state = TrainState()
@@ -321,7 +345,7 @@ class Trainer:
         self.model.train()
         metrics: dict = dict(self.sampler_stats)
         if c.model == "jem":
-            logits = self.model.logits(torch.cat([x_real, x_neg]))
+            logits = self._loss_net(torch.cat([x_real, x_neg]))
             e = -torch.logsumexp(logits, 1)
             e_real, e_fake = e[: len(x_real)], e[len(x_real):]
             ce = F.cross_entropy(logits[: len(x_real)], y)
@@ -329,10 +353,10 @@ class Trainer:
             metrics["ce"] = ce.item()
             metrics["accuracy"] = (logits[: len(x_real)].argmax(1) == y).float().mean().item()
         elif c.model == "rbm":
-            e_real, e_fake = self.model(x_real), self.model(x_neg)
+            e_real, e_fake = self._loss_net(x_real), self._loss_net(x_neg)
             loss = e_real.mean() - e_fake.mean()
         else:
-            e = self.model(torch.cat([x_real, x_neg]))
+            e = self._loss_net(torch.cat([x_real, x_neg]))
             e_real, e_fake = e[: len(x_real)], e[len(x_real):]
             loss = cd_loss(e_real, e_fake, c.alpha)
 
@@ -340,7 +364,8 @@ class Trainer:
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip or math.inf)
         e_r, e_f = e_real.mean().item(), e_fake.mean().item()
-        reason = self._divergence(loss.item(), gnorm.item(), e_real, e_fake)
+        # collective: every rank rolls back (and halves its lr) when any rank diverged
+        reason = distributed.shared_divergence(self._divergence(loss.item(), gnorm.item(), e_real, e_fake))
         self.state.step += 1
         metrics.update(step=self.state.step, loss=loss.item(), e_real=e_r, e_fake=e_f, gap=e_f - e_r,
                        grad_norm=gnorm.item(), lr=self.optimizer.param_groups[0]["lr"], rolled_back=False)
@@ -399,4 +424,9 @@ class Trainer:
             recommended = {"langevin": {"steps": c.fresh_steps or c.sampler_steps, **c.sampler_options()}}
         return {"train_config": asdict(c), "samplers": recommended, "train_steps": self.state.step,
                 "train_seconds": round(time.perf_counter() - self._started, 1),
-                "rollbacks": len(self.state.events)}
+                "rollbacks": len(self.state.events), "world_size": self.world.size}
+
+    def close(self) -> None:
+        """Drop the DDP wrapper. It must go before its process group: a DDP reducer still alive
+        after ``destroy_process_group`` can abort the process at exit. The trainer stays usable."""
+        self._loss_net = getattr(self._loss_net, "module", self._loss_net)

@@ -127,7 +127,10 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device | Non
     """Rebuild a model from a shipped short name (``mnist``…) or a safetensors path, in eval mode."""
     path = resolve(name_or_path)
     meta = read_metadata(path)
-    model = build_model(meta["kind"], **meta["config"])
+    try:
+        model = build_model(meta["kind"], **meta["config"])
+    except EBMError as e:
+        raise EBMError(f"{path.name}: {e}") from e
     try:
         with safe_open(str(path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}

@@ -46,9 +46,11 @@ def _check_count(name: str, v, lo: int, hi: int) -> int:
 def sample_chains(model: nn.Module, n: int = 16, steps: int | None = None, sampler: str = "langevin",
                   seed: int | None = None, x0: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                   callback: Callable[[samplers.Step], object] | None = None, keep_frames: int = 0,
-                  **options) -> samplers.SampleResult:
+                  compile: bool = False, **options) -> samplers.SampleResult:
     """Run ``sampler`` on ``model`` from fresh uniform-noise chains (or from ``x0``) and return the
-    whole :class:`~ebm_play.samplers.SampleResult` (final chains, energies per step, frames)."""
+    whole :class:`~ebm_play.samplers.SampleResult` (final chains, energies per step, frames).
+    ``compile=True`` compiles the energy-and-gradient step (CUDA graphs on a GPU; see
+    :class:`~ebm_play.samplers.CompiledEnergy`): worth it for large batches and long runs."""
     if sampler not in samplers.SAMPLERS:
         raise EBMError(f"unknown sampler {sampler!r}; known: {', '.join(samplers.SAMPLERS)}")
     settings = default_sampler_settings(model, sampler)
@@ -73,7 +75,8 @@ def sample_chains(model: nn.Module, n: int = 16, steps: int | None = None, sampl
     was_training = model.training
     model.eval()
     try:
-        return samplers.run(sampler, model, x0, steps, generator=g, callback=callback,
+        energy = samplers.compiled(model) if compile and sampler != "gibbs" else model
+        return samplers.run(sampler, energy, x0, steps, generator=g, callback=callback,
                             keep_frames=keep_frames, **options)
     finally:
         model.train(was_training)

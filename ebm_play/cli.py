@@ -202,6 +202,9 @@ def build_parser() -> Parser:
     p.add_argument("--n", type=positive_int, default=16, metavar="N", help="number of samples (default 16)")
     _sampler_args(p)
     p.add_argument("--out", required=True, metavar="FILE", help="output .png grid or .npz (keys x, energy)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the sampler step with torch.compile (CUDA graphs on a GPU): for large --n "
+                        "and long runs; the first step takes tens of seconds")
     _common(p)
 
     p = sub.add_parser("score", help="energies of images", formatter_class=fmt,
@@ -352,7 +355,8 @@ def cmd_models(args) -> int:
 def cmd_sample(args) -> int:
     _check_out(args.out)
     model = _load(args.model, args.device)
-    r = sample_chains(model, args.n, args.steps, args.sampler, args.seed, **_sampler_options(args))
+    r = sample_chains(model, args.n, args.steps, args.sampler, args.seed, compile=args.compile,
+                      **_sampler_options(args))
     save_images(r.x, args.out, energy=r.energy.cpu().numpy())
     rate = "" if r.accept_rate is None else f", acceptance {r.accept_rate:.2f}"
     print(f"wrote {args.out}: {len(r.x)} samples after {r.steps[-1]} {args.sampler} steps, {_summary(r.energy)}{rate}")

@@ -5,6 +5,7 @@ variance sqrt(2/N)·v; we allow 5 standard errors (plus the sampler's known O(st
 """
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -211,3 +212,18 @@ def test_bad_numbers_are_rejected_with_their_name(bad):
         samplers.run(sampler, TARGET, torch.zeros(2, 2), 3, bounds=None, **bad)
     with pytest.raises(EBMError, match="leapfrog"):
         samplers.run("hmc", TARGET, torch.zeros(2, 2), 3, leapfrog=10**6)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_step_gives_the_eager_chains_and_the_same_statistics():
+    """The path CUDA runs use (CUDA graphs through torch.compile), checked on the CPU."""
+    torch.manual_seed(0)
+    model = ebm_play.CNNEnergy(width=4).eval()
+    x0 = torch.rand(6, 1, 28, 28) * 2 - 1
+    eager = samplers.run("langevin", model, x0, 15, seed=3).x
+    fast = samplers.run("langevin", samplers.compiled(model), x0, 15, seed=3).x
+    assert torch.allclose(eager, fast, atol=1e-5)
+    x = samplers.run("mala", samplers.compiled(TARGET), torch.zeros(N, 2), 400, seed=0, bounds=None, step_size=0.2).x
+    check_moments(x, [1.0, -0.5], [1.0, 0.25])

@@ -24,6 +24,7 @@ from . import classify_tab, compose_tab, denoise_tab, inpaint_tab, landscape_tab
 from .common import HEADER, TITLE, launch_style, patch_gradio_cache
 from .sessions import SESSION_RE, Registry, new_session_id
 
+MAX_QUEUE = 100
 TABS = ("train", "sample", "compose", "inpaint", "denoise", "ood", "classify", "landscape")
 
 
@@ -100,5 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         demo = build_app(args.device, args.max_runs)
     except ebm_play.EBMError as e:
         ap.error(str(e))
-    demo.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, share=args.share,
-                                                   **launch_style())
+    # Bounded on purpose: at most 2 heavy jobs run at once (concurrency_id "compute"), and at most
+    # MAX_QUEUE events wait; past that a caller gets "queue full" at once instead of a long wait.
+    demo.queue(default_concurrency_limit=1, max_size=MAX_QUEUE)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_style())

@@ -355,8 +355,8 @@ def cmd_models(args) -> int:
 def cmd_sample(args) -> int:
     _check_out(args.out)
     model = _load(args.model, args.device)
-    r = sample_chains(model, args.n, args.steps, args.sampler, args.seed, compile=args.compile,
-                      **_sampler_options(args))
+    extra = {"compile": True} if args.compile else {}
+    r = sample_chains(model, args.n, args.steps, args.sampler, args.seed, **extra, **_sampler_options(args))
     save_images(r.x, args.out, energy=r.energy.cpu().numpy())
     rate = "" if r.accept_rate is None else f", acceptance {r.accept_rate:.2f}"
     print(f"wrote {args.out}: {len(r.x)} samples after {r.steps[-1]} {args.sampler} steps, {_summary(r.energy)}{rate}")

@@ -36,15 +36,21 @@ def wait_for_page(url, proc, limit=120):
     raise SystemExit("page not served in time")
 
 
+def start_app(port: int, **env) -> tuple[subprocess.Popen, str]:
+    """`python app.py` on 127.0.0.1:port (extra environment in ``env``); the process and its URL."""
+    env = {**os.environ, "EBM_PLAY_PORT": str(port), "EBM_PLAY_HOST": "127.0.0.1", **env}
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    return proc, f"http://127.0.0.1:{port}/"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=7861)
     ap.add_argument("--requests", type=int, default=5)
     args = ap.parse_args()
-    url = f"http://127.0.0.1:{args.port}/"
-    env = {**os.environ, "EBM_PLAY_PORT": str(args.port), "EBM_PLAY_HOST": "127.0.0.1"}
     t_start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc, url = start_app(args.port)
     try:
         page = wait_for_page(url, proc)
         print(f"page served {page:.1f} s after `python app.py` started")

@@ -12,8 +12,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import _repo  # noqa: F401  (puts the repository on sys.path: `python benchmarks/<name>.py` works)
 import httpx
-from app_latency import ROOT, wait_for_page
+from app_latency import start_app, wait_for_page
 from gradio_client import Client
 from PIL import Image, ImageDraw
 
@@ -126,9 +124,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--port", type=int, default=7862)
     args = ap.parse_args()
-    url = f"http://127.0.0.1:{args.port}/"
-    env = {**os.environ, "EBM_PLAY_PORT": str(args.port), "EBM_PLAY_HOST": "127.0.0.1"}
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc, url = start_app(args.port)
     try:
         wait_for_page(url, proc)
         png = digit_png(Path(tempfile.mkdtemp()) / "digit.png")

@@ -10,15 +10,12 @@ size is printed too.
 """
 
 import argparse
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import _repo  # noqa: F401  (puts the repository on sys.path: `python benchmarks/<name>.py` works)
-from app_latency import ROOT, wait_for_page
+from app_latency import start_app, wait_for_page
 from gradio_client import Client, handle_file
 from load import digit_png, rss_mb
 
@@ -33,11 +30,8 @@ def main():
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--port", type=int, default=7863)
     args = ap.parse_args()
-    url = f"http://127.0.0.1:{args.port}/"
     cache = Path(tempfile.mkdtemp(prefix="ebm-play-cache-"))
-    env = {**os.environ, "EBM_PLAY_PORT": str(args.port), "EBM_PLAY_HOST": "127.0.0.1", "GRADIO_TEMP_DIR": str(cache)}
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT)
+    proc, url = start_app(args.port, GRADIO_TEMP_DIR=str(cache))
     try:
         wait_for_page(url, proc)
         started = rss_mb(proc.pid)

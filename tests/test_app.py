@@ -27,15 +27,15 @@ def new_session() -> str:
     return "test-" + secrets.token_hex(6)
 
 
-def status(client, sid) -> dict:
-    return client.predict(sid, api_name="/train_status")
+def status(client, sid, api_name="/train_status") -> dict:
+    return client.predict(sid, api_name=api_name)
 
 
-def wait_for(client, sid, ok, timeout=20.0) -> dict:
-    """Poll /train_status until ``ok(status)`` (the way the page's timer does)."""
+def wait_for(client, sid, ok, timeout=20.0, api_name="/train_status") -> dict:
+    """Poll a status endpoint until ``ok(status)`` (the way the page's timer does)."""
     deadline = time.monotonic() + timeout
     while True:
-        st = status(client, sid)
+        st = status(client, sid, api_name)
         if ok(st):
             return st
         assert time.monotonic() < deadline, f"timed out waiting; last status {st}"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import math
-import secrets
 import time
 
 import pytest
+import test_app
 from gradio_client.exceptions import AppError
 from PIL import Image
+from test_app import new_session
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -16,22 +18,8 @@ ENDPOINTS = {"/landscape_train_start", "/landscape_status", "/landscape_pause", 
              "/landscape_reset", "/landscape_sample", "/landscape_compose", "/landscape_gif"}
 
 
-def new_session() -> str:
-    return "land-" + secrets.token_hex(6)
-
-
-def status(client, sid) -> dict:
-    return client.predict(sid, api_name="/landscape_status")
-
-
-def wait_for(client, sid, ok, timeout=20.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        st = status(client, sid)
-        if ok(st):
-            return st
-        assert time.monotonic() < deadline, f"timed out waiting; last status {st}"
-        time.sleep(0.2)
+status = functools.partial(test_app.status, api_name="/landscape_status")
+wait_for = functools.partial(test_app.wait_for, api_name="/landscape_status")
 
 
 @pytest.fixture

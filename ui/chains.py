@@ -284,7 +284,7 @@ class ModelFiles:
         self._lock = threading.Lock()
 
     def load(self, path, device) -> ebm_play.EnergyModel:
-        p = Path(path.get("path") if isinstance(path, dict) else path)
+        p = Path(path)
         if not p.is_file():
             raise EBMError(f"no such model file: {p.name}")
         key = (str(p), p.stat().st_mtime_ns, p.stat().st_size)

@@ -25,7 +25,7 @@ from ebm_play.images import load_images
 from ebm_play.runtime import job_threads
 
 from . import draw
-from .common import histogram_frame, number, thin, user_errors
+from .common import histogram_frame, number, thin, upload_path, user_errors
 from .sessions import Registry
 
 DEFAULT_OOD_MODEL = "mnist-jem"  # the scorer the tab starts with (set from the evaluation figures)
@@ -112,7 +112,7 @@ def read_batch(files) -> tuple[torch.Tensor, list[str]]:
         raise EBMError(f"too many files: {len(files)}, at most {MAX_FILES}")
     xs, names = [], []
     for f in files:
-        path = f.get("path") if isinstance(f, dict) else f
+        path = upload_path(f)
         if not path:
             raise EBMError("a file in the batch has no path")
         name = (f.get("orig_name") if isinstance(f, dict) else None) or Path(path).name

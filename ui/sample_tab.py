@@ -336,7 +336,7 @@ def create_tab(registry: Registry, session: gr.BrowserState) -> dict:
     @user_errors
     def score(session=None, image=None):
         """Energy of one uploaded picture (preprocessed MNIST-style) under the session's current model."""
-        path = image.get("path") if isinstance(image, dict) else image
+        path = upload_path(image)
         if not path:
             raise EBMError("upload an image to score")
         x = ebm_play.preprocess(path)

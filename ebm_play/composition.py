@@ -34,6 +34,9 @@ class ClassEnergy(EnergyModel):
     def forward(self, x):
         return self.jem(x, self.label)
 
+    def energy_and_grad(self, x):
+        return self.jem.energy_and_grad(x, self.label)
+
 
 def _ink(x):
     return ((x + 1) / 2).flatten(1).mean(1)
@@ -110,6 +113,17 @@ class ComposedEnergy(EnergyModel):
             if e.enabled and e.weight != 0:
                 total = total + e.weight * e.energy(x)
         return total
+
+    def energy_and_grad(self, x):
+        """Σ_i w_i (E_i, ∇E_i), each expert through its own (possibly written-out) gradient."""
+        from .samplers import energy_and_grad
+
+        total, grad = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device), torch.zeros_like(x)
+        for e in self.experts:
+            if e.enabled and e.weight != 0:
+                ei, gi = energy_and_grad(e.energy, x)
+                total, grad = total + e.weight * ei, grad + e.weight * gi
+        return total, grad
 
     @torch.no_grad()
     def terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

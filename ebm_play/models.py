@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 from .errors import EBMError
 
@@ -34,6 +35,124 @@ def _trunk(width: int, spectral_norm: bool) -> nn.Sequential:
         nn.Flatten(),
         sn(nn.Linear(4 * c * 4, 4 * c)), Swish(),
     )
+
+
+_SUBKERNELS = WeakIdKeyDictionary()  # weight → ((version, padding), sub-kernels); in-place updates bump the version
+
+
+def _subpixel_input_grad(w: torch.Tensor, p: int, x_shape: torch.Size, g: torch.Tensor) -> torch.Tensor:
+    """The input gradient of a stride-2 convolution as one forward convolution and a pixel shuffle.
+
+    Each of the four pixel phases (row and column parity) of the input gradient is an ordinary
+    correlation of ``g`` with a sub-kernel (every other tap of the flipped kernel). oneDNN's own
+    backward pass for a one-channel input is slow (3× its forward pass); this is 4× faster.
+    ``w`` is the weight, ``p`` the padding (square kernels and paddings, as in :func:`_trunk`)."""
+    cout, cin, k, _ = w.shape
+    lo = -((k - 1 - p) // 2)  # smallest offset i - v of an output i feeding input pixel 2v + r
+    taps = (p + 1) // 2 - lo + 1
+    cached = _SUBKERNELS.get(w)
+    if cached is not None and cached[0] == (w._version, p):
+        sub = cached[1]
+    else:  # tap t of phase r reads kernel index r + p - 2(t + lo); out-of-range indices read a zero pad
+        idx = [[r + p - 2 * (t + lo) for t in range(taps)] for r in (0, 1)]
+        idx = torch.tensor([[i if 0 <= i < k else k for i in row] for row in idx], device=w.device)
+        sub = F.pad(w, (0, 1, 0, 1))[:, :, idx][..., idx]  # (cout, cin, ry, ty, rx, tx); index k is the pad
+        sub = sub.permute(1, 2, 4, 0, 3, 5).reshape(4 * cin, cout, taps, taps)
+        _SUBKERNELS[w] = ((w._version, p), sub)
+    pad_r = x_shape[-1] // 2 - g.shape[-1] + lo + taps - 1
+    if -lo == pad_r >= 0:  # F.pad would copy (to NCHW); conv2d pads in place
+        y = F.conv2d(g, sub, padding=pad_r)
+    else:
+        y = F.conv2d(F.pad(g, (-lo, pad_r, -lo, pad_r)), sub)
+    # y is (N, cin·2·2, H/2, W/2), the four phases as channels
+    n, _, h, wd = y.shape
+    y = y.view(n, cin, 2, 2, h, wd).permute(0, 1, 4, 2, 5, 3)  # = F.pixel_shuffle(y, 2), without its layout copies
+    return y.reshape(n, cin, 2 * h, 2 * wd)
+
+
+_PACKED = WeakIdKeyDictionary()  # weight → {(use, input shape): (version, oneDNN-packed weight)}
+PREPACK = True
+
+
+def _packed(w: torch.Tensor, use: str, x: torch.Tensor, layer: nn.Conv2d):
+    """``w`` reordered once into oneDNN's blocked layout for input ``x`` (``use`` "conv" or
+    "transpose"), or None where that does not apply. Plain F.conv2d reorders the weight on every
+    call, which at batch 16 costs as much as the arithmetic. Only plain parameters are cached
+    (spectral norm makes a new weight tensor per call); in-place updates bump the version."""
+    if not (PREPACK and isinstance(w, nn.Parameter) and x.device.type == "cpu" and x.dtype == torch.float32
+            and layer.in_channels > 1 and layer.groups == 1 and torch.backends.mkldnn.is_available()):
+        return None
+    entries = _PACKED.setdefault(w, {})
+    key = (use, tuple(x.shape))
+    hit = entries.get(key)
+    if hit is not None and hit[0] == w._version:
+        return hit[1]
+    args = (list(layer.padding), list(layer.stride), list(layer.dilation), 1, list(x.shape))
+    try:
+        with torch.no_grad():
+            if use == "conv":
+                packed = torch.ops.mkldnn._reorder_convolution_weight(w, *args)
+            else:
+                packed = torch.ops.mkldnn._reorder_convolution_transpose_weight(w, args[0], [1, 1], *args[1:])
+    except (AttributeError, RuntimeError):  # a torch build without these oneDNN ops: use the plain path
+        return None
+    if len(entries) >= 8:
+        entries.clear()
+    entries[key] = (w._version, packed)
+    return packed
+
+
+def _forward(layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A :func:`_trunk` layer's output and the weight it used (read once: spectral norm recomputes
+    it on every read, and the backward pass must see the same one)."""
+    if isinstance(layer, nn.Conv2d):
+        w = layer.weight
+        packed = _packed(w, "conv", x, layer)
+        if packed is None:
+            return F.conv2d(x, w, layer.bias, layer.stride, layer.padding), w
+        return torch.ops.mkldnn._convolution_pointwise(x, packed, layer.bias, layer.padding, layer.stride,
+                                                        layer.dilation, 1, "none", [], ""), w
+    if isinstance(layer, nn.Linear):
+        w = layer.weight
+        return F.linear(x, w, layer.bias), w
+    return layer(x), None
+
+
+def _input_grad(layer: nn.Module, w: torch.Tensor | None, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """d(layer output)/d(layer input) applied to ``g``, for the layers of :func:`_trunk`."""
+    if isinstance(layer, Swish):
+        return torch.ops.aten.silu_backward(g, x)
+    if isinstance(layer, nn.Linear):
+        return g @ w
+    if isinstance(layer, nn.Flatten):  # in x's layout: mixed layouts send the next two ops down slow paths
+        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        return g.reshape(x.shape).contiguous(memory_format=fmt)
+    if layer.in_channels == 1 and layer.stride == (2, 2) and x.shape[-1] % 2 == 0:
+        return _subpixel_input_grad(w, layer.padding[0], x.shape, g)
+    packed = _packed(w, "transpose", g, layer) if layer.stride == (2, 2) and x.shape[-1] % 2 == 0 else None
+    if packed is not None:  # the input gradient is the transposed convolution of g
+        return torch.ops.mkldnn._convolution_transpose_pointwise(g, packed, None, layer.padding, [1, 1], layer.stride,
+                                                                  layer.dilation, 1, "none", [], "")
+    return torch.ops.aten.convolution_backward(g, x, w, None, layer.stride, layer.padding, layer.dilation,
+                                               False, [0, 0], 1, [True, False, False])[0]
+
+
+def trunk_energy_and_grad(body: nn.Sequential, x: torch.Tensor, head) -> tuple[torch.Tensor, torch.Tensor]:
+    """E(x) and dE/dx through a :func:`_trunk` body with the backward pass written out: no
+    autograd graph, only the input gradient, and a faster first layer (``_subpixel_input_grad``).
+    ``head(h)`` returns the energies and dE/dh of the body's output h. Equal to autograd's result
+    up to float rounding; 1.2–1.35× faster per step on the CPU (benchmarks/sampler_speed.py)."""
+    with torch.no_grad():
+        saved = []
+        h = x.detach()
+        for layer in body:
+            out, w = _forward(layer, h)
+            saved.append((layer, w, h))
+            h = out
+        e, g = head(h)
+        for layer, w, inp in reversed(saved):
+            g = _input_grad(layer, w, inp, g)
+    return e, g
 
 
 def check_images(x: torch.Tensor) -> None:
@@ -83,6 +202,10 @@ class CNNEnergy(EnergyModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x)).squeeze(-1)
 
+    def energy_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        w = self.head.weight
+        return trunk_energy_and_grad(self.body, x, lambda h: (self.head(h).squeeze(-1), w.expand(h.shape[0], -1)))
+
 
 class JEMEnergy(EnergyModel):
     """JEM classifier-energy (Grathwohl et al. 2020): logits f(x) ∈ R¹⁰ define
@@ -110,6 +233,20 @@ class JEMEnergy(EnergyModel):
         if isinstance(y, int):
             return -f[:, y]
         return -f.gather(1, y.view(-1, 1).long()).squeeze(1)
+
+    def energy_and_grad(self, x: torch.Tensor, y: torch.Tensor | int | None = None):
+        """E(x) (or E(x, y)) and its input gradient, without autograd (see trunk_energy_and_grad)."""
+        def head(h):
+            f = self.head(h)
+            if y is None:
+                p = torch.softmax(f, dim=1)
+                return -torch.logsumexp(f, dim=1), -(p @ self.head.weight)
+            if isinstance(y, int):
+                return -f[:, y], -self.head.weight[y].expand(h.shape[0], -1)
+            yy = y.view(-1).long()
+            return -f.gather(1, yy.view(-1, 1)).squeeze(1), -self.head.weight[yy]
+
+        return trunk_energy_and_grad(self.body, x, head)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """p(y|x), N×10."""

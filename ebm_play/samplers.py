@@ -144,7 +144,8 @@ class _Target:
         if self.lam:
             du, dg = self.data_term(x)
             u, g = u + du, g + dg
-        u, g = u / T, g / T
+        if T != 1:
+            u, g = u / T, g / T
         if self.wall:
             wu, wg = self.wall_term(x)
             u, g = u + wu, g + wg
@@ -196,13 +197,13 @@ def langevin(energy: Energy, x0: torch.Tensor, steps: int = 60, *, step_size: fl
     t = _Target(energy, x0, mask, x_obs, data_weight, bounds, wall=0.0)
     temps = _temperatures(temperature, steps)
     x = x0
-    for k in range(steps):
-        x = t.clamp(x + t.masked(noise * _randn(x, generator)))
+    for k in range(steps):  # fused and in-place where the tensor is fresh: small batches are overhead-bound
+        x = t.clamp(x + t.masked(_randn(x, generator).mul_(noise)))
         _, g, e = t.potential(x, temps[k])
         yield Step(k, x, e, temperature=temps[k])
         if grad_clamp is not None:
             g = g.clamp(-grad_clamp, grad_clamp)
-        x = t.clamp(x - step_size * g)
+        x = t.clamp(torch.add(x, g, alpha=-step_size))
     yield Step(steps, x, t.model(x), temperature=temps[-1] if temps else 1.0)
 
 

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 import ebm_play
+from ebm_play.composition import ClassEnergy, compose
 from ebm_play.errors import EBMError
+from ebm_play.models import _subpixel_input_grad
 
 
 @pytest.fixture
@@ -65,6 +67,60 @@ def test_energy_gradient_matches_finite_differences(x):
     h = 1e-6
     fd = (m(x + h * d) - m(x - h * d)) / (2 * h)
     assert torch.allclose((g * d).flatten(1).sum(1), fd.detach(), rtol=1e-5, atol=1e-7)
+
+
+def _autograd_energy_and_grad(energy, x):
+    x = x.detach().requires_grad_(True)
+    e = energy(x)
+    return e.detach(), torch.autograd.grad(e.sum(), x)[0]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ebm_play.CNNEnergy(width=4), lambda: ebm_play.CNNEnergy(width=4, spectral_norm=True),
+    lambda: ebm_play.JEMEnergy(width=4), lambda: ClassEnergy(ebm_play.JEMEnergy(width=4), 3),
+    lambda: compose((ebm_play.CNNEnergy(width=4), 1.0), (ClassEnergy(ebm_play.JEMEnergy(width=4), 7), -0.5))])
+def test_written_out_gradients_equal_autograd(make, x):
+    torch.manual_seed(0)
+    m = make().double().eval()  # in training mode spectral norm takes a power-iteration step per call
+    x = x.double()
+    e, g = m.energy_and_grad(x)
+    e_ref, g_ref = _autograd_energy_and_grad(m, x)
+    assert torch.allclose(e, e_ref, atol=1e-12) and torch.allclose(g, g_ref, rtol=1e-9, atol=1e-14)
+
+
+def test_float32_fast_path_follows_weight_updates(x):
+    """In float32 the convolutions use weights packed once for oneDNN; an in-place update (as an
+    optimiser step makes) must repack them."""
+    torch.manual_seed(0)
+    m = ebm_play.CNNEnergy(width=8).eval()
+    for _ in range(2):
+        e, g = m.energy_and_grad(x)
+        e_ref, g_ref = _autograd_energy_and_grad(m, x)
+        assert torch.allclose(e, e_ref, rtol=1e-5, atol=1e-6) and torch.allclose(g, g_ref, rtol=1e-4, atol=1e-7)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.mul_(1.5)
+
+
+def test_jem_gradients_for_label_tensors(x):
+    torch.manual_seed(0)
+    m = ebm_play.JEMEnergy(width=4).double()
+    x, y = x.double(), torch.tensor([0, 3, 9, 3, 1])
+    e, g = m.energy_and_grad(x, y)
+    e_ref, g_ref = _autograd_energy_and_grad(lambda v: m(v, y), x)
+    assert torch.allclose(e, e_ref, atol=1e-12) and torch.allclose(g, g_ref, rtol=1e-9, atol=1e-14)
+
+
+@pytest.mark.parametrize("cin,k,p,size", [(c, k, p, s) for c in (1, 3) for k in (1, 2, 3, 4, 5, 7)
+                                          for p in range(k) for s in (8, 28)])
+def test_subpixel_input_gradient_equals_the_convolution_backward(cin, k, p, size):
+    torch.manual_seed(k * 10 + p)
+    conv = torch.nn.Conv2d(cin, 5, k, stride=2, padding=p).double()
+    x = torch.randn(2, cin, size, size, dtype=torch.double, requires_grad=True)
+    y = conv(x)
+    g = torch.randn_like(y)
+    (ref,) = torch.autograd.grad(y, x, g)
+    assert torch.allclose(_subpixel_input_grad(conv.weight, p, x.shape, g), ref, atol=1e-12)
 
 
 def test_bad_configurations_are_user_errors():

@@ -1,11 +1,15 @@
 """Load test: 8 clients sampling and scoring at once while 2 train, against `python app.py` on
 localhost, for a bounded time.
 
-    python benchmarks/load.py [--seconds 60] [--port 7862]
+    python benchmarks/load.py [--seconds 60] [--think 1] [--trainers 2] [--port 7862]
 
 Prints requests served, errors, p50/p95 latency per endpoint, the single-user sampling latency
-measured first for comparison, and the app's resident memory before and after. Traffic goes to
-127.0.0.1 only; every loop stops at the deadline.
+measured first for comparison, the training runs' progress, and the app's resident memory before
+and after. Traffic goes to 127.0.0.1 only; every loop stops at the deadline.
+
+``--think`` is each client's pause between its requests (a person looking at the result). With
+none, 8 clients keep 2 cores permanently busy, and the response-time law R = N·D/cores bounds the
+latency below by 4× a request's single-user time D even with perfect sharing.
 """
 
 import argparse
@@ -79,7 +83,7 @@ class BrowserLike:
         raise RuntimeError("the event stream ended without a result")
 
 
-def client_loop(url, kind, i, deadline, log, png):
+def client_loop(url, kind, i, deadline, log, png, think):
     c = BrowserLike(url)
     sid = f"load-{kind}-{i:03d}-session"
     n = 0
@@ -94,9 +98,11 @@ def client_loop(url, kind, i, deadline, log, png):
         except Exception as e:  # every failure counts; the loop goes on until the deadline
             log.append((kind, time.perf_counter() - t0, f"{type(e).__name__}: {e}"[:200]))
         n += 1
+        time.sleep(max(0.0, min(think, deadline - time.monotonic())))
 
 
-def trainer_loop(url, i, deadline, log):
+def trainer_loop(url, i, until, log, steps, started):
+    """Start a training run, then poll it once a second (as the page does) until ``until[0]``."""
     c = Client(url, verbose=False)
     sid = f"load-train-{i:03d}-session"
     t0 = time.perf_counter()
@@ -104,14 +110,16 @@ def trainer_loop(url, i, deadline, log):
         c.predict(sid, "cnn", 16, list(range(10)), 32, 10, 10.0, 0.005, 0.1, 1e-3, 500, 0.05, i,
                   api_name="/train_start")
         log.append(("train_start", time.perf_counter() - t0, None))
-        while time.monotonic() < deadline:
+        started.release()
+        while time.monotonic() < until[0]:
             t0 = time.perf_counter()
-            c.predict(sid, api_name="/train_status")
+            steps[i] = c.predict(sid, api_name="/train_status")["step"]
             log.append(("train_status", time.perf_counter() - t0, None))
             time.sleep(1)
         c.predict(sid, api_name="/train_stop")
     except Exception as e:
         log.append(("train", time.perf_counter() - t0, f"{type(e).__name__}: {e}"[:200]))
+        started.release()
 
 
 def pct(xs, q):
@@ -123,6 +131,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--port", type=int, default=7862)
+    ap.add_argument("--trainers", type=int, default=2, help="training runs alive during the test (default 2)")
+    ap.add_argument("--think", type=float, default=1.0, help="each client's pause between requests, s (default 1)")
     args = ap.parse_args()
     proc, url = start_app(args.port)
     try:
@@ -139,23 +149,32 @@ def main():
         rss0 = rss_mb(proc.pid)
         print(f"single user: /sample p50 {single_p50:.2f} s; app memory {rss0:.0f} MB")
         log: list = []
-        deadline = time.monotonic() + args.seconds
-        threads = [threading.Thread(target=trainer_loop, args=(url, i, deadline, log)) for i in range(2)]
-        threads += [threading.Thread(target=client_loop, args=(url, "sample" if i % 2 == 0 else "score", i, deadline, log, png))
-                    for i in range(8)]
-        for t in threads:
+        steps, until, started = [0] * args.trainers, [float("inf")], threading.Semaphore(0)
+        trainers = [threading.Thread(target=trainer_loop, args=(url, i, until, log, steps, started))
+                    for i in range(args.trainers)]
+        for t in trainers:  # the runs train first; the clients come while they do
             t.start()
-        for t in threads:
+        for _ in trainers:
+            started.acquire(timeout=120)
+        until[0] = deadline = time.monotonic() + args.seconds
+        clients = [threading.Thread(target=client_loop, args=(url, "sample" if i % 2 == 0 else "score", i, deadline,
+                                                              log, png, args.think)) for i in range(8)]
+        for t in clients:
+            t.start()
+        for t in trainers + clients:
             t.join(args.seconds + 120)
         rss1 = rss_mb(proc.pid)
         errors = [e for _, _, e in log if e]
-        print(f"{args.seconds:.0f} s with 8 clients (4 sampling, 4 scoring) and 2 training runs:")
+        print(f"{args.seconds:.0f} s with 8 clients (4 sampling, 4 scoring; {args.think:g} s between requests) "
+              f"and {args.trainers} training runs:")
         print(f"  requests served {len(log) - len(errors)}, errors {len(errors)}")
         for kind in sorted({k for k, _, _ in log}):
             lat = [t for k, t, e in log if k == kind and not e]
             print(f"  {kind:>12}: {len(lat):4d} ok, p50 {pct(lat, 0.5):.2f} s, p95 {pct(lat, 0.95):.2f} s")
         p95 = pct([t for k, t, e in log if k == "sample" and not e], 0.95)
         print(f"  /sample p95 {p95:.2f} s = {p95 / single_p50:.1f}× the single-user p50 (target ≤ 4×)")
+        if steps:
+            print(f"  training runs reached steps {steps} (they pause while requests are in flight)")
         print(f"  app memory {rss0:.0f} MB → {rss1:.0f} MB")
         for e in errors[:5]:
             print("  error:", e)

@@ -10,7 +10,9 @@ the project sets the policy once, before any heavy work:
   jobs at once (the app) gives each job its own count with :func:`job_threads` (torch's setting
   is per thread);
 - background jobs (the app's training runs) lower their own thread's priority with
-  :func:`background_priority`, so a request never waits behind a trainer for a core;
+  :func:`background_priority`, so a request never waits behind a trainer for a core, and pause
+  between steps while requests are in flight (:data:`FOREGROUND`), so it never waits behind a
+  trainer for Python's interpreter lock either (which thread priorities cannot arrange);
 - under torchrun the N processes on a machine share its cores: each defaults to cores // N.
 """
 
@@ -86,6 +88,42 @@ def background_priority(nice: int = 10) -> None:
         tid = threading.get_native_id()
         now = os.getpriority(os.PRIO_PROCESS, tid)
         os.setpriority(os.PRIO_PROCESS, tid, min(19, max(now, nice)))
+
+
+class Foreground:
+    """Counts interactive requests in flight, so that background jobs in the same process can step
+    aside: a trainer thread at nice 10 still takes the interpreter lock (GIL) as often as a
+    request thread, and under load every request pays for it. Requests wrap themselves in
+    :meth:`active`; a background job calls :meth:`wait_idle` between its steps."""
+
+    def __init__(self):
+        self._n = 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def active(self):
+        with self._cond:
+            self._n += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._n -= 1
+                if self._n == 0:
+                    self._cond.notify_all()
+
+    @property
+    def busy(self) -> int:
+        return self._n
+
+    def wait_idle(self, max_wait: float) -> None:
+        """Return when no request is in flight, or after ``max_wait`` seconds (so a background
+        job under constant load still advances, at least one step per ``max_wait``)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._n == 0, timeout=max_wait)
+
+
+FOREGROUND = Foreground()
 
 
 def return_freed_memory(every_s: float = 10.0, arenas: int = 2) -> None:

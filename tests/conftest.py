@@ -58,6 +58,7 @@ def app():
     demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
                         **launch_style())
     yield demo
+    demo.registry.data()  # wait for the MNIST warm-up thread: torch exiting under a daemon thread aborts
     demo.registry.stop_all()
     from ui import landscape_tab
 

@@ -39,3 +39,25 @@ def test_background_priority_lowers_only_the_calling_thread():
     t.join()
     assert seen["nice"] == max(main, 10)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main
+
+
+def test_background_jobs_wait_for_requests_in_flight_but_not_forever():
+    fg = runtime.Foreground()
+    done = threading.Event()
+
+    def background():
+        fg.wait_idle(max_wait=30)
+        done.set()
+
+    with fg.active():
+        t = threading.Thread(target=background)
+        t.start()
+        assert not done.wait(0.2) and fg.busy == 1  # a request is in flight: the job waits
+    assert done.wait(5)  # the request ended: the job goes on at once
+    t.join()
+    assert fg.busy == 0
+    with pytest.raises(ValueError), fg.active():  # a failing request still ends its count
+        raise ValueError
+    assert fg.busy == 0
+    with fg.active():
+        fg.wait_idle(max_wait=0.05)  # constant load: the job still advances after max_wait

@@ -11,6 +11,7 @@ Compose ``/compose``; drawing tabs ``/inpaint``, ``/denoise``, ``/ood_score``, `
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import threading
@@ -21,7 +22,7 @@ import ebm_play
 from ebm_play.runtime import return_freed_memory
 
 from . import classify_tab, compose_tab, denoise_tab, inpaint_tab, landscape_tab, ood_tab, sample_tab, train_tab
-from .common import HEADER, TITLE, launch_style, patch_gradio_cache
+from .common import HEADER, TITLE, launch_style, patch_gradio_cache, patch_gradio_sessions
 from .sessions import SESSION_RE, Registry, new_session_id
 
 MAX_QUEUE = 100
@@ -32,6 +33,7 @@ def build_app(device: str | None = None, max_runs: int | None = None) -> gr.Bloc
     """Build the whole app (models load here: shipped ones, or a random CNN with a banner).
     The Registry is kept as ``demo.registry`` so a host (or a test) can stop the runs."""
     patch_gradio_cache()
+    patch_gradio_sessions()
     registry = Registry(device, max_runs)
     threading.Thread(target=registry.data, name="ebm-data", daemon=True).start()  # warm MNIST off the request path
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
@@ -104,4 +106,11 @@ def main(argv: list[str] | None = None) -> None:
     # Bounded on purpose: at most 2 heavy jobs run at once (concurrency_id "compute"), and at most
     # MAX_QUEUE events wait; past that a caller gets "queue full" at once instead of a long wait.
     demo.queue(default_concurrency_limit=1, max_size=MAX_QUEUE)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_style())
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, prevent_thread_lock=True,
+                **launch_style())
+    # The garbage collector's full passes stop every thread for as long as they take. Nothing built
+    # so far (gradio, torch, the models: about 400,000 objects) ever becomes garbage: frozen, it is
+    # left out of them.
+    gc.collect()
+    gc.freeze()
+    demo.block_thread()

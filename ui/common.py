@@ -18,6 +18,7 @@ import pandas as pd
 from gradio import processing_utils
 
 import ebm_play
+from ebm_play.runtime import FOREGROUND
 
 log = logging.getLogger("ebm_play.app")
 
@@ -79,6 +80,37 @@ def patch_gradio_cache() -> None:
     processing_utils.save_pil_to_cache = _save_pil_to_cache_once
 
 
+class _WithoutBlocks:
+    """What gradio's ``SessionState`` constructor reads from the app, minus the block list."""
+
+    blocks: dict = {}
+
+    def __init__(self, app: gr.Blocks):
+        self.default_config = app.default_config
+
+
+def _lazy_session_init(original: Callable) -> Callable:
+    @functools.wraps(original)
+    def init(self, blocks):
+        try:
+            original(self, _WithoutBlocks(blocks))
+        except AttributeError:  # a gradio whose constructor reads more: its own way
+            original(self, blocks)
+    init.lazy = True
+    return init
+
+
+def patch_gradio_sessions() -> None:
+    """Make gradio's per-session state cheap. Its constructor renders the configuration of every
+    block (552 here) for deep links, which this app does not offer: 25 ms of interpreter-locked
+    CPU and 2,750 Python objects per session, and every REST call without a session hash is a new
+    session. The configurations it needs later it builds on demand (``_update_value_in_config``)."""
+    from gradio.state_holder import SessionState
+
+    if not getattr(SessionState.__init__, "lazy", False):
+        SessionState.__init__ = _lazy_session_init(SessionState.__init__)
+
+
 def launch_style() -> dict:
     """Gradio 6 takes the theme and CSS at launch, not in ``gr.Blocks``."""
     return {"theme": THEME, "css": CSS}
@@ -86,7 +118,8 @@ def launch_style() -> dict:
 
 def user_errors(fn: Callable) -> Callable:
     """Turn engine errors into a short ``gr.Error`` (a toast in the page, an ``AppError`` in
-    gradio_client) instead of a traceback; unexpected errors are logged and summarised in one line."""
+    gradio_client) instead of a traceback; unexpected errors are logged and summarised in one line.
+    The call counts as a request in flight (``runtime.FOREGROUND``): training runs wait for it."""
 
     def convert(e: Exception) -> gr.Error:
         if isinstance(e, gr.Error):
@@ -100,7 +133,8 @@ def user_errors(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def gen_wrapper(*args, **kwargs):
             try:
-                yield from fn(*args, **kwargs)
+                with FOREGROUND.active():
+                    yield from fn(*args, **kwargs)
             except Exception as e:
                 raise convert(e) from None
         return gen_wrapper
@@ -108,7 +142,8 @@ def user_errors(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with FOREGROUND.active():
+                return fn(*args, **kwargs)
         except Exception as e:
             raise convert(e) from None
     return wrapper

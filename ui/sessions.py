@@ -32,7 +32,7 @@ from PIL import Image
 import ebm_play
 from ebm_play import EBMError
 from ebm_play.metrics import classify, label_quality
-from ebm_play.runtime import background_priority, job_threads
+from ebm_play.runtime import FOREGROUND, background_priority, job_threads
 from ebm_play.weights import read_metadata, resolve
 
 log = logging.getLogger("ebm_play.app")
@@ -47,6 +47,7 @@ VIEW_EVERY_S = 0.5  # the worker refreshes grids and histogram at most this ofte
 N_VIEW = 200  # images per group in the energy histogram
 N_GRID = 64  # replay-buffer images shown
 N_FRESH = 36  # fresh chains drawn from noise
+YIELD_MAX_S = 0.2  # under constant request load a run still takes one step per this long
 
 
 def new_session_id() -> str:
@@ -165,6 +166,7 @@ class Run:
         try:
             with job_threads(1):
                 while True:
+                    FOREGROUND.wait_idle(YIELD_MAX_S)  # requests first (see runtime.Foreground)
                     with self.cond:
                         while self.state == "paused":
                             self.cond.wait()

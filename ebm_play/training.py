@@ -21,6 +21,7 @@ import copy
 import math
 import time
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -402,18 +403,33 @@ class Trainer:
     # --- views for callers ------------------------------------------------------------------
     def fresh_samples(self, n: int, steps: int | None = None, seed: int = 0) -> torch.Tensor:
         """Samples from fresh uniform-noise chains with the run's sampler settings."""
+        x = None
+        for x in self.fresh_chains(n, steps, seed):
+            pass
+        return x
+
+    def fresh_chains(self, n: int, steps: int | None = None, seed: int = 0) -> Iterator[torch.Tensor]:
+        """:meth:`fresh_samples` one sampler update at a time (the sampler's records: steps + 1
+        states, the last the result), so a caller can spread the work out; the model must not
+        change in between."""
         g = make_generator(seed, self.device)
         x0 = torch.rand((n, *self.data.shape[1:]), generator=g, device=self.device) * 2 - 1
         c = self.config
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            if c.model == "rbm":
-                return samplers.run("gibbs", self.model, x0, steps or 200, generator=g).x
-            return samplers.run("langevin", self.model, x0, steps or c.fresh_steps or c.sampler_steps, generator=g,
-                                **c.sampler_options()).x
-        finally:
-            self.model.train(was_training)
+        if c.model == "rbm":
+            chain = samplers.SAMPLERS["gibbs"](self.model, x0, steps or 200, generator=g)
+        else:
+            chain = samplers.SAMPLERS["langevin"](self.model, x0, steps or c.fresh_steps or c.sampler_steps,
+                                                  generator=g, **c.sampler_options())
+        while True:
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                rec = next(chain, None)
+            finally:
+                self.model.train(was_training)
+            if rec is None:
+                return
+            yield rec.x
 
     def metadata(self) -> dict:
         """Training facts stored beside the weights."""

@@ -237,3 +237,26 @@ def test_a_rollback_shows_in_status_log_and_curve(client, stopper, app):
     df, colors = _markers(pd.DataFrame({"step": [1, 2], "value": [0.0, 1.0], "series": ["loss", "loss"]}), run)
     marker = f"rollback @{st['step']}"
     assert marker in set(df["series"]) and colors[marker] == "#dc2626"
+
+
+def test_fresh_panel_is_drawn_in_slices_while_the_model_waits(app):
+    """The worker draws the periodic fresh samples a few updates at a time, checking for requests
+    in between; the model takes no step until the panel is done, and the panel is for that step."""
+    from ui import sessions
+
+    tr = ebm_play.Trainer(ebm_play.TrainConfig(width=4, batch_size=16, sampler_steps=2, buffer_size=32, seed=0),
+                          app.registry.data().x[:512])
+    run = sessions.Run(tr, "test", fresh_every=3, fresh_steps=2 * sessions.FRESH_SLICE + 1)
+    calls = []
+    step, advance = run._step, run._advance_fresh
+    run._step = lambda: (calls.append(("step", tr.state.step)), step())[1]
+    run._advance_fresh = lambda: (calls.append(("slice", tr.state.step)), advance())[1]
+    run.start()
+    deadline = time.monotonic() + 60
+    while run.view.fresh_step < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    run.stop()
+    run.join(10)
+    first = calls.index(("slice", 3))
+    assert calls[first: first + 3] == [("slice", 3)] * 3  # 2 full slices and the rest (18 = 8 + 8 + 2 states)
+    assert run.view.fresh_step == 3 and all(k == "step" for k, _ in calls[:first])

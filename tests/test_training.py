@@ -119,3 +119,12 @@ def test_live_runs_take_new_settings_and_data(digits):
         tr.update_config(lr=-1)
     tr.set_data(digits.x[:40])
     assert tr.step()["step"] == 2 and len(tr.data) == 40
+
+
+def test_fresh_chains_step_by_step_end_at_fresh_samples(digits):
+    tr = ebm_play.Trainer(small(), digits.x, digits.y)
+    tr.step()
+    chain = list(tr.fresh_chains(6, steps=5, seed=3))
+    assert len(chain) == 6 and tr.model.training  # one state per update and the final one; the mode comes back
+    assert torch.equal(chain[-1], tr.fresh_samples(6, steps=5, seed=3))
+    assert not torch.equal(chain[0], chain[-1])

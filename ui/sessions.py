@@ -22,6 +22,7 @@ import secrets
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,7 @@ N_VIEW = 200  # images per group in the energy histogram
 N_GRID = 64  # replay-buffer images shown
 N_FRESH = 36  # fresh chains drawn from noise
 YIELD_MAX_S = 0.2  # under constant request load a run still takes one step per this long
+FRESH_SLICE = 8  # fresh-chain updates between two checks for requests in flight
 
 
 def new_session_id() -> str:
@@ -97,6 +99,8 @@ class Run:
         self.version = 0  # bumps whenever ``view`` is replaced
         self._last_view = 0.0
         self._thread: threading.Thread | None = None
+        self._fresh: Iterator[torch.Tensor] | None = None  # fresh chains in progress (worker only)
+        self._fresh_x: torch.Tensor | None = None
         g = torch.Generator().manual_seed(1234)  # fixed probes so histograms are comparable over time
         self._noise = (torch.rand((N_VIEW, 1, 28, 28), generator=g) * 2 - 1).to(trainer.device)
         pick = torch.randperm(len(trainer.data), generator=g)[:N_VIEW]
@@ -172,13 +176,19 @@ class Run:
                             self.cond.wait()
                         if self.state != "running":
                             return
+                        if self._fresh is not None:  # the model waits while its fresh chains run
+                            self._advance_fresh()
+                            continue
                         self._step()
                         if self.max_steps and self.trainer.state.step >= self.max_steps:
                             self.state = "finished"
                             self.say(f"finished: reached {self.max_steps} steps")
                             self._publish(fresh=True)
                             return
-                        if time.monotonic() - self._last_view >= VIEW_EVERY_S:
+                        step = self.trainer.state.step
+                        if self.fresh_every and step // self.fresh_every != max(self.view.fresh_step, 0) // self.fresh_every:
+                            self._fresh = self.trainer.fresh_chains(N_FRESH, self.fresh_steps, seed=step)
+                        elif time.monotonic() - self._last_view >= VIEW_EVERY_S:
                             self._publish(fresh=False)
                     time.sleep(0.001)  # let control requests take the lock between steps
         except Exception as e:  # anything: keep the message for the page, free the slot
@@ -188,7 +198,20 @@ class Run:
                 self.state, self.error = "failed", msg
                 self.say(f"failed at step {self.trainer.state.step}: {msg}")
 
+    def _advance_fresh(self) -> None:
+        """A few updates of the pending fresh chains; publish them once they are done. Sliced so
+        that the worker checks for requests in flight between slices (a whole panel is 36 chains ×
+        60+ updates, a fifth of a second or more of one core)."""
+        for _ in range(FRESH_SLICE):
+            x = next(self._fresh, None)
+            if x is None:
+                self._fresh = None
+                self._publish(fresh=False, fresh_x=self._fresh_x)
+                return
+            self._fresh_x = x
+
     def _step(self) -> dict:
+        self._fresh = None  # pending fresh chains were for the model before this update
         m = self.trainer.step()
         self.history.append(m)
         if m.get("rolled_back"):
@@ -196,16 +219,18 @@ class Run:
         return m
 
     @torch.no_grad()
-    def _publish(self, fresh: bool) -> None:
-        """Refresh the pictures and energies the page shows (worker thread, ``cond`` held)."""
+    def _publish(self, fresh: bool, fresh_x: torch.Tensor | None = None) -> None:
+        """Refresh the pictures and energies the page shows (worker thread, ``cond`` held); with
+        ``fresh``, draw the fresh-samples panel now, or show ``fresh_x`` as it."""
         tr, step = self.trainer, self.trainer.state.step
         fresh_img, fresh_step = self.view.fresh, self.view.fresh_step
-        due = self.fresh_every and step // self.fresh_every != max(fresh_step, 0) // self.fresh_every
-        if fresh or due or fresh_step < 0:
-            x = tr.fresh_samples(N_FRESH, self.fresh_steps, seed=step)
-            fresh_img, fresh_step = ebm_play.images.grid(x, 6, scale=2), step
+        if fresh_x is None and (fresh or fresh_step < 0):
+            self._fresh = None
+            fresh_x = tr.fresh_samples(N_FRESH, self.fresh_steps, seed=step)
+        if fresh_x is not None:
+            fresh_img, fresh_step = ebm_play.images.grid(fresh_x, 6, scale=2), step
             if self.classifier is not None and (not self.quality or self.quality[-1]["step"] != step):
-                _, probs = classify(self.classifier, x)
+                _, probs = classify(self.classifier, fresh_x)
                 self.quality.append({"step": step, **label_quality(probs)})
         buf = tr.buffer.x[:N_GRID]
         tr.model.eval()  # no side effects (spectral-norm power iterations) from looking

@@ -71,19 +71,19 @@ def _subpixel_input_grad(w: torch.Tensor, p: int, x_shape: torch.Size, g: torch.
 
 
 _PACKED = WeakIdKeyDictionary()  # weight → {(use, input shape): (version, oneDNN-packed weight)}
-PREPACK = True
 
 
-def _packed(w: torch.Tensor, use: str, x: torch.Tensor, layer: nn.Conv2d):
+def _packed(w: torch.Tensor, use: str, x: torch.Tensor, layer: nn.Conv2d, out_pad: list[int] | None = None):
     """``w`` reordered once into oneDNN's blocked layout for input ``x`` (``use`` "conv" or
     "transpose"), or None where that does not apply. Plain F.conv2d reorders the weight on every
-    call, which at batch 16 costs as much as the arithmetic. Only plain parameters are cached
-    (spectral norm makes a new weight tensor per call); in-place updates bump the version."""
-    if not (PREPACK and isinstance(w, nn.Parameter) and x.device.type == "cpu" and x.dtype == torch.float32
+    call, which at batch 16 costs as much as the arithmetic (the one-channel first layer is faster
+    unpacked). Only plain parameters are cached (spectral norm makes a new weight tensor per call);
+    in-place updates bump the version."""
+    if not (isinstance(w, nn.Parameter) and x.device.type == "cpu" and x.dtype == torch.float32
             and layer.in_channels > 1 and layer.groups == 1 and torch.backends.mkldnn.is_available()):
         return None
     entries = _PACKED.setdefault(w, {})
-    key = (use, tuple(x.shape))
+    key = (use, tuple(x.shape), tuple(out_pad or ()))
     hit = entries.get(key)
     if hit is not None and hit[0] == w._version:
         return hit[1]
@@ -93,7 +93,7 @@ def _packed(w: torch.Tensor, use: str, x: torch.Tensor, layer: nn.Conv2d):
             if use == "conv":
                 packed = torch.ops.mkldnn._reorder_convolution_weight(w, *args)
             else:
-                packed = torch.ops.mkldnn._reorder_convolution_transpose_weight(w, args[0], [1, 1], *args[1:])
+                packed = torch.ops.mkldnn._reorder_convolution_transpose_weight(w, args[0], out_pad, *args[1:])
     except (AttributeError, RuntimeError):  # a torch build without these oneDNN ops: use the plain path
         return None
     if len(entries) >= 8:
@@ -129,10 +129,14 @@ def _input_grad(layer: nn.Module, w: torch.Tensor | None, x: torch.Tensor, g: to
         return g.reshape(x.shape).contiguous(memory_format=fmt)
     if layer.in_channels == 1 and layer.stride == (2, 2) and x.shape[-1] % 2 == 0:
         return _subpixel_input_grad(w, layer.padding[0], x.shape, g)
-    packed = _packed(w, "transpose", g, layer) if layer.stride == (2, 2) and x.shape[-1] % 2 == 0 else None
+    square = (layer.padding[0] == layer.padding[1] and layer.stride[0] == layer.stride[1]
+              and layer.kernel_size[0] == layer.kernel_size[1] and layer.dilation == (1, 1) and x.shape[-1] == x.shape[-2])
+    s, p, k = layer.stride[0], layer.padding[0], layer.kernel_size[0]
+    out_pad = x.shape[-1] - ((g.shape[-1] - 1) * s - 2 * p + k)  # the transposed convolution's size back to x
+    packed = _packed(w, "transpose", g, layer, [out_pad] * 2) if square and 0 <= out_pad < s else None
     if packed is not None:  # the input gradient is the transposed convolution of g
-        return torch.ops.mkldnn._convolution_transpose_pointwise(g, packed, None, layer.padding, [1, 1], layer.stride,
-                                                                  layer.dilation, 1, "none", [], "")
+        return torch.ops.mkldnn._convolution_transpose_pointwise(g, packed, None, layer.padding, [out_pad] * 2,
+                                                                  layer.stride, layer.dilation, 1, "none", [], "")
     return torch.ops.aten.convolution_backward(g, x, w, None, layer.stride, layer.padding, layer.dilation,
                                                False, [0, 0], 1, [True, False, False])[0]
 
@@ -141,7 +145,7 @@ def trunk_energy_and_grad(body: nn.Sequential, x: torch.Tensor, head) -> tuple[t
     """E(x) and dE/dx through a :func:`_trunk` body with the backward pass written out: no
     autograd graph, only the input gradient, and a faster first layer (``_subpixel_input_grad``).
     ``head(h)`` returns the energies and dE/dh of the body's output h. Equal to autograd's result
-    up to float rounding; 1.2–1.35× faster per step on the CPU (benchmarks/sampler_speed.py)."""
+    up to float rounding, and most of the sampler's lead over the reference (sampler_speed.py)."""
     with torch.no_grad():
         saved = []
         h = x.detach()

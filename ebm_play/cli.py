@@ -122,8 +122,6 @@ TRAIN_HELP = {
     "data_noise": "noise σ added to real images",
     "grad_clip": "max gradient norm ('none' = no clipping)",
     "jem_gen_weight": "JEM: weight of the generative term beside cross-entropy",
-    "jem_joint": "JEM: fakes from class-conditional chains (buffer slot i: class i mod 10) and the generative "
-                 "term on E(x, y), which also pushes up spurious modes of single classes",
     "cd_k": "RBM: Gibbs sweeps per update",
     "persistent": "RBM: persistent CD (--no-persistent = CD-k from the data)",
     "energy_bound": "|E| past this counts as divergence (default: cnn/jem 100, rbm 1e5)",

@@ -60,7 +60,6 @@ class TrainConfig:
     data_noise: float = 0.005
     grad_clip: float | None = 0.1  # max gradient norm
     jem_gen_weight: float = 1.0
-    jem_joint: bool = False  # JEM: class-conditional fakes and the joint energy E(x, y) in the generative term
     cd_k: int = 1
     persistent: bool = True
     energy_bound: float | None = None  # |E| past this is divergence (cnn/jem 100, rbm 1e5)
@@ -157,19 +156,6 @@ def preset(name: str, **overrides) -> TrainConfig:
 def cd_loss(e_real: torch.Tensor, e_fake: torch.Tensor, alpha: float) -> torch.Tensor:
     """Contrastive divergence with an energy-magnitude penalty: pushes E down at data, up at fakes."""
     return e_real.mean() - e_fake.mean() + alpha * (e_real.pow(2).mean() + e_fake.pow(2).mean())
-
-
-class _Labelled:
-    """A JEM's energy E(x, y) with one label per chain, for the sampler."""
-
-    def __init__(self, jem, labels: torch.Tensor):
-        self.jem, self.labels = jem, labels
-
-    def __call__(self, x):
-        return self.jem(x, self.labels)
-
-    def energy_and_grad(self, x):
-        return self.jem.energy_and_grad(x, self.labels)
 
 
 class ReplayBuffer:
@@ -324,17 +310,15 @@ class Trainer:
         return event
 
     # --- one update -------------------------------------------------------------------------
-    def negatives(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Refine chains with the run's sampler (Langevin, or Gibbs for the RBM); JEM chains with
-        ``labels`` sample E(x, y) = −f(x)[y] instead of E(x)."""
+    def negatives(self, x: torch.Tensor) -> torch.Tensor:
+        """Refine chains with the run's sampler (Langevin, or Gibbs for the RBM)."""
         c = self.config
         was_training = self.model.training
         self.model.eval()
-        energy = self.model if labels is None else _Labelled(self.model, labels)
         if c.model == "rbm":
             res = samplers.run("gibbs", self.model, x, c.cd_k, generator=self.generator)
         else:
-            res = samplers.run("langevin", energy, x, c.sampler_steps, generator=self.generator,
+            res = samplers.run("langevin", self.model, x, c.sampler_steps, generator=self.generator,
                                **c.sampler_options())
         self.model.train(was_training)
         self.sampler_stats = {"sampler_e_start": res.energies[0].mean().item(), "sampler_e_end": res.energy.mean().item()}
@@ -355,11 +339,7 @@ class Trainer:
             idx, x_neg = self.buffer.sample(len(x_real))
             noise = torch.randn(x_real.shape, generator=self.generator, device=self.device)
             x_real = (x_real + c.data_noise * noise).clamp(-1, 1)
-        y_neg = None
-        if c.model == "jem" and c.jem_joint:  # buffer slot i holds a chain of class i mod (number of classes)
-            classes = torch.tensor(c.classes or range(self.model.config["n_classes"]), device=self.device)
-            y_neg = classes[idx.to(self.device) % len(classes)]
-        x_neg = self.negatives(x_neg, y_neg)
+        x_neg = self.negatives(x_neg)
         if idx is not None:
             self.buffer.update(idx, x_neg)
 
@@ -367,10 +347,7 @@ class Trainer:
         metrics: dict = dict(self.sampler_stats)
         if c.model == "jem":
             logits = self._loss_net(torch.cat([x_real, x_neg]))
-            if y_neg is None:  # log p(x): the marginal energy −logsumexp f(x)
-                e = -torch.logsumexp(logits, 1)
-            else:  # log p(x, y): the joint energy −f(x)[y], so spurious class modes are pushed up too
-                e = -logits.gather(1, torch.cat([y, y_neg]).view(-1, 1)).squeeze(1)
+            e = -torch.logsumexp(logits, 1)
             e_real, e_fake = e[: len(x_real)], e[len(x_real):]
             ce = F.cross_entropy(logits[: len(x_real)], y)
             loss = ce + c.jem_gen_weight * cd_loss(e_real, e_fake, c.alpha)

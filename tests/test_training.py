@@ -5,7 +5,7 @@ import torch
 
 import ebm_play
 from ebm_play.errors import EBMError
-from ebm_play.training import ReplayBuffer, _Labelled, cd_loss
+from ebm_play.training import ReplayBuffer, cd_loss
 
 
 @pytest.fixture(scope="module")
@@ -46,24 +46,6 @@ def test_jem_learns_to_classify(digits):
     tr = ebm_play.Trainer(small(model="jem", sampler_steps=5, jem_gen_weight=0.1), digits.x, digits.y)
     accs = [tr.step()["accuracy"] for _ in range(40)]
     assert sum(accs[-5:]) / 5 > 0.3  # chance is 0.1
-
-
-def test_jem_joint_refines_each_buffer_slot_under_its_class(digits, monkeypatch):
-    tr = ebm_play.Trainer(small(model="jem", sampler_steps=3, jem_joint=True, classes=[3, 5, 7]), digits.x, digits.y)
-    seen = []
-    refine = tr.negatives
-
-    def spy(x, labels=None):
-        seen.append(labels)
-        return refine(x, labels)
-
-    monkeypatch.setattr(tr, "negatives", spy)
-    m = tr.step()
-    assert math.isfinite(m["loss"]) and math.isfinite(m["gap"])
-    assert set(seen[0].tolist()) == {3, 5, 7}  # 32 random slots of a 256-chain buffer: each class
-    x, y = torch.rand(4, 1, 28, 28) * 2 - 1, torch.tensor([3, 5, 7, 3])
-    e, _ = _Labelled(tr.model, y).energy_and_grad(x)
-    assert torch.allclose(e, tr.model(x, y), atol=1e-5)
 
 
 def test_rbm_cd_lowers_free_energy_of_data(digits):

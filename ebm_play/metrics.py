@@ -83,7 +83,7 @@ def label_quality(probs: torch.Tensor) -> dict:
     """Confident fraction and class coverage from the classifier's probabilities (N×10)."""
     conf, pred = probs.max(1)
     hist = torch.bincount(pred, minlength=10).double() / len(pred)
-    entropy = -(hist[hist > 0] * hist[hist > 0].log()).sum().item()
+    entropy = max(0.0, -(hist[hist > 0] * hist[hist > 0].log()).sum().item())  # one class: 0, not -0
     return {"confident": conf.gt(0.9).float().mean().item(), "coverage": entropy / math.log(10), "n": len(probs)}
 
 

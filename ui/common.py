@@ -83,10 +83,9 @@ def patch_gradio_cache() -> None:
 class _WithoutBlocks:
     """What gradio's ``SessionState`` constructor reads from the app, minus the block list."""
 
-    blocks: dict = {}
-
     def __init__(self, app: gr.Blocks):
         self.default_config = app.default_config
+        self.blocks: dict = {}
 
 
 def _lazy_session_init(original: Callable) -> Callable:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 
 import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the test server
+
+# Everything the tests, the app, gradio_client (an empty folder per download) and Chromium write
+# to the temp directory goes to one folder, removed at the end instead of piling up in /tmp.
+TMP = tempfile.mkdtemp(prefix="ebm-play-tests-")
+os.environ["TMPDIR"] = tempfile.tempdir = TMP
+os.environ["GRADIO_TEMP_DIR"] = os.path.join(TMP, "gradio")
 
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright never downloads a browser here
@@ -18,6 +26,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: starts a server or trains (seconds, not milliseconds)")
     config.addinivalue_line("markers", "browser: drives Chromium through Playwright")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(TMP, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -76,6 +77,20 @@ def test_untrained_banner_when_no_energy_model_is_shipped(monkeypatch, tmp_path)
     assert demo.registry.untrained and list(demo.registry.models) == ["random (untrained)"]
     texts = [getattr(b, "value", "") or "" for b in demo.blocks.values()]
     assert any("untrained random model" in str(t) for t in texts)
+
+
+def test_registry_removes_its_download_folder(monkeypatch, tmp_path):
+    import gc
+
+    from ui.sessions import Registry
+
+    monkeypatch.setattr(ebm_play.weights, "WEIGHTS_DIR", tmp_path)  # quick: no models to load
+    registry = Registry("cpu")
+    folder = Path(registry.tmp)
+    (folder / "model.safetensors").write_bytes(b"saved for download")
+    del registry
+    gc.collect()
+    assert not folder.exists()
 
 
 def test_shipped_energy_models_are_offered(app):

@@ -19,9 +19,11 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -328,6 +330,7 @@ class Registry:
         self._data_lock = threading.Lock()
         self._data: ebm_play.data.Digits | None = None
         self.tmp = tempfile.mkdtemp(prefix="ebm_play_")  # saved models wait here for download
+        weakref.finalize(self, shutil.rmtree, self.tmp, ignore_errors=True)  # also runs at exit
 
     @property
     def untrained(self) -> bool:

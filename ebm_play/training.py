@@ -9,6 +9,9 @@ term with E(x) = −logsumexp f(x). The RBM uses CD-k or persistent CD with bloc
 
 Divergence (non-finite values, energies past a bound, fakes far below reals) rolls the model
 and optimiser back to the last good checkpoint and halves the learning rate; it is recorded.
+A slow runaway (fakes drifting above the data in energy over hundreds of updates: the chains no
+longer reach the data and the energy turns into a data-versus-chains classifier) rolls the model,
+optimiser and replay buffer back to a healthy anchor, taken every ``drift_window`` updates.
 
 Under torchrun (a live process group, see ``distributed.py``) the same trainer is data-parallel:
 each rank has its own replay buffer, batches and noise, the loss forward goes through
@@ -21,6 +24,7 @@ import copy
 import math
 import time
 import dataclasses
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 
@@ -57,6 +61,9 @@ class TrainConfig:
     lr_step_every: int = 469  # iterations per StepLR step (one MNIST epoch at batch 128)
     buffer_size: int = 8192
     reinit: float = 0.05
+    # Share of the noise restarts dimmed by a random brightness per image, so that chains also start
+    # at every ink level down to blank and find the faint, thin images a model rates too highly.
+    dimmed: float = 0.0
     data_noise: float = 0.005
     grad_clip: float | None = 0.1  # max gradient norm
     jem_gen_weight: float = 1.0
@@ -64,6 +71,10 @@ class TrainConfig:
     persistent: bool = True
     energy_bound: float | None = None  # |E| past this is divergence (cnn/jem 100, rbm 1e5)
     gap_bound: float = 10.0  # E(fake) − E(real) below −gap_bound is divergence
+    # Mean E(fake) − E(real) over drift_window updates above drift_bound is a slow runaway (cnn and
+    # jem; None: no check). Healthy runs of the shipped recipes stay within ±0.2.
+    drift_bound: float | None = 0.5
+    drift_window: int = 250
     checkpoint_every: int = 25
     seed: int = 0
     # Langevin steps recommended for fresh chains from noise, stored in the weights file; default
@@ -73,7 +84,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.model not in ("cnn", "jem", "rbm", "mlp2d"):
             raise EBMError(f"unknown model kind {self.model!r}: use cnn, jem, rbm or mlp2d")
-        for name in ("batch_size", "sampler_steps", "lr_step_every", "buffer_size", "cd_k", "hidden", "checkpoint_every", "seed"):
+        for name in ("batch_size", "sampler_steps", "lr_step_every", "buffer_size", "cd_k", "hidden", "checkpoint_every", "seed",
+                     "drift_window"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 if isinstance(v, float) and v.is_integer():
@@ -85,7 +97,8 @@ class TrainConfig:
             raise EBMError(f"fresh_steps must be a positive whole number, got {self.fresh_steps!r}")
         if self.seed < 0:
             raise EBMError(f"seed must be 0 or more, got {self.seed}")
-        positive = ("batch_size", "step_size", "lr", "buffer_size", "lr_step_every", "checkpoint_every", "cd_k", "hidden")
+        positive = ("batch_size", "step_size", "lr", "buffer_size", "lr_step_every", "checkpoint_every", "cd_k", "hidden",
+                    "drift_window")
         for name in positive:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
@@ -96,15 +109,18 @@ class TrainConfig:
                 continue
             if not (math.isfinite(v) and v >= 0):
                 raise EBMError(f"{name} must be 0 or more, got {v!r}")
-        if not 0 <= self.reinit <= 1:
-            raise EBMError(f"reinit must be between 0 and 1, got {self.reinit}")
+        for name in ("reinit", "dimmed"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise EBMError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        if self.dimmed and self.model not in ("cnn", "jem"):
+            raise EBMError("dimmed restarts are for image energies (cnn, jem)")
         if not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
             raise EBMError("Adam betas must be in [0, 1)")
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             raise EBMError(f"grad_clip must be positive (or None for no clipping), got {self.grad_clip}")
         if not 0 < self.lr_gamma <= 1:
             raise EBMError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
-        for name in ("energy_bound", "gap_bound"):
+        for name in ("energy_bound", "gap_bound", "drift_bound"):
             v = getattr(self, name)
             if v is not None and not v > 0:
                 raise EBMError(f"{name} must be positive, got {v}")
@@ -160,15 +176,22 @@ def cd_loss(e_real: torch.Tensor, e_fake: torch.Tensor, alpha: float) -> torch.T
 
 class ReplayBuffer:
     """Persistent negatives: a batch is drawn from the buffer, ``reinit`` of it restarted from
-    uniform noise, refined by the sampler and written back where it came from."""
+    uniform noise (a ``dimmed`` share of that times a random brightness per image), refined by the
+    sampler and written back where it came from."""
 
     def __init__(self, capacity: int, reinit: float, device: torch.device,
-                 generator: torch.Generator, shape=(1, 28, 28)):
-        self.capacity, self.reinit, self.generator = int(capacity), float(reinit), generator
+                 generator: torch.Generator, shape=(1, 28, 28), dimmed: float = 0.0):
+        self.capacity, self.reinit, self.generator, self.dimmed = int(capacity), float(reinit), generator, dimmed
         self.x = self.noise(self.capacity, shape, device)
 
     def noise(self, n, shape, device):
-        return torch.rand((n, *shape), generator=self.generator, device=device) * 2 - 1
+        u = torch.rand((n, *shape), generator=self.generator, device=device)
+        if self.dimmed:  # no extra draws otherwise: undimmed runs stay bit for bit as they were
+            one = (n, *[1] * len(shape))
+            brightness = torch.rand(one, generator=self.generator, device=device)
+            dim = torch.rand(one, generator=self.generator, device=device) < self.dimmed
+            u = torch.where(dim, u * brightness, u)
+        return u * 2 - 1
 
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.randint(self.capacity, (n,), generator=self.generator, device=self.x.device)
@@ -244,7 +267,7 @@ class Trainer:
         self.world = distributed.current_world()
         self.generator = make_generator(distributed.rank_seed(c.seed, self.world.rank), self.device)
         self.buffer = ReplayBuffer(c.buffer_size, c.reinit if c.model != "rbm" else 0.0, self.device, self.generator,
-                                   shape=tuple(data.shape[1:]))
+                                   shape=tuple(data.shape[1:]), dimmed=c.dimmed)
         # The loss forward; DDP (several ranks) averages gradients in backward(). The RBM's CD
         # gradient is autograd of free energies too, so DDP fits all models: no manual all-reduce.
         self._loss_net = distributed.data_parallel(LossView(self.model), self.device)
@@ -253,6 +276,11 @@ class Trainer:
         self.state = TrainState()
         self._order = torch.empty(0, dtype=torch.long)
         self._checkpoint = self._snapshot()
+        self._gaps: deque[float] = deque(maxlen=c.drift_window)  # recent E(fake) − E(real), for drift
+        # The drift rollback target: a healthy state that a further healthy window followed
+        # (``_candidate`` waits for that window), so the run never returns to the onset of a runaway.
+        self._anchor = self._snapshot(buffer=True) if self._drift_checked() else None
+        self._candidate: dict | None = None
         self._started = time.perf_counter()
 
     # --- data -------------------------------------------------------------------------------
@@ -279,7 +307,10 @@ class Trainer:
         changed = [k for k in changes if getattr(new, k) != getattr(self.config, k)]
         self.config = new
         if new.model != "rbm":
-            self.buffer.reinit = new.reinit
+            self.buffer.reinit, self.buffer.dimmed = new.reinit, new.dimmed
+        if "drift_bound" in changed and (self._anchor is None) == self._drift_checked():  # check turned on or off
+            self._anchor = self._snapshot(buffer=True) if self._drift_checked() else None
+            self._candidate = None
         if "lr" in changed:
             for group in self.optimizer.param_groups:
                 group["lr"] = new.lr
@@ -287,24 +318,37 @@ class Trainer:
         return changed
 
     # --- checkpoints ------------------------------------------------------------------------
-    def _snapshot(self) -> dict:
-        return {"model": copy.deepcopy(self.model.state_dict()),
+    def _snapshot(self, buffer: bool = False) -> dict:
+        snap = {"model": copy.deepcopy(self.model.state_dict()),
                 "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-                "scheduler": copy.deepcopy(self.scheduler.state_dict())}
+                "scheduler": copy.deepcopy(self.scheduler.state_dict()), "step": self.state.step}
+        if buffer:
+            snap["buffer"] = self.buffer.x.clone()
+        return snap
 
-    def _rollback(self, reason: str) -> Event:
-        snap = self._checkpoint
+    def _rollback(self, reason: str, drift: bool = False) -> Event:
+        """Back to the last checkpoint (a drift: to the healthy anchor, buffer included) with half
+        the current learning rate, so that every rollback halves it again."""
+        snap = self._anchor if drift else self._checkpoint
+        lrs, base_lrs = [g["lr"] for g in self.optimizer.param_groups], self.scheduler.base_lrs
         self.model.load_state_dict(snap["model"])
-        self.optimizer.load_state_dict(snap["optimizer"])
-        self.scheduler.load_state_dict(snap["scheduler"])
-        for group in self.optimizer.param_groups:
-            group["lr"] *= 0.5
-        self.scheduler.base_lrs = [b * 0.5 for b in self.scheduler.base_lrs]
+        # copies: Adam would otherwise update the snapshot's moment tensors in place
+        self.optimizer.load_state_dict(copy.deepcopy(snap["optimizer"]))
+        self.scheduler.load_state_dict(copy.deepcopy(snap["scheduler"]))
+        if drift:
+            self.buffer.x.copy_(snap["buffer"])
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr * 0.5
+        self.scheduler.base_lrs = [b * 0.5 for b in base_lrs]
         replaced = self.buffer.sanitize()
         lr = self.optimizer.param_groups[0]["lr"]
-        msg = f"diverged at step {self.state.step} ({reason}): rolled back to the last good checkpoint, lr now {lr:.3g}"
+        target = f"the healthy checkpoint of update {snap['step']}" if drift else "the last good checkpoint"
+        msg = f"diverged at step {self.state.step} ({reason}): rolled back to {target}, lr now {lr:.3g}"
         if replaced:
             msg += f", {replaced} buffer chains restarted"
+        self._gaps.clear()
+        self._candidate = None
+        self._checkpoint = {**self._snapshot(), "step": snap["step"]}  # not a drifted one
         event = Event(self.state.step, "rollback", msg)
         self.state.events.append(event)
         return event
@@ -367,17 +411,26 @@ class Trainer:
         e_r, e_f = e_real.mean().item(), e_fake.mean().item()
         # collective: every rank rolls back (and halves its lr) when any rank diverged
         reason = distributed.shared_divergence(self._divergence(loss.item(), gnorm.item(), e_real, e_fake))
+        drift = reason is None and self._anchor is not None
+        if drift:
+            reason = distributed.shared_divergence(self._drift(e_f - e_r))
         self.state.step += 1
         metrics.update(step=self.state.step, loss=loss.item(), e_real=e_r, e_fake=e_f, gap=e_f - e_r,
                        grad_norm=gnorm.item(), lr=self.optimizer.param_groups[0]["lr"], rolled_back=False)
         if reason:
-            event = self._rollback(reason)
+            event = self._rollback(reason, drift)
             metrics.update(rolled_back=True, event=event.message, lr=self.optimizer.param_groups[0]["lr"])
         else:
             self.optimizer.step()
             self.scheduler.step()
             if self.state.step % c.checkpoint_every == 0 and self._finite_params():
                 self._checkpoint = self._snapshot()
+            if self._anchor is not None and self.state.step % c.drift_window == 0:
+                if self._healthy():
+                    self._anchor = self._candidate or self._anchor
+                    self._candidate = self._snapshot(buffer=True)
+                else:
+                    self._candidate = None
         dt = time.perf_counter() - t0
         metrics.update(seconds=dt, steps_per_s=1.0 / dt if dt > 0 else float("inf"),
                        elapsed=time.perf_counter() - self._started)
@@ -399,6 +452,29 @@ class Trainer:
         if c.model != "rbm" and e_fake.mean().item() - e_real.mean().item() < -c.gap_bound:
             return "fakes far below the data in energy (collapsed gap)"
         return None
+
+    def _drift_checked(self) -> bool:
+        return self.config.drift_bound is not None and self.config.model in ("cnn", "jem")
+
+    def _drift(self, gap: float) -> str | None:
+        """The slow-runaway verdict. The first window is skipped: fresh noise chains sit far above
+        the data until the sampler has caught up with the first updates."""
+        c = self.config
+        if self._gaps.maxlen != c.drift_window:  # changed in a live run
+            self._gaps = deque(self._gaps, maxlen=c.drift_window)
+        if self.state.step < c.drift_window:
+            return None
+        self._gaps.append(gap)
+        mean = sum(self._gaps) / len(self._gaps)
+        if len(self._gaps) == c.drift_window and mean > c.drift_bound:
+            return f"fakes drifting above the data: mean E(fake) − E(real) {mean:+.2f} over {c.drift_window} updates"
+        return None
+
+    def _healthy(self) -> bool:
+        """A full window with a mean gap under half the drift bound, on every rank: anchor-worthy."""
+        c = self.config
+        mine = len(self._gaps) == c.drift_window and sum(self._gaps) / len(self._gaps) < c.drift_bound / 2
+        return not distributed.any_rank(not mine)
 
     # --- views for callers ------------------------------------------------------------------
     def fresh_samples(self, n: int, steps: int | None = None, seed: int = 0) -> torch.Tensor:

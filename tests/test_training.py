@@ -73,6 +73,45 @@ def test_injected_nan_rolls_back_and_training_goes_on(digits):
     assert not m["rolled_back"] and math.isfinite(m["loss"])
 
 
+def test_slow_runaway_rolls_back_to_the_healthy_anchor_with_its_buffer(digits):
+    """A loose bound first lets anchors form; then, without sampler steps, the fakes stay noise,
+    the energy learns data-versus-noise and the mean gap E(fake) − E(real) climbs past a tight
+    bound within a few updates, again after every rollback."""
+    def state():  # weights, buffer and Adam's first moments
+        moments = [v["exp_avg"].clone() for v in tr.optimizer.state_dict()["state"].values()]
+        return [v.clone() for v in tr.model.state_dict().values()] + [tr.buffer.x.clone()] + moments
+
+    tr = ebm_play.Trainer(small(drift_window=5, drift_bound=10.0), digits.x, digits.y)
+    states = {}
+    for _ in range(15):
+        tr.step()
+        states[tr.state.step] = state()
+    tr.update_config(drift_bound=0.5, sampler_steps=0)
+    events = []
+    for _ in range(20):
+        m = tr.step()
+        if m["rolled_back"]:
+            events.append(m)
+            assert tr._anchor["step"] == 10  # healthy window 11–15 came after it; none since
+            assert all(torch.equal(a, b) for a, b in zip(state(), states[10], strict=True))  # the anchor, unchanged
+        else:
+            states[tr.state.step] = state()
+    assert len(events) >= 2 and all("drifting above the data" in m["event"] for m in events)
+    assert [m["lr"] for m in events[:2]] == pytest.approx([0.5e-3, 0.25e-3])  # halved again each time
+
+
+def test_healthy_runs_move_their_anchor_and_can_turn_the_check_off(digits):
+    tr = ebm_play.Trainer(small(drift_window=4, drift_bound=10.0), digits.x, digits.y)
+    ms = [tr.step() for _ in range(16)]
+    # healthy windows end at 8, 12 and 16; each snapshot becomes the anchor one healthy window later
+    assert not any(m["rolled_back"] for m in ms) and (tr._anchor["step"], tr._candidate["step"]) == (12, 16)
+    assert tr.update_config(drift_bound=None) == ["drift_bound"] and tr._anchor is None
+    tr.step()
+    tr.update_config(drift_bound=10.0)
+    assert tr._anchor["step"] == 17 and "buffer" in tr._anchor
+    assert ebm_play.Trainer(small(model="rbm", hidden=16), digits.x, digits.y)._anchor is None
+
+
 def test_energy_blow_up_is_divergence(digits):
     tr = ebm_play.Trainer(small(energy_bound=1.0), digits.x, digits.y)
     with torch.no_grad():
@@ -94,6 +133,21 @@ def test_buffer_reinitialises_the_requested_fraction():
     assert abs(fresh - 0.05) < 5 * math.sqrt(0.05 * 0.95 / 10000)
 
 
+def test_dimmed_restarts_begin_at_every_ink_level():
+    """Uniform noise has ink (mean pixel in [0, 1]) 0.5 in every image, spread √(1/12/784) = 0.0103
+    across images; dimmed noise s·u with s ~ U(0, 1) has ink s/2: mean 0.25, spread 0.5/√12 = 0.144.
+    A dimmed share d mixes the two: mean 0.5 − d/4."""
+    n = 4000
+    for dimmed in (0.0, 0.3, 1.0):
+        g = ebm_play.runtime.make_generator(0, torch.device("cpu"))
+        ink = ReplayBuffer(n, 0.05, torch.device("cpu"), g, dimmed=dimmed).x.add(1).div(2).flatten(1).mean(1)
+        sd = math.sqrt(1 / 12 / 784)
+        dim = ink < 0.5 - 6 * sd  # 6σ below the undimmed level: dimmed by s < 1 − 12σ
+        assert abs(dim.float().mean().item() - dimmed * (1 - 12 * sd)) < 5 * math.sqrt(0.25 / n)
+        assert abs(ink.mean().item() - (0.5 - dimmed / 4)) < 5 * 0.3 / math.sqrt(n)
+    assert (ink < 0.01).sum() > 40  # all dimmed: s < 0.02 for 2% of restarts, near-blank images
+
+
 def test_same_seed_same_run(digits):
     a, b = (ebm_play.Trainer(small(), digits.x, digits.y) for _ in range(2))
     for _ in range(3):
@@ -102,7 +156,9 @@ def test_same_seed_same_run(digits):
 
 
 @pytest.mark.parametrize("bad", [dict(lr=-1), dict(batch_size=0), dict(reinit=2), dict(model="gan"),
-                                 dict(classes=[11]), dict(noise=float("nan")), dict(step_size=float("inf"))])
+                                 dict(classes=[11]), dict(noise=float("nan")), dict(step_size=float("inf")),
+                                 dict(drift_bound=-1), dict(drift_window=0), dict(dimmed=1.5),
+                                 dict(model="rbm", dimmed=0.5)])
 def test_bad_training_options_are_user_errors(bad):
     with pytest.raises(EBMError):
         small(**bad)
@@ -113,6 +169,7 @@ def test_live_runs_take_new_settings_and_data(digits):
     tr.step()
     assert tr.update_config(lr=5e-4, reinit=0.5, sampler_steps=3) == ["lr", "reinit", "sampler_steps"]
     assert tr.optimizer.param_groups[0]["lr"] == 5e-4 and tr.buffer.reinit == 0.5
+    assert tr.update_config(dimmed=0.5) == ["dimmed"] and tr.buffer.dimmed == 0.5
     with pytest.raises(EBMError, match="width cannot change"):
         tr.update_config(width=32)
     with pytest.raises(EBMError, match="lr"):

@@ -281,6 +281,7 @@ class Trainer:
         # (``_candidate`` waits for that window), so the run never returns to the onset of a runaway.
         self._anchor = self._snapshot(buffer=True) if self._drift_checked() else None
         self._candidate: dict | None = None
+        self._updates = 0  # made by this trainer; state.step also counts those before a resume
         self._started = time.perf_counter()
 
     # --- data -------------------------------------------------------------------------------
@@ -415,6 +416,7 @@ class Trainer:
         if drift:
             reason = distributed.shared_divergence(self._drift(e_f - e_r))
         self.state.step += 1
+        self._updates += 1
         metrics.update(step=self.state.step, loss=loss.item(), e_real=e_r, e_fake=e_f, gap=e_f - e_r,
                        grad_norm=gnorm.item(), lr=self.optimizer.param_groups[0]["lr"], rolled_back=False)
         if reason:
@@ -457,12 +459,12 @@ class Trainer:
         return self.config.drift_bound is not None and self.config.model in ("cnn", "jem")
 
     def _drift(self, gap: float) -> str | None:
-        """The slow-runaway verdict. The first window is skipped: fresh noise chains sit far above
-        the data until the sampler has caught up with the first updates."""
+        """The slow-runaway verdict. The trainer's first window is skipped (also after a resume):
+        fresh noise chains sit far above the data until the sampler has caught up."""
         c = self.config
         if self._gaps.maxlen != c.drift_window:  # changed in a live run
             self._gaps = deque(self._gaps, maxlen=c.drift_window)
-        if self.state.step < c.drift_window:
+        if self._updates < c.drift_window:
             return None
         self._gaps.append(gap)
         mean = sum(self._gaps) / len(self._gaps)

@@ -112,6 +112,18 @@ def test_healthy_runs_move_their_anchor_and_can_turn_the_check_off(digits):
     assert ebm_play.Trainer(small(model="rbm", hidden=16), digits.x, digits.y)._anchor is None
 
 
+def test_a_resumed_run_skips_its_first_drift_window(digits):
+    """A resumed run starts from a fresh noise buffer, far above the data: not yet a runaway."""
+    first = ebm_play.Trainer(small(sampler_steps=0, drift_bound=None), digits.x, digits.y)
+    for _ in range(20):
+        gap = first.step()["gap"]
+    assert gap > 1  # the model tells noise from digits
+    tr = ebm_play.Trainer(small(sampler_steps=0, drift_window=5), digits.x, digits.y, model=first.model)
+    tr.state.step = 20  # as the CLI sets it for --resume
+    ms = [tr.step() for _ in range(10)]
+    assert [m["rolled_back"] for m in ms[:5]] == [False] * 5 and any(m["rolled_back"] for m in ms)
+
+
 def test_energy_blow_up_is_divergence(digits):
     tr = ebm_play.Trainer(small(energy_bound=1.0), digits.x, digits.y)
     with torch.no_grad():

@@ -120,6 +120,7 @@ TRAIN_HELP = {
     "buffer_size": "replay buffer chains",
     "reinit": "fraction of fakes restarted from noise each update",
     "dimmed": "share of those restarts whose noise is dimmed by a random brightness (down to blank)",
+    "dimmed_from": "updates made before the restarts are dimmed",
     "data_noise": "noise σ added to real images",
     "grad_clip": "max gradient norm ('none' = no clipping)",
     "jem_gen_weight": "JEM: weight of the generative term beside cross-entropy",

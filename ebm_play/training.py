@@ -64,6 +64,7 @@ class TrainConfig:
     # Share of the noise restarts dimmed by a random brightness per image, so that chains also start
     # at every ink level down to blank and find the faint, thin images a model rates too highly.
     dimmed: float = 0.0
+    dimmed_from: int = 0  # updates made before the restarts are dimmed
     data_noise: float = 0.005
     grad_clip: float | None = 0.1  # max gradient norm
     jem_gen_weight: float = 1.0
@@ -85,7 +86,7 @@ class TrainConfig:
         if self.model not in ("cnn", "jem", "rbm", "mlp2d"):
             raise EBMError(f"unknown model kind {self.model!r}: use cnn, jem, rbm or mlp2d")
         for name in ("batch_size", "sampler_steps", "lr_step_every", "buffer_size", "cd_k", "hidden", "checkpoint_every", "seed",
-                     "drift_window"):
+                     "drift_window", "dimmed_from"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 if isinstance(v, float) and v.is_integer():
@@ -95,8 +96,9 @@ class TrainConfig:
         if self.fresh_steps is not None and (isinstance(self.fresh_steps, bool) or not isinstance(self.fresh_steps, int)
                                              or self.fresh_steps < 1):
             raise EBMError(f"fresh_steps must be a positive whole number, got {self.fresh_steps!r}")
-        if self.seed < 0:
-            raise EBMError(f"seed must be 0 or more, got {self.seed}")
+        for name in ("seed", "dimmed_from"):
+            if getattr(self, name) < 0:
+                raise EBMError(f"{name} must be 0 or more, got {getattr(self, name)}")
         positive = ("batch_size", "step_size", "lr", "buffer_size", "lr_step_every", "checkpoint_every", "cd_k", "hidden",
                     "drift_window")
         for name in positive:
@@ -267,7 +269,7 @@ class Trainer:
         self.world = distributed.current_world()
         self.generator = make_generator(distributed.rank_seed(c.seed, self.world.rank), self.device)
         self.buffer = ReplayBuffer(c.buffer_size, c.reinit if c.model != "rbm" else 0.0, self.device, self.generator,
-                                   shape=tuple(data.shape[1:]), dimmed=c.dimmed)
+                                   shape=tuple(data.shape[1:]), dimmed=0.0 if c.dimmed_from else c.dimmed)
         # The loss forward; DDP (several ranks) averages gradients in backward(). The RBM's CD
         # gradient is autograd of free energies too, so DDP fits all models: no manual all-reduce.
         self._loss_net = distributed.data_parallel(LossView(self.model), self.device)
@@ -308,7 +310,7 @@ class Trainer:
         changed = [k for k in changes if getattr(new, k) != getattr(self.config, k)]
         self.config = new
         if new.model != "rbm":
-            self.buffer.reinit, self.buffer.dimmed = new.reinit, new.dimmed
+            self.buffer.reinit = new.reinit
         if "drift_bound" in changed and (self._anchor is None) == self._drift_checked():  # check turned on or off
             self._anchor = self._snapshot(buffer=True) if self._drift_checked() else None
             self._candidate = None
@@ -371,6 +373,8 @@ class Trainer:
 
     def step(self) -> dict:
         c = self.config
+        if not self._updates and self._anchor is not None:  # a caller may set state.step (--resume)
+            self._anchor["step"] = self.state.step
         t0 = time.perf_counter()
         x_real, y = self._batch()
         if c.model == "rbm":
@@ -381,6 +385,7 @@ class Trainer:
             else:
                 idx, x_neg = None, x_real
         else:
+            self.buffer.dimmed = self._dimmed()
             idx, x_neg = self.buffer.sample(len(x_real))
             noise = torch.randn(x_real.shape, generator=self.generator, device=self.device)
             x_real = (x_real + c.data_noise * noise).clamp(-1, 1)
@@ -454,6 +459,9 @@ class Trainer:
         if c.model != "rbm" and e_fake.mean().item() - e_real.mean().item() < -c.gap_bound:
             return "fakes far below the data in energy (collapsed gap)"
         return None
+
+    def _dimmed(self) -> float:
+        return self.config.dimmed if self.state.step >= self.config.dimmed_from else 0.0
 
     def _drift_checked(self) -> bool:
         return self.config.drift_bound is not None and self.config.model in ("cnn", "jem")

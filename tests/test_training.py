@@ -122,6 +122,7 @@ def test_a_resumed_run_skips_its_first_drift_window(digits):
     tr.state.step = 20  # as the CLI sets it for --resume
     ms = [tr.step() for _ in range(10)]
     assert [m["rolled_back"] for m in ms[:5]] == [False] * 5 and any(m["rolled_back"] for m in ms)
+    assert "healthy checkpoint of update 20" in next(m["event"] for m in ms if m["rolled_back"])
 
 
 def test_energy_blow_up_is_divergence(digits):
@@ -169,7 +170,7 @@ def test_same_seed_same_run(digits):
 
 @pytest.mark.parametrize("bad", [dict(lr=-1), dict(batch_size=0), dict(reinit=2), dict(model="gan"),
                                  dict(classes=[11]), dict(noise=float("nan")), dict(step_size=float("inf")),
-                                 dict(drift_bound=-1), dict(drift_window=0), dict(dimmed=1.5),
+                                 dict(drift_bound=-1), dict(drift_window=0), dict(dimmed=1.5), dict(dimmed_from=-1),
                                  dict(model="rbm", dimmed=0.5)])
 def test_bad_training_options_are_user_errors(bad):
     with pytest.raises(EBMError):
@@ -181,13 +182,17 @@ def test_live_runs_take_new_settings_and_data(digits):
     tr.step()
     assert tr.update_config(lr=5e-4, reinit=0.5, sampler_steps=3) == ["lr", "reinit", "sampler_steps"]
     assert tr.optimizer.param_groups[0]["lr"] == 5e-4 and tr.buffer.reinit == 0.5
-    assert tr.update_config(dimmed=0.5) == ["dimmed"] and tr.buffer.dimmed == 0.5
+    assert tr.update_config(dimmed=0.5, dimmed_from=3) == ["dimmed", "dimmed_from"]
+    assert tr.step()["step"] == 2 and tr.buffer.dimmed == 0.0
+    assert tr.step()["step"] == 3 and tr.buffer.dimmed == 0.0
+    tr.step()
+    assert tr.buffer.dimmed == 0.5
     with pytest.raises(EBMError, match="width cannot change"):
         tr.update_config(width=32)
     with pytest.raises(EBMError, match="lr"):
         tr.update_config(lr=-1)
     tr.set_data(digits.x[:40])
-    assert tr.step()["step"] == 2 and len(tr.data) == 40
+    assert tr.step()["step"] == 5 and len(tr.data) == 40
 
 
 def test_fresh_chains_step_by_step_end_at_fresh_samples(digits):

@@ -11,7 +11,8 @@ Divergence (non-finite values, energies past a bound, fakes far below reals) rol
 and optimiser back to the last good checkpoint and halves the learning rate; it is recorded.
 A slow runaway (fakes drifting above the data in energy over hundreds of updates: the chains no
 longer reach the data and the energy turns into a data-versus-chains classifier) rolls the model,
-optimiser and replay buffer back to a healthy anchor, taken every ``drift_window`` updates.
+optimiser and replay buffer back to a healthy anchor, taken every ``drift_window`` updates, and
+doubles the sampler steps.
 
 Under torchrun (a live process group, see ``distributed.py``) the same trainer is data-parallel:
 each rank has its own replay buffer, batches and noise, the loss forward goes through
@@ -37,6 +38,7 @@ from .models import RBM, EnergyModel, build_model
 from .runtime import make_generator
 
 DEFAULT_WIDTH = {"cnn": 16, "jem": 32}
+MAX_DRIFT_STEPS = 256  # a drift rollback doubles the sampler steps up to this, then halves the lr
 
 
 @dataclass
@@ -330,9 +332,13 @@ class Trainer:
         return snap
 
     def _rollback(self, reason: str, drift: bool = False) -> Event:
-        """Back to the last checkpoint (a drift: to the healthy anchor, buffer included) with half
-        the current learning rate, so that every rollback halves it again."""
+        """Back to the last checkpoint with half the current learning rate. A drift goes back to
+        the healthy anchor, buffer included, and doubles the sampler steps instead (up to
+        ``MAX_DRIFT_STEPS``): its chains no longer reach the data, and a lower rate only delays
+        the next runaway (seed 1 of the `mnist` recipe drifted again at every rate down to 2e-6)."""
         snap = self._anchor if drift else self._checkpoint
+        steps = self.config.sampler_steps
+        more_steps = drift and min(2 * steps, MAX_DRIFT_STEPS) > steps
         lrs, base_lrs = [g["lr"] for g in self.optimizer.param_groups], self.scheduler.base_lrs
         self.model.load_state_dict(snap["model"])
         # copies: Adam would otherwise update the snapshot's moment tensors in place
@@ -340,13 +346,17 @@ class Trainer:
         self.scheduler.load_state_dict(copy.deepcopy(snap["scheduler"]))
         if drift:
             self.buffer.x.copy_(snap["buffer"])
+        factor = 1.0 if more_steps else 0.5
         for group, lr in zip(self.optimizer.param_groups, lrs):
-            group["lr"] = lr * 0.5
-        self.scheduler.base_lrs = [b * 0.5 for b in base_lrs]
+            group["lr"] = lr * factor
+        self.scheduler.base_lrs = [b * factor for b in base_lrs]
+        if more_steps:
+            self.config = dataclasses.replace(self.config, sampler_steps=min(2 * steps, MAX_DRIFT_STEPS))
         replaced = self.buffer.sanitize()
         lr = self.optimizer.param_groups[0]["lr"]
         target = f"the healthy checkpoint of update {snap['step']}" if drift else "the last good checkpoint"
-        msg = f"diverged at step {self.state.step} ({reason}): rolled back to {target}, lr now {lr:.3g}"
+        change = f"sampler steps now {self.config.sampler_steps}" if more_steps else f"lr now {lr:.3g}"
+        msg = f"diverged at step {self.state.step} ({reason}): rolled back to {target}, {change}"
         if replaced:
             msg += f", {replaced} buffer chains restarted"
         self._gaps.clear()

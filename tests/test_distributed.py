@@ -73,6 +73,7 @@ with distributed.session(torch.device("cpu")) as (world, device), open(f"rank{wo
             rows = [tr.step() for _ in range(4)]
             log.write(json.dumps({"rank": world.rank, "kind": kind, "rolled_back": [m["rolled_back"] for m in rows],
                                   "events": [e.message for e in tr.state.events], "lr": rows[-1]["lr"],
+                                  "sampler_steps": tr.config.sampler_steps,
                                   "digest": distributed.parameter_digest(tr.model),
                                   "buffer": tr.buffer.x.sum().item()}) + "\n")
         finally:
@@ -96,7 +97,8 @@ def test_divergence_on_one_rank_rolls_back_every_rank(tmp_path):
         assert "forced" in r1["events"][0] and "on rank 1" in r0["events"][0]
         if drift:
             assert "(drift)" in r1["events"][1] and "on rank 1" in r0["events"][1]
-        assert r0["lr"] == r1["lr"] == pytest.approx(0.5e-3 / (1 + drift))  # both halved their learning rate
+        assert r0["lr"] == r1["lr"] == pytest.approx(0.5e-3)  # both halved their learning rate
+        assert r0["sampler_steps"] == r1["sampler_steps"] == 2 * (1 + drift)  # the drift doubled both
         assert r0["digest"] == r1["digest"], kind  # identical weights after the shared rollback
         assert r0["buffer"] != r1["buffer"], kind  # one replay buffer per rank, with its own stream
 

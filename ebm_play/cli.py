@@ -438,8 +438,7 @@ def _train(args, config_names: list[str], world: distributed.World, device: torc
     digits = mnist(train=True, root=args.data, download=args.download and world.is_main, classes=config.classes)
     if args.download and world.is_main:
         distributed.barrier()
-    trainer = Trainer(config, digits.x, digits.y, model=model, device=device)
-    trainer.state.step = done
+    trainer = Trainer(config, digits.x, digits.y, model=model, device=device, start_step=done)
     try:
         return _train_loop(args, trainer, digits.source, done, world)
     finally:

@@ -251,7 +251,7 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, data: torch.Tensor, labels: torch.Tensor | None = None,
-                 model: EnergyModel | None = None, device: torch.device | str = "cpu"):
+                 model: EnergyModel | None = None, device: torch.device | str = "cpu", start_step: int = 0):
         self.config = c = config
         self.device = torch.device(device)
         if c.classes is not None and labels is not None:
@@ -277,7 +277,7 @@ class Trainer:
         self._loss_net = distributed.data_parallel(LossView(self.model), self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, c.lr_step_every, c.lr_gamma)
-        self.state = TrainState()
+        self.state = TrainState(step=start_step)  # a resumed run counts on from its file's updates
         self._order = torch.empty(0, dtype=torch.long)
         self._checkpoint = self._snapshot()
         self._gaps: deque[float] = deque(maxlen=c.drift_window)  # recent E(fake) − E(real), for drift
@@ -361,7 +361,7 @@ class Trainer:
             msg += f", {replaced} buffer chains restarted"
         self._gaps.clear()
         self._candidate = None
-        self._checkpoint = {**self._snapshot(), "step": snap["step"]}  # not a drifted one
+        self._checkpoint = self._snapshot()  # not a drifted one
         event = Event(self.state.step, "rollback", msg)
         self.state.events.append(event)
         return event
@@ -383,8 +383,6 @@ class Trainer:
 
     def step(self) -> dict:
         c = self.config
-        if not self._updates and self._anchor is not None:  # a caller may set state.step (--resume)
-            self._anchor["step"] = self.state.step
         t0 = time.perf_counter()
         x_real, y = self._batch()
         if c.model == "rbm":
@@ -485,16 +483,20 @@ class Trainer:
         if self._updates < c.drift_window:
             return None
         self._gaps.append(gap)
-        mean = sum(self._gaps) / len(self._gaps)
-        if len(self._gaps) == c.drift_window and mean > c.drift_bound:
+        mean = self._mean_gap()
+        if mean is not None and mean > c.drift_bound:
             return f"fakes drifting above the data: mean E(fake) − E(real) {mean:+.2f} over {c.drift_window} updates"
         return None
 
+    def _mean_gap(self) -> float | None:
+        """The mean gap over a full drift window, None before the window is full."""
+        full = len(self._gaps) == self.config.drift_window
+        return sum(self._gaps) / len(self._gaps) if full else None
+
     def _healthy(self) -> bool:
         """A full window with a mean gap under half the drift bound, on every rank: anchor-worthy."""
-        c = self.config
-        mine = len(self._gaps) == c.drift_window and sum(self._gaps) / len(self._gaps) < c.drift_bound / 2
-        return not distributed.any_rank(not mine)
+        mean = self._mean_gap()
+        return not distributed.any_rank(mean is None or mean >= self.config.drift_bound / 2)
 
     # --- views for callers ------------------------------------------------------------------
     def fresh_samples(self, n: int, steps: int | None = None, seed: int = 0) -> torch.Tensor:

@@ -123,8 +123,8 @@ def test_a_resumed_run_skips_its_first_drift_window(digits):
     for _ in range(20):
         gap = first.step()["gap"]
     assert gap > 1  # the model tells noise from digits
-    tr = ebm_play.Trainer(small(sampler_steps=0, drift_window=5), digits.x, digits.y, model=first.model)
-    tr.state.step = 20  # as the CLI sets it for --resume
+    tr = ebm_play.Trainer(small(sampler_steps=0, drift_window=5), digits.x, digits.y, model=first.model,
+                          start_step=20)  # as the CLI resumes
     ms = [tr.step() for _ in range(10)]
     assert [m["rolled_back"] for m in ms[:5]] == [False] * 5 and any(m["rolled_back"] for m in ms)
     assert "healthy checkpoint of update 20" in next(m["event"] for m in ms if m["rolled_back"])

@@ -103,10 +103,12 @@ def test_denoising_brings_a_test_digit_closer_to_the_clean_one(client):
     assert a["distance_noisy"] == b["distance_noisy"] > 0
 
 
-def test_ood_scores_rank_a_test_digit_below_noise(client, tmp_path):
+def test_ood_scores_rank_a_test_digit_below_noise(client, app, tmp_path):
     s = sid()
     for model in ((), ("current model",)):  # the default scorer, then the session's model
         digit = client.predict(s, None, 0, *model, api_name="/ood_score")[2]
+        if not model and "mnist-ood" in app.registry.models:
+            assert digit["model"] == "mnist-ood"  # the sharpest shipped detector (weights/README.md)
         noise = client.predict(s, editor(noise_png(tmp_path)), None, *model, api_name="/ood_score")[2]
         assert digit["energy"] < noise["energy"] and digit["percentile"] < noise["percentile"]
         assert noise["verdict"] == "out-of-distribution" and noise["percentile"] > 99

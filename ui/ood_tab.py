@@ -28,7 +28,7 @@ from . import draw
 from .common import histogram_frame, number, thin, upload_path, user_errors
 from .sessions import Registry
 
-DEFAULT_OOD_MODEL = "mnist"  # the scorer the tab starts with: the best OOD AUROC figures (weights/README.md)
+DEFAULT_OOD_MODEL = "mnist-ood"  # the scorer the tab starts with: the best OOD AUROC figures (weights/README.md)
 CURRENT = "current model"
 TEST = "MNIST test digits"
 MAX_FILES = 256

@@ -183,6 +183,10 @@ def test_pad_values_from_paths_blobs_and_plain_images(tmp_path):
     assert torch.equal(draw.model_input(None, None, 4)[0], TEST.x[4:5])
     with pytest.raises(ebm_play.EBMError, match="drawing is empty"):
         draw.model_input(None, None, None)
+    # a picture on the pad wins over the digit box (the page shows 0 there until a stroke blanks it)
+    assert draw.model_input(None, {"background": {"path": str(path)}, "layers": [], "composite": None}, 0)[1] == "your drawing"
+    black = png(tmp_path, "black.png", Image.new("L", (280, 280)))
+    assert draw.model_input(None, {"background": {"path": str(black)}, "layers": [], "composite": None}, 4)[1] == "test digit #4 (a 4)"
 
     pad = gr.ImageEditor(render=False)  # the page sends {"id"} after uploading the pictures as blobs
     stroke = Image.new("RGBA", (280, 280), (0, 0, 0, 0))

@@ -157,16 +157,18 @@ def has_digit(digit) -> bool:
 
 
 def model_input(pad: gr.ImageEditor | None, value, digit) -> tuple[torch.Tensor, str]:
-    """The 1×1×28×28 image in [−1, 1] the model gets, and a few words on where it came from."""
-    if has_digit(digit):
-        x, label = test_digit(digit)
-        return x, f"test digit #{int(digit)} (a {label})"
+    """The 1×1×28×28 image in [−1, 1] the model gets, and a few words on where it came from: a
+    picture on the pad wins over the test digit box (picking a digit clears the pad). So a Run pressed
+    right after a stroke, before the page has blanked the digit box, still scores the drawing."""
     try:
         return ebm_play.preprocess(editor_picture(pad, value)), "your drawing"
     except EBMError as e:
-        if "empty" in str(e):
-            raise EBMError("the drawing is empty: draw a digit, upload a picture or pick a test digit") from None
-        raise
+        if "empty" not in str(e):
+            raise
+    if has_digit(digit):
+        x, label = test_digit(digit)
+        return x, f"test digit #{int(digit)} (a {label})"
+    raise EBMError("the drawing is empty: draw a digit, upload a picture or pick a test digit")
 
 
 # --- masks ----------------------------------------------------------------------------------------
@@ -407,7 +409,7 @@ def input_panel(prefix: str, label: str = "Draw a digit (or upload a picture)", 
             x, source = model_input(pad, value, digit)
         except EBMError as e:
             return (None, HINT if "empty" in str(e) else f"⚠ {e}", *extra(None))
-        msg = f"Using **{source}**" + ("; draw on the pad to use your drawing instead." if has_digit(digit) else ".")
+        msg = f"Using **{source}**" + ("; draw on the pad to use your drawing instead." if source != "your drawing" else ".")
         return (enlarge(x, 168), msg, *extra(x))
 
     def drawn(value, digit):
@@ -421,12 +423,14 @@ def input_panel(prefix: str, label: str = "Draw a digit (or upload a picture)", 
             return (None, None, f"⚠ {e}", *extra(None))
         return (None, enlarge(x, 168), "Using **your drawing**.", *extra(x))
 
-    def picked(value, digit):
-        return show(value, digit)
+    def picked(value, digit):  # a test digit replaces the drawing: the pad goes back to its black canvas
+        if has_digit(digit):
+            return (black_canvas(), *show(None, digit))
+        return (gr.skip(), *show(value, None))
 
-    def pick_random():  # the pad is not read (nor uploaded by the page) when a test digit is used
+    def pick_random():
         i = random.randrange(n_test())
-        return (i, *show(None, i))
+        return (black_canvas(), i, *show(None, i))
 
     def cleared():  # back to the black canvas, so the brush is ready again
         return (black_canvas(), None, None, HINT, *(list(on_input(None)) if on_input is not None else []))
@@ -435,8 +439,8 @@ def input_panel(prefix: str, label: str = "Draw a digit (or upload a picture)", 
     quiet = {"api_visibility": "private", "show_progress": "hidden", "preprocess": False, "concurrency_limit": None}
     pad.input(drawn, [pad, digit], [digit, *outs], trigger_mode="always_last", **quiet)
     pad.clear(cleared, None, [pad, digit, *outs], api_visibility="private", show_progress="hidden")
-    digit.input(picked, [pad, digit], outs, trigger_mode="always_last", **quiet)
-    random_btn.click(pick_random, None, [digit, *outs], **quiet)
+    digit.input(picked, [pad, digit], [pad, *outs], trigger_mode="always_last", **quiet)
+    random_btn.click(pick_random, None, [pad, digit, *outs], **quiet)
     return panel
 
 

@@ -224,3 +224,13 @@ def test_builtin_set_names_match_the_engine():
     from ui.ood_tab import BUILTIN
 
     assert BUILTIN == list(ood.builtin_sets())
+
+
+def test_sampler_knobs_left_at_zero_keep_the_models_own_settings():
+    from ui import draw
+
+    model = ebm_play.load_model("mnist")  # Gradio 6 sends 0 for an empty number field once it is shown
+    own = draw.sampler_kwargs(model, "langevin")
+    assert own["step_size"] > 0 and own["noise"] > 0
+    assert draw.sampler_kwargs(model, "langevin", 0, 0, 0) == draw.sampler_kwargs(model, "langevin", "", "", "") == own
+    assert draw.sampler_kwargs(model, "langevin", 2.5, 0.01, None) == {**own, "step_size": 2.5, "noise": 0.01}

@@ -314,15 +314,18 @@ class Pacer:
 SAMPLERS = list(ebm_play.SAMPLERS)
 
 
-def _blank(v):
-    return None if v == "" else v
+def _unset(v):
+    """None for an empty knob, and for 0: Gradio 6 shows an empty number field as 0 and sends 0 once
+    its accordion has been opened, so 0 here means "the model's own" (noise 0 would silently stop the
+    chains' noise; step size and temperature must be positive anyway)."""
+    return None if v == "" or (isinstance(v, (int, float)) and not isinstance(v, bool) and v == 0) else v
 
 
 def sampler_kwargs(model, sampler: str, step_size=None, noise=None, temperature=None) -> dict:
     """Options for ``sampler`` on ``model``: the settings the Sample tab uses for it (the model file's
     recommendation, else a per-kind table, e.g. small temperatures for ula/mala/hmc), overridden by
-    the tabs' optional knobs (None = keep; knobs the sampler lacks are ignored; validated with names)."""
-    return chains.sampler_settings(model, sampler, _blank(step_size), _blank(noise), _blank(temperature))[1]
+    the tabs' optional knobs (None, "" or 0 = keep; knobs the sampler lacks are ignored; validated with names)."""
+    return chains.sampler_settings(model, sampler, _unset(step_size), _unset(noise), _unset(temperature))[1]
 
 
 def recommended_steps(model, sampler: str) -> int:
@@ -446,7 +449,7 @@ def input_panel(prefix: str, label: str = "Draw a digit (or upload a picture)", 
 
 def sampler_settings() -> tuple[gr.Number, gr.Number, gr.Number]:
     """Step size, noise and temperature fields, empty by default so the model's own settings apply."""
-    with gr.Accordion("Sampler settings (empty = the model's own)", open=False), gr.Row():
+    with gr.Accordion("Sampler settings (empty or 0 = the model's own)", open=False), gr.Row():
         step_size = gr.Number(None, label="Step size", min_width=90)
         noise = gr.Number(None, label="Noise σ (langevin)", min_width=90)
         temperature = gr.Number(None, label="Temperature", min_width=90)

@@ -38,6 +38,8 @@ from .models import RBM, EnergyModel, build_model
 from .runtime import make_generator
 
 DEFAULT_WIDTH = {"cnn": 16, "jem": 32}
+# Digits whose mirror image is no digit: 0, 1 and 8 mirror into themselves.
+MIRROR_CLASSES = torch.tensor([2, 3, 4, 5, 6, 7, 9])
 MAX_DRIFT_STEPS = 256  # a drift rollback doubles the sampler steps up to this, then halves the lr
 
 
@@ -67,6 +69,10 @@ class TrainConfig:
     # at every ink level down to blank and find the faint, thin images a model rates too highly.
     dimmed: float = 0.0
     dimmed_from: int = 0  # updates made before the restarts are dimmed
+    # Negative data augmentation: per update, up to this share of the batch again as mirror images
+    # of the batch's asymmetric digits (2–7, 9), pushed up like fakes. Shapes a digit's strokes
+    # make but no digit has: they teach the energy shape, not only ink (cnn and jem; needs labels).
+    mirrored: float = 0.0
     data_noise: float = 0.005
     grad_clip: float | None = 0.1  # max gradient norm
     jem_gen_weight: float = 1.0
@@ -113,11 +119,13 @@ class TrainConfig:
                 continue
             if not (math.isfinite(v) and v >= 0):
                 raise EBMError(f"{name} must be 0 or more, got {v!r}")
-        for name in ("reinit", "dimmed"):
+        for name in ("reinit", "dimmed", "mirrored"):
             if not 0 <= getattr(self, name) <= 1:
                 raise EBMError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
         if self.dimmed and self.model not in ("cnn", "jem"):
             raise EBMError("dimmed restarts are for image energies (cnn, jem)")
+        if self.mirrored and self.model not in ("cnn", "jem"):
+            raise EBMError("mirrored negatives are for image energies (cnn, jem)")
         if not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
             raise EBMError("Adam betas must be in [0, 1)")
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
@@ -261,6 +269,8 @@ class Trainer:
             raise EBMError("no training images (is the class subset empty?)")
         if c.model == "jem" and labels is None:
             raise EBMError("JEM training needs labels")
+        if c.mirrored and labels is None:
+            raise EBMError("mirrored negatives need labels (they mirror the digits 2–7 and 9)")
         self.data = data.to(self.device)
         self.labels = None if labels is None else labels.to(self.device)
         with torch.random.fork_rng(devices=[]):  # seeded weights without touching the global RNG
@@ -309,6 +319,8 @@ class Trainer:
         if any(changes[k] != getattr(self.config, k) for k in arch):
             raise EBMError(f"{sorted(arch)[0]} cannot change during a run: start a new one")
         new = dataclasses.replace(self.config, **changes)
+        if new.mirrored and self.labels is None:
+            raise EBMError("mirrored negatives need labels (they mirror the digits 2–7 and 9)")
         changed = [k for k in changes if getattr(new, k) != getattr(self.config, k)]
         self.config = new
         if new.model != "rbm":
@@ -403,21 +415,25 @@ class Trainer:
 
         self.model.train()
         metrics: dict = dict(self.sampler_stats)
+        x_mir = self._mirrored(x_real, y)
+        n, m = len(x_real), len(x_neg)
         if c.model == "jem":
-            logits = self._loss_net(torch.cat([x_real, x_neg]))
+            logits = self._loss_net(torch.cat([x_real, x_neg, x_mir]))
             e = -torch.logsumexp(logits, 1)
-            e_real, e_fake = e[: len(x_real)], e[len(x_real):]
-            ce = F.cross_entropy(logits[: len(x_real)], y)
-            loss = ce + c.jem_gen_weight * cd_loss(e_real, e_fake, c.alpha)
+            e_real, e_fake, e_mir = e[:n], e[n: n + m], e[n + m:]
+            ce = F.cross_entropy(logits[:n], y)
+            loss = ce + c.jem_gen_weight * (cd_loss(e_real, e_fake, c.alpha) + self._pushed_up(e_mir))
             metrics["ce"] = ce.item()
-            metrics["accuracy"] = (logits[: len(x_real)].argmax(1) == y).float().mean().item()
+            metrics["accuracy"] = (logits[:n].argmax(1) == y).float().mean().item()
         elif c.model == "rbm":
             e_real, e_fake = self._loss_net(x_real), self._loss_net(x_neg)
             loss = e_real.mean() - e_fake.mean()
         else:
-            e = self._loss_net(torch.cat([x_real, x_neg]))
-            e_real, e_fake = e[: len(x_real)], e[len(x_real):]
-            loss = cd_loss(e_real, e_fake, c.alpha)
+            e = self._loss_net(torch.cat([x_real, x_neg, x_mir]))
+            e_real, e_fake, e_mir = e[:n], e[n: n + m], e[n + m:]
+            loss = cd_loss(e_real, e_fake, c.alpha) + self._pushed_up(e_mir)
+        if len(x_mir):
+            metrics["e_mirrored"] = e_mir.mean().item()
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -451,6 +467,17 @@ class Trainer:
                        elapsed=time.perf_counter() - self._started)
         self.state.history.append(metrics)
         return metrics
+
+    def _mirrored(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The batch's asymmetric digits (2–7, 9) mirrored left to right, at most ``mirrored`` × batch."""
+        k = round(self.config.mirrored * len(x))
+        if not k or y is None:
+            return x[:0]
+        return x[torch.isin(y, MIRROR_CLASSES.to(y.device))][:k].flip(-1)
+
+    def _pushed_up(self, e: torch.Tensor) -> torch.Tensor:
+        """The fakes' half of the loss for the mirrored negatives (0 when there are none)."""
+        return -e.mean() + self.config.alpha * e.pow(2).mean() if len(e) else e.new_zeros(())
 
     def _finite_params(self) -> bool:
         return all(torch.isfinite(p).all() for p in self.model.parameters())

@@ -5,6 +5,7 @@ import torch
 
 import ebm_play
 from ebm_play.errors import EBMError
+from ebm_play.metrics import auroc
 from ebm_play.training import ReplayBuffer, cd_loss
 
 
@@ -176,7 +177,8 @@ def test_same_seed_same_run(digits):
 @pytest.mark.parametrize("bad", [dict(lr=-1), dict(batch_size=0), dict(reinit=2), dict(model="gan"),
                                  dict(classes=[11]), dict(noise=float("nan")), dict(step_size=float("inf")),
                                  dict(drift_bound=-1), dict(drift_window=0), dict(dimmed=1.5), dict(dimmed_from=-1),
-                                 dict(model="rbm", dimmed=0.5)])
+                                 dict(model="rbm", dimmed=0.5),
+                                 dict(mirrored=1.5), dict(model="rbm", mirrored=0.5)])
 def test_bad_training_options_are_user_errors(bad):
     with pytest.raises(EBMError):
         small(**bad)
@@ -207,3 +209,31 @@ def test_fresh_chains_step_by_step_end_at_fresh_samples(digits):
     assert len(chain) == 6 and tr.model.training  # one state per update and the final one; the mode comes back
     assert torch.equal(chain[-1], tr.fresh_samples(6, steps=5, seed=3))
     assert not torch.equal(chain[0], chain[-1])
+
+
+def test_mirrored_negatives_are_the_batch_asymmetric_digits_flipped(digits):
+    tr = ebm_play.Trainer(small(mirrored=0.25), digits.x, digits.y)
+    x, y = digits.x[:32], digits.y[:32]
+    asym = x[torch.isin(y, torch.tensor([2, 3, 4, 5, 6, 7, 9]))]
+    assert len(asym) >= 8
+    assert torch.equal(tr._mirrored(x, y), asym[:8].flip(-1))  # 0.25 × 32
+    assert "e_mirrored" in tr.step()
+    with pytest.raises(EBMError, match="labels"):
+        ebm_play.Trainer(small(mirrored=0.25), digits.x)
+    with pytest.raises(EBMError, match="labels"):
+        ebm_play.Trainer(small(), digits.x).update_config(mirrored=0.5)
+
+
+def test_mirrored_negatives_teach_the_energy_to_reject_mirror_images(digits):
+    """After 60 updates, held-out mirrored digits are told from the real ones far better with the
+    negatives than without (AUROC 0.75 against 0.59 for seed 0). With about 340 images on each side
+    one AUROC has a standard error near 0.02, so 0.08 is about three standard errors of the difference."""
+    train_x, train_y = digits.x[:-500], digits.y[:-500]
+    held = digits.x[-500:][torch.isin(digits.y[-500:], torch.tensor([2, 3, 4, 5, 6, 7, 9]))]
+    separation = []
+    for mirrored in (0.0, 1.0):
+        tr = ebm_play.Trainer(small(mirrored=mirrored), train_x, train_y)
+        for _ in range(60):
+            tr.step()
+        separation.append(auroc(ebm_play.score(tr.model, held), ebm_play.score(tr.model, held.flip(-1))))
+    assert separation[1] > separation[0] + 0.08, separation

@@ -150,6 +150,48 @@ def render_letters(size: int = 26) -> torch.Tensor:
     return torch.cat(out)
 
 
+def _arc(cx: float, cy: float, rx: float, ry: float, a0: float, a1: float, n: int = 24) -> list[tuple[float, float]]:
+    return [(cx + rx * math.cos(math.radians(a0 + (a1 - a0) * i / n)), cy + ry * math.sin(math.radians(a0 + (a1 - a0) * i / n)))
+            for i in range(n + 1)]
+
+
+# Each digit as mouse strokes on the app's 280×280 drawing pad: polylines through these points.
+_STROKES = {
+    0: [_arc(140, 140, 60, 95, 0, 360)],
+    1: [[(150, 45), (140, 235)]],
+    2: [_arc(140, 100, 55, 50, 200, 380) + [(95, 230), (200, 230)]],
+    3: [_arc(135, 95, 50, 45, 210, 450), _arc(135, 185, 55, 50, 270, 510)],
+    4: [[(130, 45), (85, 160), (200, 160)], [(170, 90), (165, 240)]],
+    5: [[(195, 50), (110, 50), (100, 130)] + _arc(135, 175, 60, 55, 230, 480)],
+    6: [[(170, 45)] + _arc(135, 180, 55, 55, 200, 560)],
+    7: [[(85, 55), (200, 55), (120, 235)]],
+    8: [_arc(140, 95, 45, 45, 0, 360), _arc(140, 190, 55, 50, 0, 360)],
+    9: [_arc(140, 100, 50, 50, 0, 360), [(188, 100), (170, 240)]],
+}
+
+
+def render_drawn_digits(per_class: int = 5, widths: tuple[int, ...] = (13, 26), seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Digits drawn the way a user draws on the app's pad (round-capped strokes of each width, each
+    drawing randomly widened or narrowed, sheared and jittered by 2 px), made MNIST-like by
+    ``preprocess``. Images (10·per_class·len(widths)) and labels: a scorer should accept them as digits."""
+    rng = np.random.default_rng(seed)
+    out, labels = [], []
+    for width in widths:
+        for digit, strokes in _STROKES.items():
+            for _ in range(per_class):
+                img = Image.new("L", (280, 280), 0)
+                draw = ImageDraw.Draw(img)
+                sx, shear = rng.uniform(0.85, 1.1), rng.uniform(-0.15, 0.15)
+                for stroke in strokes:
+                    pts = [(140 + (x - 140) * sx + (y - 140) * shear + rng.normal(0, 2), y + rng.normal(0, 2)) for x, y in stroke]
+                    draw.line(pts, fill=255, width=width, joint="curve")
+                    for x, y in (pts[0], pts[-1]):
+                        draw.ellipse([x - width / 2, y - width / 2, x + width / 2, y + width / 2], fill=255)
+                out.append(preprocess(img))
+                labels.append(digit)
+    return torch.cat(out), torch.tensor(labels)
+
+
 def ood_sets(test: torch.Tensor, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """The built-in out-of-distribution sets, each of n images (letters repeat the 52 glyphs)."""
     g = make_generator(seed, torch.device("cpu"))
@@ -183,6 +225,7 @@ def evaluate(model: nn.Module, classifier: nn.Module, test: Digits, n_samples: i
     """Every figure of the model card: sample quality (with held-out and blurred real digits for
     scale), OOD AUROC against each built-in set, and for JEM accuracy and class-conditional match."""
     from .api import default_sampler_settings, score
+    from .ood import DEFAULT_TPR, threshold
 
     t0 = time.time()
     n_ref = min(5000, len(test.x) - n_samples)
@@ -201,6 +244,7 @@ def evaluate(model: nn.Module, classifier: nn.Module, test: Digits, n_samples: i
     log(f"samples done ({time.time() - t0:.0f}s)")
     e_in = score(model, ref[:n_samples])
     report["ood_auroc"] = {name: auroc(e_in, score(model, o)) for name, o in ood_sets(held_out, n_samples, seed).items()}
+    report["drawn_accepted"] = (score(model, render_drawn_digits()[0]) <= threshold(e_in, DEFAULT_TPR)).float().mean().item()
     if model.kind == "jem":
         with torch.no_grad():
             pred = torch.cat([model.classify(test.x[i: i + 1000]).argmax(1) for i in range(0, len(test.x), 1000)])
@@ -227,6 +271,7 @@ def format_report(r: dict) -> str:
         lines.append(f"{name:24}{q['fdd']:>10.3f}{q['confident']:>11.3f}{q['coverage']:>10.3f}")
     lines += ["", "OOD AUROC (energy, MNIST test digits vs …)"]
     lines += [f"  {k:22}{v:.4f}" for k, v in r["ood_auroc"].items()]
+    lines.append(f"pad-drawn digits accepted at the energy threshold that accepts 95% of test digits: {r['drawn_accepted']:.2f}")
     if "accuracy" in r:
         lines += ["", f"test accuracy            {r['accuracy']:.4f}",
                   f"conditional samples whose label matches the class  {r['conditional_match']:.3f}"]

@@ -341,7 +341,7 @@ def test_evaluate_prints_quality_ood_and_writes_json(capsys, tmp_path, model_fil
     rc, out, err = run(capsys, "evaluate", "--model", str(model_file), "--classifier", str(clf), "--n", "100",
                        "--steps", "2", "--json", str(tmp_path / "r.json"))
     assert rc == 0, err
-    assert "held-out real digits" in out and "OOD AUROC" in out and "letters" in out
+    assert "held-out real digits" in out and "OOD AUROC" in out and "letters" in out and "pad-drawn digits" in out
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["n_samples"] == 100 and 0 <= report["ood_auroc"]["uniform noise"] <= 1
     rc, _, err = run(capsys, "evaluate", "--model", str(model_file), "--classifier", str(model_file), "--n", "100")

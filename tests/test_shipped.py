@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import ebm_play
-from ebm_play.metrics import evaluate
+from ebm_play.metrics import evaluate, render_drawn_digits
 
 ENERGIES = ["mnist", "mnist-jem", "mnist-ood", "mnist-rbm"]
 
@@ -32,6 +32,14 @@ def test_evaluation_classifier_is_accurate(test_digits):
     assert acc > 0.97
 
 
+def test_pad_drawn_digits_read_as_their_digits():
+    """The synthetic pad drawings that evaluate's "drawn accepted" figure uses are digits."""
+    x, y = render_drawn_digits()
+    assert x.shape == (100, 1, 28, 28) and torch.equal(y.bincount(), torch.full((10,), 10))
+    with torch.no_grad():
+        assert (ebm_play.load_model("mnist-classifier")(x).argmax(1) == y).float().mean() >= 0.95
+
+
 @pytest.mark.parametrize("name", ENERGIES)
 def test_quick_evaluate_gives_sane_figures(name, test_digits):
     model = ebm_play.load_model(name)
@@ -43,5 +51,6 @@ def test_quick_evaluate_gives_sane_figures(name, test_digits):
     assert report["held_out"]["fdd"] < report["blurred"]["fdd"]  # the yardsticks are ordered
     assert all(0 <= v <= 1 for v in report["ood_auroc"].values())
     assert report["ood_auroc"]["uniform noise"] > 0.9
+    assert 0 <= report["drawn_accepted"] <= 1
     if model.kind == "jem":
         assert report["accuracy"] > 0.9

@@ -122,7 +122,6 @@ TRAIN_HELP = {
     "dimmed": "share of those restarts whose noise is dimmed by a random brightness (down to blank)",
     "dimmed_from": "updates made before the restarts are dimmed",
     "mirrored": "extra negatives per update, as a share of the batch: mirror images of the digits 2–7 and 9",
-    "pen_strokes": "share of the real digits redrawn as flat pen strokes, as the drawing pad renders them",
     "data_noise": "noise σ added to real images",
     "grad_clip": "max gradient norm ('none' = no clipping)",
     "jem_gen_weight": "JEM: weight of the generative term beside cross-entropy",

@@ -73,10 +73,6 @@ class TrainConfig:
     # of the batch's asymmetric digits (2–7, 9), pushed up like fakes. Shapes a digit's strokes
     # make but no digit has: they teach the energy shape, not only ink (cnn and jem; needs labels).
     mirrored: float = 0.0
-    # Positive data augmentation: this share of each batch's real digits re-inked as flat pen
-    # strokes (upsampled, cut at a random grey level, anti-aliased back), the way the app's drawing
-    # pad renders a shape: the energy should judge the shape, not the scanned ink (cnn and jem).
-    pen_strokes: float = 0.0
     data_noise: float = 0.005
     grad_clip: float | None = 0.1  # max gradient norm
     jem_gen_weight: float = 1.0
@@ -123,14 +119,13 @@ class TrainConfig:
                 continue
             if not (math.isfinite(v) and v >= 0):
                 raise EBMError(f"{name} must be 0 or more, got {v!r}")
-        for name in ("reinit", "dimmed", "mirrored", "pen_strokes"):
+        for name in ("reinit", "dimmed", "mirrored"):
             if not 0 <= getattr(self, name) <= 1:
                 raise EBMError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
         if self.dimmed and self.model not in ("cnn", "jem"):
             raise EBMError("dimmed restarts are for image energies (cnn, jem)")
-        for name in ("mirrored", "pen_strokes"):
-            if getattr(self, name) and self.model not in ("cnn", "jem"):
-                raise EBMError(f"{name.replace('_', ' ')} are for image energies (cnn, jem)")
+        if self.mirrored and self.model not in ("cnn", "jem"):
+            raise EBMError("mirrored negatives are for image energies (cnn, jem)")
         if not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
             raise EBMError("Adam betas must be in [0, 1)")
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
@@ -412,8 +407,6 @@ class Trainer:
         else:
             self.buffer.dimmed = self._dimmed()
             idx, x_neg = self.buffer.sample(len(x_real))
-            if c.pen_strokes:  # no extra draws otherwise: runs without stay bit for bit as they were
-                x_real = self._pen_strokes(x_real)
             noise = torch.randn(x_real.shape, generator=self.generator, device=self.device)
             x_real = (x_real + c.data_noise * noise).clamp(-1, 1)
         x_neg = self.negatives(x_neg)
@@ -481,15 +474,6 @@ class Trainer:
         if not k or y is None:
             return x[:0]
         return x[torch.isin(y, MIRROR_CLASSES.to(y.device))][:k].flip(-1)
-
-    def _pen_strokes(self, x: torch.Tensor) -> torch.Tensor:
-        """A ``pen_strokes`` share of the images redrawn as flat strokes: 4× upsampled, cut at a grey
-        level drawn from [−0.6, 0.6] per image (lower: thicker), averaged back to 28×28, brightest pixel 1."""
-        pick = torch.rand(len(x), generator=self.generator, device=x.device) < self.config.pen_strokes
-        level = torch.rand(len(x), 1, 1, 1, generator=self.generator, device=x.device) * 1.2 - 0.6
-        ink = F.avg_pool2d((F.interpolate(x, scale_factor=4, mode="bilinear") > level).float(), 4)
-        pen = ink / ink.flatten(1).amax(1).clamp_min(1e-6).view(-1, 1, 1, 1) * 2 - 1
-        return torch.where(pick.view(-1, 1, 1, 1), pen, x)
 
     def _pushed_up(self, e: torch.Tensor) -> torch.Tensor:
         """The fakes' half of the loss for the mirrored negatives (0 when there are none)."""

@@ -178,21 +178,6 @@ def test_a_resumed_run_fills_its_buffer_as_its_step_says(digits):
     assert fresh == pytest.approx(0.5, abs=0.01) and resumed == pytest.approx(0.25, abs=0.05)  # s·u: mean s/2
 
 
-def test_pen_strokes_redraw_a_share_of_the_digits_as_flat_strokes(digits):
-    x = digits.x[:2000]
-    tr = ebm_play.Trainer(small(pen_strokes=0.3), digits.x, digits.y)
-    pen = tr._pen_strokes(x)
-    redrawn = (pen != x).flatten(1).any(1)
-    assert abs(redrawn.float().mean().item() - 0.3) < 5 * math.sqrt(0.3 * 0.7 / len(x))
-    assert torch.equal(pen[~redrawn], x[~redrawn])
-    flat = pen[redrawn].flatten(1)
-    assert torch.all(flat.amax(1) == 1) and torch.all(flat.amin(1) == -1)
-    # the shape stays: a redrawn digit keeps most of its ink where the original had it
-    overlap = ((flat > 0) & (x[redrawn].flatten(1) > -0.5)).sum(1) / (flat > 0).sum(1)
-    assert overlap.median() > 0.9
-    assert "loss" in tr.step()
-
-
 def test_same_seed_same_run(digits):
     a, b = (ebm_play.Trainer(small(), digits.x, digits.y) for _ in range(2))
     for _ in range(3):
@@ -204,8 +189,7 @@ def test_same_seed_same_run(digits):
                                  dict(classes=[11]), dict(noise=float("nan")), dict(step_size=float("inf")),
                                  dict(drift_bound=-1), dict(drift_window=0), dict(dimmed=1.5), dict(dimmed_from=-1),
                                  dict(model="rbm", dimmed=0.5),
-                                 dict(mirrored=1.5), dict(model="rbm", mirrored=0.5),
-                                 dict(pen_strokes=-0.1), dict(model="rbm", pen_strokes=0.5)])
+                                 dict(mirrored=1.5), dict(model="rbm", mirrored=0.5)])
 def test_bad_training_options_are_user_errors(bad):
     with pytest.raises(EBMError):
         small(**bad)

@@ -181,6 +181,13 @@ def preset(name: str, **overrides) -> TrainConfig:
     return TrainConfig(**{**PRESETS[name], **overrides})
 
 
+def _check_labels(config: TrainConfig, labels: torch.Tensor | None) -> None:
+    if labels is None and config.model == "jem":
+        raise EBMError("JEM training needs labels")
+    if labels is None and config.mirrored:
+        raise EBMError("mirrored negatives need labels (they mirror the digits 2–7 and 9)")
+
+
 def cd_loss(e_real: torch.Tensor, e_fake: torch.Tensor, alpha: float) -> torch.Tensor:
     """Contrastive divergence with an energy-magnitude penalty: pushes E down at data, up at fakes."""
     return e_real.mean() - e_fake.mean() + alpha * (e_real.pow(2).mean() + e_fake.pow(2).mean())
@@ -267,10 +274,7 @@ class Trainer:
             data, labels = data[keep], labels[keep]
         if len(data) == 0:
             raise EBMError("no training images (is the class subset empty?)")
-        if c.model == "jem" and labels is None:
-            raise EBMError("JEM training needs labels")
-        if c.mirrored and labels is None:
-            raise EBMError("mirrored negatives need labels (they mirror the digits 2–7 and 9)")
+        _check_labels(c, labels)
         self.data = data.to(self.device)
         self.labels = None if labels is None else labels.to(self.device)
         with torch.random.fork_rng(devices=[]):  # seeded weights without touching the global RNG
@@ -308,6 +312,7 @@ class Trainer:
 
     def set_data(self, data: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         """Train on new data from the next batch on (the app adds clicked points to a live run)."""
+        _check_labels(self.config, labels)
         self.data = data.to(self.device)
         self.labels = None if labels is None else labels.to(self.device)
         self._order = torch.empty(0, dtype=torch.long)
@@ -319,8 +324,7 @@ class Trainer:
         if any(changes[k] != getattr(self.config, k) for k in arch):
             raise EBMError(f"{sorted(arch)[0]} cannot change during a run: start a new one")
         new = dataclasses.replace(self.config, **changes)
-        if new.mirrored and self.labels is None:
-            raise EBMError("mirrored negatives need labels (they mirror the digits 2–7 and 9)")
+        _check_labels(new, self.labels)
         changed = [k for k in changes if getattr(new, k) != getattr(self.config, k)]
         self.config = new
         if new.model != "rbm":
@@ -471,7 +475,7 @@ class Trainer:
     def _mirrored(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """The batch's asymmetric digits (2–7, 9) mirrored left to right, at most ``mirrored`` × batch."""
         k = round(self.config.mirrored * len(x))
-        if not k or y is None:
+        if not k:
             return x[:0]
         return x[torch.isin(y, MIRROR_CLASSES.to(y.device))][:k].flip(-1)
 

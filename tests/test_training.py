@@ -233,6 +233,8 @@ def test_mirrored_negatives_are_the_batch_asymmetric_digits_flipped(digits):
         ebm_play.Trainer(small(mirrored=0.25), digits.x)
     with pytest.raises(EBMError, match="labels"):
         ebm_play.Trainer(small(), digits.x).update_config(mirrored=0.5)
+    with pytest.raises(EBMError, match="labels"):
+        tr.set_data(digits.x)
 
 
 def test_mirrored_negatives_teach_the_energy_to_reject_mirror_images(digits):

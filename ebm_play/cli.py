@@ -25,13 +25,14 @@ from .api import default_sampler_settings, denoise, inpaint, sample_chains, scor
 from .data import mnist
 from .errors import EBMError
 from .images import load_images, open_image, save_images
+from .models import IMAGE_ENERGIES
 from .runtime import configure_threads, resolve_device
 from .training import TrainConfig, Trainer
 from .weights import load_model, read_metadata, resolve, save_model, shipped_models
 
 PROG = "python -m ebm_play"
 CONVENTION = "Energy convention: lower energy = more data-like, p(x) ∝ exp(−E(x))."
-IMAGE_KINDS = ("cnn", "jem", "rbm")
+TRAINABLE = ("cnn", "jem", "rbm")
 HALVES = ("top", "bottom", "left", "right")
 
 
@@ -122,6 +123,7 @@ TRAIN_HELP = {
     "dimmed": "share of those restarts whose noise is dimmed by a random brightness (down to blank)",
     "dimmed_from": "updates made before the restarts are dimmed",
     "mirrored": "extra negatives per update, as a share of the batch: mirror images of the digits 2–7 and 9",
+    "augment": "share of each batch's real digits randomly rotated, scaled, sheared, shifted and thickened or thinned",
     "data_noise": "noise σ added to real images",
     "grad_clip": "max gradient norm ('none' = no clipping)",
     "jem_gen_weight": "JEM: weight of the generative term beside cross-entropy",
@@ -152,7 +154,7 @@ def _config_flags(p: argparse.ArgumentParser) -> list[str]:
         if base is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif f.name == "model":
-            kw["choices"] = IMAGE_KINDS
+            kw["choices"] = TRAINABLE
         elif typing.get_origin(base) is list:
             kw.update(type=_classes, metavar="D,D,…")
         elif base in (int, float):
@@ -255,6 +257,16 @@ def build_parser() -> Parser:
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     _common(p)
 
+    p = sub.add_parser("ensemble", help="average JEM models into one OOD energy", formatter_class=fmt,
+                       description="Average JEM models into one energy, E(x) = mean_i (E_i(x) − μ_i)/σ_i, each member "
+                                   "standardised on real training digits; p(y|x) from the averaged logits. Independently "
+                                   f"trained detectors disagree on what is not a digit; the average keeps what they agree on. {CONVENTION}")
+    p.add_argument("members", nargs="+", metavar="MODEL", help="JEM weights files or shipped names, all of one width")
+    p.add_argument("--data", metavar="ROOT", help="MNIST root (default $EBM_PLAY_DATA or ./data; else the bundled digits)")
+    p.add_argument("--n", type=positive_int, default=2000, metavar="N", help="training digits to standardise on (default 2000)")
+    p.add_argument("--out", required=True, metavar="FILE", help="weights file to write (.safetensors)")
+    _common(p, seed=False)
+
     p = sub.add_parser("train", help="train a model (also on N processes under torchrun)", formatter_class=fmt,
                        description="Train an energy model by contrastive divergence (fakes from a replay buffer refined "
                                    "by Langevin; Gibbs for the RBM). Progress: step, loss, E(real), E(fake), gap = "
@@ -284,7 +296,7 @@ def build_parser() -> Parser:
 # --- helpers ----------------------------------------------------------------------------------
 def _load(name: str, device: str):
     model = load_model(name, resolve_device(device))
-    if model.kind not in IMAGE_KINDS:
+    if model.kind not in IMAGE_ENERGIES:
         raise EBMError(f"{name}: a {model.kind} model is not an energy model of 28×28 images (use cnn, jem or rbm)")
     return model
 
@@ -351,7 +363,7 @@ def cmd_models(args) -> int:
         info = meta.get("info", {})
         config = " ".join(f"{k}={v}" for k, v in meta["config"].items())
         extra = f", {info['train_steps']} training steps" if "train_steps" in info else ""
-        if meta["kind"] not in IMAGE_KINDS:
+        if meta["kind"] not in IMAGE_ENERGIES:
             extra += " (not an image energy model: not for sample/score/inpaint/denoise)"
         print(f"{name:16s} {meta['kind']:10s} {config}{extra}")
     return 0
@@ -501,6 +513,25 @@ def _train_loop(args, trainer: Trainer, source: str, done: int, world: distribut
     return 0
 
 
+def cmd_ensemble(args) -> int:
+    from .composition import ensemble
+
+    members = [load_model(name, "cpu") for name in args.members]
+    for name, m in zip(args.members, members):
+        if m.kind != "jem":
+            raise EBMError(f"{name}: a {m.kind} model; an ensemble is made of JEM models")
+    digits = mnist(train=True, root=args.data)
+    model = ensemble(members, digits.x[: args.n])
+    info = {"members": [{"file": Path(m.source).name, **m.info} for m in members],
+            "standardised_on": f"the first {min(args.n, len(digits.x))} digits of {digits.source}",
+            "samplers": members[0].info.get("samplers", {})}
+    save_model(model, args.out, info)
+    for name, mu, s in zip(args.members, model.shift.tolist(), model.scale.tolist()):
+        print(f"{name}: μ {mu:+.4f}  σ {s:.4f}")
+    print(f"saved {args.out} ({len(members)} members)")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from .metrics import evaluate, format_report
 
@@ -541,7 +572,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             return cmd_train(args, config_names)
         return {"models": cmd_models, "sample": cmd_sample, "score": cmd_score,
-                "inpaint": cmd_inpaint, "denoise": cmd_denoise, "evaluate": cmd_evaluate}[args.command](args)
+                "inpaint": cmd_inpaint, "denoise": cmd_denoise, "evaluate": cmd_evaluate,
+                "ensemble": cmd_ensemble}[args.command](args)
     except (EBMError, ValueError, FileNotFoundError, OSError) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .errors import EBMError
-from .models import EnergyModel, JEMEnergy
+from .models import EnergyModel, JEMEnergy, JEMEnsemble
 
 
 class ClassEnergy(EnergyModel):
@@ -22,9 +22,9 @@ class ClassEnergy(EnergyModel):
 
     kind = "class"
 
-    def __init__(self, jem: JEMEnergy, label: int):
+    def __init__(self, jem: JEMEnergy | JEMEnsemble, label: int):
         super().__init__(label=int(label))
-        if not isinstance(jem, JEMEnergy):
+        if not getattr(jem, "has_classes", False):
             raise EBMError("class experts need a JEM model")
         if not 0 <= int(label) < jem.config["n_classes"]:
             raise EBMError(f"class must be between 0 and {jem.config['n_classes'] - 1}, got {label}")
@@ -135,3 +135,22 @@ def compose(*pairs: tuple[nn.Module, float], names: list[str] | None = None) -> 
     """``compose((model, 1.0), (ClassEnergy(jem, 3), 1.0), (ClassEnergy(jem, 8), -0.5))``."""
     names = names or [getattr(m, "kind", type(m).__name__) + f"#{i}" for i, (m, _) in enumerate(pairs)]
     return ComposedEnergy([Expert(n, m, float(w)) for n, (m, w) in zip(names, pairs)])
+
+
+@torch.no_grad()
+def ensemble(jems: list[JEMEnergy], digits: torch.Tensor) -> JEMEnsemble:
+    """JEMs of one architecture as one :class:`JEMEnsemble`, each member's energy standardised
+    (mean μ_i, standard deviation σ_i) on ``digits``, real digits the members were trained on."""
+    if not jems or any(not isinstance(m, JEMEnergy) for m in jems):
+        raise EBMError("an ensemble is made of JEM models")
+    if any(m.config != jems[0].config for m in jems):
+        raise EBMError("the ensemble's JEM models must have the same width and classes")
+    if len(digits) < 2:
+        raise EBMError("standardising the members needs at least 2 digits")
+    out = JEMEnsemble(len(jems), **jems[0].config)
+    for i, m in enumerate(jems):
+        out.members[i].load_state_dict(m.state_dict())
+        e = torch.cat([m(digits[j: j + 1024].to(next(m.parameters()).device)).float().cpu() for j in range(0, len(digits), 1024)])
+        out.shift[i], out.scale[i] = e.mean(), e.std()
+    out.check()
+    return out.eval()

@@ -245,7 +245,7 @@ def evaluate(model: nn.Module, classifier: nn.Module, test: Digits, n_samples: i
     e_in = score(model, ref[:n_samples])
     report["ood_auroc"] = {name: auroc(e_in, score(model, o)) for name, o in ood_sets(held_out, n_samples, seed).items()}
     report["drawn_accepted"] = (score(model, render_drawn_digits()[0]) <= threshold(e_in, DEFAULT_TPR)).float().mean().item()
-    if model.kind == "jem":
+    if model.has_classes:
         with torch.no_grad():
             pred = torch.cat([model.classify(test.x[i: i + 1000]).argmax(1) for i in range(0, len(test.x), 1000)])
         report["accuracy"] = (pred == test.y).float().mean().item()

@@ -73,6 +73,10 @@ class TrainConfig:
     # of the batch's asymmetric digits (2–7, 9), pushed up like fakes. Shapes a digit's strokes
     # make but no digit has: they teach the energy shape, not only ink (cnn and jem; needs labels).
     mirrored: float = 0.0
+    # Positive data augmentation: this share of each batch's real digits randomly rotated (±10°),
+    # scaled (0.9–1.1), sheared, shifted (±2 px) and made bolder or thinner, so a detector that
+    # runs away (see weights/README.md) still accepts digits drawn in other hands, e.g. on the pad.
+    augment: float = 0.0
     data_noise: float = 0.005
     grad_clip: float | None = 0.1  # max gradient norm
     jem_gen_weight: float = 1.0
@@ -119,13 +123,15 @@ class TrainConfig:
                 continue
             if not (math.isfinite(v) and v >= 0):
                 raise EBMError(f"{name} must be 0 or more, got {v!r}")
-        for name in ("reinit", "dimmed", "mirrored"):
+        for name in ("reinit", "dimmed", "mirrored", "augment"):
             if not 0 <= getattr(self, name) <= 1:
                 raise EBMError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
         if self.dimmed and self.model not in ("cnn", "jem"):
             raise EBMError("dimmed restarts are for image energies (cnn, jem)")
         if self.mirrored and self.model not in ("cnn", "jem"):
             raise EBMError("mirrored negatives are for image energies (cnn, jem)")
+        if self.augment and self.model not in ("cnn", "jem"):
+            raise EBMError("augmented digits are for image energies (cnn, jem)")
         if not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
             raise EBMError("Adam betas must be in [0, 1)")
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
@@ -419,6 +425,7 @@ class Trainer:
 
         self.model.train()
         metrics: dict = dict(self.sampler_stats)
+        x_real = self._augmented(x_real)
         x_mir = self._mirrored(x_real, y)
         n, m = len(x_real), len(x_neg)
         if c.model == "jem":
@@ -478,6 +485,29 @@ class Trainer:
         if not k:
             return x[:0]
         return x[torch.isin(y, MIRROR_CLASSES.to(y.device))][:k].flip(-1)
+
+    def _augmented(self, x: torch.Tensor) -> torch.Tensor:
+        """The first ``augment`` × batch images randomly deformed (see ``TrainConfig.augment``),
+        each brought back to full brightness as MNIST's digits are."""
+        k = round(self.config.augment * len(x))
+        if not k:
+            return x
+        g, d = self.generator, self.device
+
+        def uniform(lo: float, hi: float) -> torch.Tensor:
+            return lo + (hi - lo) * torch.rand(k, generator=g, device=d)
+
+        angle, scale, shear = uniform(-10, 10) * math.pi / 180, uniform(0.9, 1.1), uniform(-0.15, 0.15)
+        tx, ty = uniform(-2 / 14, 2 / 14), uniform(-2 / 14, 2 / 14)  # ±2 pixels in grid units
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        theta = torch.stack([torch.stack([cos, -sin + shear, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+        ink = (x[:k] + 1) / 2
+        ink = F.grid_sample(ink, F.affine_grid(theta, ink.shape, align_corners=False), align_corners=False)
+        bold = uniform(-0.5, 0.5).view(-1, 1, 1, 1)  # > 0: towards a 3×3 dilation, < 0: an erosion
+        dilated, eroded = F.max_pool2d(ink, 3, 1, 1), -F.max_pool2d(-ink, 3, 1, 1)
+        ink = torch.where(bold > 0, ink + bold * (dilated - ink), ink - bold * (eroded - ink)).clamp(0, 1)
+        ink = ink / ink.amax((1, 2, 3), keepdim=True).clamp_min(1e-6)
+        return torch.cat([ink * 2 - 1, x[k:]])
 
     def _pushed_up(self, e: torch.Tensor) -> torch.Tensor:
         """The fakes' half of the loss for the mirrored negatives (0 when there are none)."""

@@ -151,6 +151,10 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device | Non
         if not torch.isfinite(t).all():
             raise EBMError(f"{path.name}: tensor {k!r} contains NaN or infinite values")
     model.load_state_dict({k: t.float() for k, t in tensors.items()})
+    try:
+        model.check()
+    except EBMError as e:
+        raise EBMError(f"{path.name}: {e}") from e
     model.info = meta.get("info", {})
     model.source = str(path)
     return model.to(resolve_device(device)).eval()

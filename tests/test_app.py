@@ -14,6 +14,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import ebm_play
+from ebm_play.models import IMAGE_ENERGIES
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -95,7 +96,7 @@ def test_registry_removes_its_download_folder(monkeypatch, tmp_path):
 
 def test_shipped_energy_models_are_offered(app):
     kinds = {m.kind for m in app.registry.models.values()}
-    assert kinds <= {"cnn", "jem", "rbm"}  # helpers in weights/ (the evaluation classifier) are not offered
+    assert kinds <= set(IMAGE_ENERGIES)  # helpers in weights/ (the evaluation classifier) are not offered
     assert app.registry.untrained == (not set(app.registry.models) - {"random (untrained)"})
 
 

@@ -346,3 +346,23 @@ def test_evaluate_prints_quality_ood_and_writes_json(capsys, tmp_path, model_fil
     assert report["n_samples"] == 100 and 0 <= report["ood_auroc"]["uniform noise"] <= 1
     rc, _, err = run(capsys, "evaluate", "--model", str(model_file), "--classifier", str(model_file), "--n", "100")
     assert_user_error(rc, err, "not an evaluation classifier")
+
+
+def test_ensemble_averages_jem_files_standardised_on_training_digits(capsys, tmp_path, model_file, monkeypatch):
+    monkeypatch.setenv("EBM_PLAY_DATA", str(tmp_path / "no-mnist"))  # the bundled digits
+    torch.manual_seed(0)
+    jems = [ebm_play.save_model(ebm_play.JEMEnergy(width=4), tmp_path / f"j{i}.safetensors", info={"train_steps": 5})
+            for i in range(2)]
+    rc, out, err = run(capsys, "ensemble", *jems, "--n", 300, "--out", tmp_path / "e.safetensors")
+    assert rc == 0, err
+    assert "saved" in out and "2 members" in out
+    e = ebm_play.load_model(tmp_path / "e.safetensors")
+    assert e.kind == "jem-ensemble" and [m["file"] for m in e.info["members"]] == ["j0.safetensors", "j1.safetensors"]
+    assert "first 300 digits" in e.info["standardised_on"]
+    digits = ebm_play.sample_digits(train=True).x[:300]
+    assert abs(ebm_play.score(e, digits).mean().item()) < 1e-3  # each member has mean 0 on those digits
+    rc, _, err = run(capsys, "score", "--model", tmp_path / "e.safetensors", "--in", _bad_npz(tmp_path, "d.npz", digits[:2].numpy()))
+    assert rc == 0, err
+    rc, _, err = run(capsys, "ensemble", jems[0], model_file, "--out", tmp_path / "bad.safetensors")
+    assert_user_error(rc, err, "tiny.safetensors", "JEM")
+    assert not (tmp_path / "bad.safetensors").exists()

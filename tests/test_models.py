@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import ebm_play
-from ebm_play.composition import ClassEnergy, compose
+from ebm_play.composition import ClassEnergy, compose, ensemble
 from ebm_play.errors import EBMError
-from ebm_play.models import _subpixel_input_grad
+from ebm_play.models import JEMEnsemble, _subpixel_input_grad
 
 
 @pytest.fixture
@@ -44,6 +44,46 @@ def test_jem_energies_and_probabilities(x):
     assert torch.allclose(p[:, 3], torch.exp(-m(x, 3) + m(x)), atol=1e-6)
 
 
+def _ensemble(members: int = 3) -> JEMEnsemble:
+    torch.manual_seed(1)
+    m = JEMEnsemble(members, width=4)
+    with torch.no_grad():
+        m.shift.uniform_(-2, 2)
+        m.scale.uniform_(0.5, 2)
+    return m
+
+
+def test_ensemble_averages_standardised_member_energies(x):
+    m = _ensemble()
+    z = [(j(x) - mu) / s for j, mu, s in zip(m.members, m.shift, m.scale)]
+    assert torch.allclose(m(x), sum(z) / 3, atol=1e-6)
+    # class energies are standardised the same way, and p(y|x) = exp(−E(x, y)) / Σ_y' exp(−E(x, y'))
+    z3 = [(j(x, 3) - mu) / s for j, mu, s in zip(m.members, m.shift, m.scale)]
+    assert torch.allclose(m(x, 3), sum(z3) / 3, atol=1e-6)
+    every = torch.stack([m(x, y) for y in range(10)], 1)
+    assert torch.allclose(m.classify(x), torch.softmax(-every, 1), atol=1e-6)
+    assert m.has_classes and m.is_energy
+    with pytest.raises(EBMError, match="members"):
+        JEMEnsemble(0, width=4)
+
+
+def test_ensemble_from_trained_jems_is_standardised_on_the_given_digits(x):
+    torch.manual_seed(0)
+    jems = [ebm_play.JEMEnergy(width=4).eval() for _ in range(2)]
+    for j in jems:  # energies that vary by more than float32 rounding of their mean
+        torch.nn.init.normal_(j.head.weight, std=3.0)
+    digits = torch.rand(64, 1, 28, 28) * 2 - 1
+    m = ensemble(jems, digits)
+    for i, original in enumerate(jems):
+        z = (original(digits) - m.shift[i]) / m.scale[i]
+        assert torch.allclose(m.members[i](x), original(x))
+        assert abs(z.mean().item()) < 1e-4 and abs(z.std().item() - 1) < 1e-4  # float32
+    with pytest.raises(EBMError, match="JEM models"):
+        ensemble([ebm_play.CNNEnergy(width=4)], digits)
+    with pytest.raises(EBMError, match="same width"):
+        ensemble([jems[0], ebm_play.JEMEnergy(width=8)], digits)
+
+
 def test_rbm_free_energy_equals_brute_force_sum_over_hidden_states():
     torch.manual_seed(1)
     rbm = ebm_play.RBM(hidden=4, visible=6)
@@ -78,6 +118,7 @@ def _autograd_energy_and_grad(energy, x):
 @pytest.mark.parametrize("make", [
     lambda: ebm_play.CNNEnergy(width=4), lambda: ebm_play.CNNEnergy(width=4, spectral_norm=True),
     lambda: ebm_play.JEMEnergy(width=4), lambda: ClassEnergy(ebm_play.JEMEnergy(width=4), 3),
+    lambda: _ensemble(), lambda: ClassEnergy(_ensemble(), 3),
     lambda: compose((ebm_play.CNNEnergy(width=4), 1.0), (ClassEnergy(ebm_play.JEMEnergy(width=4), 7), -0.5))])
 def test_written_out_gradients_equal_autograd(make, x):
     torch.manual_seed(0)

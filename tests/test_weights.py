@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 import ebm_play
 from ebm_play import weights
 from ebm_play.errors import EBMError
+from ebm_play.models import JEMEnsemble
 
 
 @pytest.fixture
@@ -32,7 +33,8 @@ def meta_of(model):
     return {"format": 1, "kind": model.kind, "config": model.config}
 
 
-@pytest.mark.parametrize("m", [ebm_play.CNNEnergy(width=4, spectral_norm=True), ebm_play.JEMEnergy(width=4), ebm_play.RBM(hidden=8)])
+@pytest.mark.parametrize("m", [ebm_play.CNNEnergy(width=4, spectral_norm=True), ebm_play.JEMEnergy(width=4), ebm_play.RBM(hidden=8),
+                               JEMEnsemble(2, width=4)])
 def test_round_trip_rebuilds_the_model_from_the_file_alone(m, tmp_path):
     x = torch.rand(3, 1, 28, 28) * 2 - 1
     m.eval()
@@ -93,6 +95,13 @@ def test_missing_extra_misshapen_and_bad_tensors(model, tmp_path):
         p = write(tmp_path / "bad.safetensors", tensors, meta_of(model))
         with pytest.raises(EBMError, match=msg):
             ebm_play.load_model(p)
+
+
+def test_ensemble_with_a_non_positive_scale_is_refused(tmp_path):
+    m = JEMEnsemble(2, width=4)
+    tensors = {**m.state_dict(), "scale": torch.tensor([1.0, 0.0])}
+    with pytest.raises(EBMError, match="bad.safetensors: the members' scales must be positive"):
+        ebm_play.load_model(write(tmp_path / "bad.safetensors", tensors, meta_of(m)))
 
 
 @pytest.mark.parametrize("meta,msg", [

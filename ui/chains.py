@@ -21,6 +21,7 @@ import torch
 
 import ebm_play
 from ebm_play import EBMError
+from ebm_play.models import IMAGE_ENERGIES
 from ebm_play.runtime import job_threads, make_generator
 from ebm_play.samplers import sampler_options
 
@@ -293,7 +294,7 @@ class ModelFiles:
                 self._cache.move_to_end(key)
                 return self._cache[key]
         m = ebm_play.load_model(p, device)
-        if m.kind not in ("cnn", "jem", "rbm"):
+        if m.kind not in IMAGE_ENERGIES:
             raise EBMError(f"{p.name} is a {m.kind} model, not an energy model over digits (cnn, jem or rbm)")
         with self._lock:
             self._cache[key] = m

@@ -46,8 +46,8 @@ _previews_lock = threading.Lock()
 
 
 def jem_names(registry: Registry, s=None) -> list[str]:
-    names = [k for k, m in registry.models.items() if m.kind == "jem"]
-    if s is not None and s.trained is not None and s.trained.kind == "jem":
+    names = [k for k, m in registry.models.items() if m.has_classes]
+    if s is not None and s.trained is not None and s.trained.has_classes:
         names.append(TRAINED_MODEL)
     return names
 
@@ -78,7 +78,7 @@ def build_energy(registry: Registry, session, experts, sketch=None) -> tuple[ebm
             raise EBMError(f"expert {i}: 'on' must be true or false")
         if kind == "model":
             m, label = resolve_model(registry, session, e.get("model") or registry.default_model)
-            energy, name = m, label.split(" (")[0] + (" E(x)" if m.kind == "jem" else "")
+            energy, name = m, label.split(" (")[0] + (" E(x)" if m.has_classes else "")
         elif kind == "class":
             y = whole(f"expert {i} class", e.get("label"), 0, 9)
             jems = jem_names(registry, s)
@@ -86,7 +86,7 @@ def build_energy(registry: Registry, session, experts, sketch=None) -> tuple[ebm
             if key is None:
                 raise EBMError("class experts need a JEM model, and none is loaded")
             m, _ = resolve_model(registry, session, key)
-            if m.kind != "jem":
+            if not m.has_classes:
                 raise EBMError(f"expert {i}: class experts need a JEM model; {key} is a {m.kind} model")
             energy, name = ebm_play.ClassEnergy(m, y).eval(), f"{'an' if y == 8 else 'a'} {y}"
         elif kind == "ink":

@@ -77,7 +77,7 @@ def resolve_label(model, label) -> int | None:
     if label is None or label == -1 or label == "":
         return None
     label = whole("class", label, 0, 9)
-    if model.kind != "jem":
+    if not model.has_classes:
         raise EBMError(f"a class (E(x, y)) needs a JEM model such as mnist-jem; this is a {model.kind} model")
     return label
 
@@ -262,7 +262,7 @@ def create_tab(registry: Registry, session: gr.BrowserState) -> dict:
             return (gr.skip(),) * len(knobs)
         b = opts.get("base")
         temp = opts.get("t_end" if name == "annealed" else "temperature")
-        jem = model.kind == "jem"
+        jem = model.has_classes
         return (st,
                 gr.Number(value=opts.get("step_size"), visible="step_size" in opts),
                 gr.Number(value=opts.get("noise"), visible="noise" in opts),

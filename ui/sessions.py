@@ -35,6 +35,7 @@ from PIL import Image
 import ebm_play
 from ebm_play import EBMError
 from ebm_play.metrics import classify, label_quality
+from ebm_play.models import IMAGE_ENERGIES
 from ebm_play.runtime import FOREGROUND, background_priority, job_threads
 from ebm_play.weights import read_metadata, resolve
 
@@ -44,7 +45,6 @@ SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 RANDOM_MODEL = "random (untrained)"
 TRAINED_MODEL = "trained in this session"
 LIVE = ("running", "paused")
-IMAGE_KINDS = ("cnn", "jem", "rbm")  # energy models over 28×28 images: what the tabs can use
 MAX_SESSIONS = 1000  # idle sessions past this are forgotten, oldest first (never one with a live run)
 VIEW_EVERY_S = 0.5  # the worker refreshes grids and histogram at most this often
 N_VIEW = 200  # images per group in the energy histogram
@@ -310,7 +310,7 @@ class Registry:
         self.problems: list[str] = []
         for name in ebm_play.shipped_models():
             try:  # weights/ also holds helpers (e.g. the evaluation classifier): keep image energy models only
-                if read_metadata(resolve(name))["kind"] not in IMAGE_KINDS:
+                if read_metadata(resolve(name))["kind"] not in IMAGE_ENERGIES:
                     continue
                 self.models[name] = ebm_play.load_model(name, self.device)
             except EBMError as e:

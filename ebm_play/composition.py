@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .api import score
 from .errors import EBMError
 from .models import EnergyModel, JEMEnergy, JEMEnsemble
 
@@ -150,7 +151,7 @@ def ensemble(jems: list[JEMEnergy], digits: torch.Tensor) -> JEMEnsemble:
     out = JEMEnsemble(len(jems), **jems[0].config)
     for i, m in enumerate(jems):
         out.members[i].load_state_dict(m.state_dict())
-        e = torch.cat([m(digits[j: j + 1024].to(next(m.parameters()).device)).float().cpu() for j in range(0, len(digits), 1024)])
+        e = score(m, digits)
         out.shift[i], out.scale[i] = e.mean(), e.std()
     out.check()
     return out.eval()

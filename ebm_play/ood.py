@@ -198,7 +198,7 @@ def scorer_for(model: nn.Module) -> OODScorer:
 
 def classify(model: nn.Module, x: torch.Tensor, tpr: float = DEFAULT_TPR, confident: float = CONFIDENT,
              scorer: OODScorer | None = None) -> dict:
-    """A JEM's p(y|x) for one image next to its energy E(x) = −logsumexp f(x), with an answer that
+    """A JEM's p(y|x) for one image next to its energy E(x) (−logsumexp f(x) for one JEM), with an answer that
     says "I don't know" when the energy flags the image as out-of-distribution, however confident
     the classifier is. Returns probabilities (10), prediction, confidence, the OOD verdict and answer."""
     if not hasattr(model, "classify"):

@@ -69,8 +69,9 @@ def create_tab(registry: Registry, session: gr.BrowserState, page: gr.Tab | None
             r = ood.classify(model, x, tpr, scorer=ood.scorer_for(model))
         df = pd.DataFrame({"digit": [str(i) for i in range(10)], "p(y|x)": r["probabilities"]})
         why = r["explanation"]
+        formula = "mean_i (E_i(x) − μ_i)/σ_i" if model.kind == "jem-ensemble" else "−logsumexp f(x)"
         text = (f"# {r['answer']}\n{why[:1].upper() + why[1:]}.  \n"
-                f"Top class **{r['prediction']}** with p = {r['confidence']:.3f} · energy E(x) = −logsumexp f(x) = "
+                f"Top class **{r['prediction']}** with p = {r['confidence']:.3f} · energy E(x) = {formula} = "
                 f"**{r['energy']:.4g}** (higher than {r['percentile']:.1f}% of test digits; threshold at TPR "
                 f"{tpr:.1%}: {r['threshold']:.4g}).  \nModel: {label} · input: {source}.")
         result = {"model": label, "input": source,

@@ -265,7 +265,7 @@ class JEMEnergy(EnergyModel):
 class JEMEnsemble(EnergyModel):
     """JEMs averaged, each standardised on training digits: E(x) = mean_i (E_i(x) − μ_i)/σ_i.
 
-    Detectors trained alike still disagree on what is not a digit (letters AUROC 0.80–0.91 across
+    Detectors trained alike still disagree on what is not a digit (letters AUROC 0.80–0.92 across
     seeds and checkpoints, weights/README.md); the average keeps what they agree on, as a deep
     ensemble does. Class energies are standardised the same way: E(x, y) = mean_i (−f_i(x)[y] − μ_i)/σ_i
     = −f(x)[y] − mean_i μ_i/σ_i with the averaged logits f(x) = mean_i f_i(x)/σ_i, p(y|x) = softmax f(x).

@@ -126,12 +126,9 @@ class TrainConfig:
         for name in ("reinit", "dimmed", "mirrored", "augment"):
             if not 0 <= getattr(self, name) <= 1:
                 raise EBMError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
-        if self.dimmed and self.model not in ("cnn", "jem"):
-            raise EBMError("dimmed restarts are for image energies (cnn, jem)")
-        if self.mirrored and self.model not in ("cnn", "jem"):
-            raise EBMError("mirrored negatives are for image energies (cnn, jem)")
-        if self.augment and self.model not in ("cnn", "jem"):
-            raise EBMError("augmented digits are for image energies (cnn, jem)")
+        for name, what in (("dimmed", "dimmed restarts"), ("mirrored", "mirrored negatives"), ("augment", "augmented digits")):
+            if getattr(self, name) and self.model not in ("cnn", "jem"):
+                raise EBMError(f"{what} are for image energies (cnn, jem)")
         if not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
             raise EBMError("Adam betas must be in [0, 1)")
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
@@ -428,21 +425,19 @@ class Trainer:
         x_real = self._augmented(x_real)
         x_mir = self._mirrored(x_real, y)
         n, m = len(x_real), len(x_neg)
-        if c.model == "jem":
-            logits = self._loss_net(torch.cat([x_real, x_neg, x_mir]))
-            e = -torch.logsumexp(logits, 1)
-            e_real, e_fake, e_mir = e[:n], e[n: n + m], e[n + m:]
-            ce = F.cross_entropy(logits[:n], y)
-            loss = ce + c.jem_gen_weight * (cd_loss(e_real, e_fake, c.alpha) + self._pushed_up(e_mir))
-            metrics["ce"] = ce.item()
-            metrics["accuracy"] = (logits[:n].argmax(1) == y).float().mean().item()
-        elif c.model == "rbm":
+        if c.model == "rbm":
             e_real, e_fake = self._loss_net(x_real), self._loss_net(x_neg)
             loss = e_real.mean() - e_fake.mean()
         else:
-            e = self._loss_net(torch.cat([x_real, x_neg, x_mir]))
+            out = self._loss_net(torch.cat([x_real, x_neg, x_mir]))  # JEM: logits
+            e = -torch.logsumexp(out, 1) if c.model == "jem" else out
             e_real, e_fake, e_mir = e[:n], e[n: n + m], e[n + m:]
             loss = cd_loss(e_real, e_fake, c.alpha) + self._pushed_up(e_mir)
+            if c.model == "jem":
+                ce = F.cross_entropy(out[:n], y)
+                loss = ce + c.jem_gen_weight * loss
+                metrics["ce"] = ce.item()
+                metrics["accuracy"] = (out[:n].argmax(1) == y).float().mean().item()
         if len(x_mir):
             metrics["e_mirrored"] = e_mir.mean().item()
 

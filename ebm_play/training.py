@@ -26,7 +26,7 @@ import math
 import time
 import dataclasses
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -260,6 +260,12 @@ class LossView(torch.nn.Module):
         return self.model.logits(x) if self.model.kind == "jem" else self.model(x)
 
 
+class Interrupted(Exception):
+    """Raised by :meth:`Trainer.step` when its ``interrupt`` check said stop during an update: the
+    update is dropped whole (no weights, optimiser or buffer change), so the run can pause or stop
+    within one sampler step instead of waiting for the update to end."""
+
+
 class Trainer:
     """One training run. ``data`` is N×1×28×28 images (or N×2 points for mlp2d) in [−1, 1];
     ``labels`` (N,) is needed for JEM.
@@ -269,8 +275,10 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, data: torch.Tensor, labels: torch.Tensor | None = None,
-                 model: EnergyModel | None = None, device: torch.device | str = "cpu", start_step: int = 0):
+                 model: EnergyModel | None = None, device: torch.device | str = "cpu", start_step: int = 0,
+                 interrupt: Callable[[], bool] | None = None):
         self.config = c = config
+        self.interrupt = interrupt  # checked between sampler steps; True drops the update (Interrupted)
         self.device = torch.device(device)
         if c.classes is not None and labels is not None:
             keep = torch.isin(labels, torch.tensor(c.classes))
@@ -391,12 +399,17 @@ class Trainer:
         c = self.config
         was_training = self.model.training
         self.model.eval()
-        if c.model == "rbm":
-            res = samplers.run("gibbs", self.model, x, c.cd_k, generator=self.generator)
-        else:
-            res = samplers.run("langevin", self.model, x, c.sampler_steps, generator=self.generator,
-                               **c.sampler_options())
-        self.model.train(was_training)
+        stop = None if self.interrupt is None else (lambda _rec: not self.interrupt())
+        try:
+            if c.model == "rbm":
+                res = samplers.run("gibbs", self.model, x, c.cd_k, generator=self.generator, callback=stop)
+            else:
+                res = samplers.run("langevin", self.model, x, c.sampler_steps, generator=self.generator,
+                                   callback=stop, **c.sampler_options())
+        finally:
+            self.model.train(was_training)
+        if self.interrupt is not None and self.interrupt():
+            raise Interrupted(f"update {self.state.step + 1} interrupted")
         self.sampler_stats = {"sampler_e_start": res.energies[0].mean().item(), "sampler_e_end": res.energy.mean().item()}
         return res.x
 

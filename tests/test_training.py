@@ -266,3 +266,24 @@ def test_augmented_digits_stay_readable_digits(digits):
         read = (ebm_play.load_model("mnist-classifier")(a[:128]).argmax(1) == y[:128]).float().mean()
     assert read >= 0.9, read
     assert torch.isfinite(torch.tensor(tr.step()["loss"]))
+
+
+def test_an_interrupted_update_changes_nothing(digits):
+    """A stop or pause asked for mid-update drops the update whole: weights, optimiser, buffer and step stay."""
+    calls = {"n": 0}
+
+    def interrupt():
+        calls["n"] += 1
+        return calls["n"] > 5  # after five sampler steps of the first update
+
+    tr = ebm_play.Trainer(ebm_play.TrainConfig(batch_size=8, sampler_steps=20, buffer_size=64), digits.x[:64],
+                          digits.y[:64], interrupt=interrupt)
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    buffer = tr.buffer.x.clone()
+    with pytest.raises(ebm_play.training.Interrupted):
+        tr.step()
+    assert calls["n"] <= 7  # checked between sampler steps, not only at the end
+    assert tr.state.step == 0 and torch.equal(tr.buffer.x, buffer)
+    assert all(torch.equal(v, before[k]) for k, v in tr.model.state_dict().items())
+    tr.interrupt = None
+    assert tr.step()["step"] == 1

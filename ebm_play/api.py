@@ -1,18 +1,17 @@
 """The task-level Python API: sample, score, inpaint and denoise with any model and sampler.
 
-The CLI and the app call these; they validate inputs and fill sampler defaults from the model
-file's ``info["samplers"]`` (the settings the model was trained and evaluated with).
+The CLI and the app call these; they validate inputs and take sampler settings from
+:mod:`ebm_play.settings` (the model file's recommendation, else a table per model kind).
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from . import samplers
+from . import samplers, settings, validate
 from .data import uniform_noise
 from .errors import EBMError
 from .images import check_pixels
@@ -22,25 +21,10 @@ MAX_CHAINS = 4096
 MAX_STEPS = 100_000
 
 
-def default_sampler_settings(model: nn.Module, sampler: str) -> dict:
-    """The model's recommended settings for ``sampler`` (steps included), or the sampler's own."""
-    rec = dict(getattr(model, "info", {}).get("samplers", {}).get(sampler, {}))
-    rec.setdefault("steps", inspect.signature(samplers.SAMPLERS[sampler]).parameters["steps"].default)
-    return rec
-
-
 def _device_of(model: nn.Module) -> torch.device:
     for t in (*model.parameters(), *model.buffers()):
         return t.device
     return torch.device("cpu")
-
-
-def _check_count(name: str, v, lo: int, hi: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or int(v) != v:
-        raise EBMError(f"{name} must be a whole number, got {v!r}")
-    if not lo <= v <= hi:
-        raise EBMError(f"{name} must be between {lo} and {hi}, got {int(v)}")
-    return int(v)
 
 
 def sample_chains(model: nn.Module, n: int = 16, steps: int | None = None, sampler: str = "langevin",
@@ -51,20 +35,17 @@ def sample_chains(model: nn.Module, n: int = 16, steps: int | None = None, sampl
     whole :class:`~ebm_play.samplers.SampleResult` (final chains, energies per step, frames).
     ``compile=True`` compiles the energy-and-gradient step (CUDA graphs on a GPU; see
     :class:`~ebm_play.samplers.CompiledEnergy`): worth it for large batches and long runs."""
-    if sampler not in samplers.SAMPLERS:
-        raise EBMError(f"unknown sampler {sampler!r}; known: {', '.join(samplers.SAMPLERS)}")
-    settings = default_sampler_settings(model, sampler)
-    default_steps = settings.pop("steps")
-    steps = _check_count("steps", default_steps if steps is None else steps, 0, MAX_STEPS)
-    options = {**settings, **options}
+    chosen = settings.resolve(model, sampler)
+    steps = validate.whole("steps", chosen.steps if steps is None else steps, 0, MAX_STEPS)
+    options = {**chosen.options, **options}
     device = _device_of(model)
     g = make_generator(seed, device)
     if x0 is None:
-        x0 = uniform_noise(_check_count("n", n, 1, MAX_CHAINS), g, device)
+        x0 = uniform_noise(validate.whole("n", n, 1, MAX_CHAINS), g, device)
     else:
         x0 = check_pixels(x0, "x0").to(device)
         if len(x0) == 1 and n > 1:
-            x0 = x0.repeat(_check_count("n", n, 1, MAX_CHAINS), 1, 1, 1)
+            x0 = x0.repeat(validate.whole("n", n, 1, MAX_CHAINS), 1, 1, 1)
     if mask is not None:
         mask = torch.as_tensor(mask, dtype=torch.float32, device=device)
         try:
@@ -111,7 +92,7 @@ def inpaint(model: nn.Module, image: torch.Tensor, keep: torch.Tensor, n: int = 
     if keep.min() > 0.5:
         raise EBMError("the mask keeps every pixel: mark the part to fill in")
     g = make_generator(seed, torch.device("cpu"))
-    noise = uniform_noise(_check_count("n", n, 1, MAX_CHAINS), g)
+    noise = uniform_noise(validate.whole("n", n, 1, MAX_CHAINS), g)
     x0 = torch.where(keep > 0.5, image, noise)
     return sample_chains(model, len(x0), steps, sampler, seed, x0=x0, mask=keep, **options)
 

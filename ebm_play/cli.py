@@ -13,18 +13,17 @@ import json
 import math
 import sys
 import time
-import types
 import typing
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import distributed, samplers
-from .api import default_sampler_settings, denoise, inpaint, sample_chains, score
+from . import distributed, masks, samplers, settings
+from .api import denoise, inpaint, sample_chains, score
 from .data import mnist
 from .errors import EBMError
-from .images import load_images, open_image, save_images
+from .images import load_images, save_images
 from .models import IMAGE_ENERGIES
 from .runtime import configure_threads, resolve_device
 from .training import TrainConfig, Trainer
@@ -33,7 +32,6 @@ from .weights import load_model, read_metadata, resolve, save_model, shipped_mod
 PROG = "python -m ebm_play"
 CONVENTION = "Energy convention: lower energy = more data-like, p(x) ∝ exp(−E(x))."
 TRAINABLE = ("cnn", "jem", "rbm")
-HALVES = ("top", "bottom", "left", "right")
 
 
 class Parser(argparse.ArgumentParser):
@@ -95,7 +93,7 @@ def _sampler_defaults_text() -> str:
     lines = ["sampler defaults (the model file's recommendations override them):"]
     for name in samplers.SAMPLERS:
         opts = {k: v for k, v in samplers.sampler_options(name).items() if k not in _HIDDEN_OPTIONS}
-        steps = default_sampler_settings(types.SimpleNamespace(), name)["steps"]
+        steps = settings.recommended(None, name)["steps"]
         shown = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in opts.items())
         lines.append(f"  {name:9s} steps {steps}" + (f", {shown}" if shown else ""))
     return "\n".join(lines)
@@ -228,7 +226,7 @@ def build_parser() -> Parser:
     p.add_argument("--in", dest="input", required=True, metavar="IMAGE", help="the digit: a picture or .npz (first image)")
     m = p.add_mutually_exclusive_group(required=True)
     m.add_argument("--mask", help="mask picture (resized to 28×28; light = keep, dark = fill) or .npz key mask/x (>0.5 = keep)")
-    m.add_argument("--keep", choices=HALVES, help="keep this half of the digit and fill the other")
+    m.add_argument("--keep", choices=masks.HALVES, help="keep this half of the digit and fill the other")
     p.add_argument("--n", type=positive_int, default=4, metavar="N", help="number of fills (default 4)")
     _sampler_args(p)
     p.add_argument("--out", required=True, metavar="FILE", help="output .png grid or .npz (keys x, energy, mask)")
@@ -319,35 +317,6 @@ def _summary(e: torch.Tensor) -> str:
     return f"energy mean {e.mean().item():.4g}, min {e.min().item():.4g}, max {e.max().item():.4g}"
 
 
-def _load_mask(path: str) -> torch.Tensor:
-    p = Path(path)
-    if not p.is_file():
-        raise EBMError(f"no such file: {p}")
-    if p.suffix.lower() == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            key = "mask" if "mask" in z else "x" if "x" in z else None
-            if key is None:
-                raise EBMError(f"{p.name}: no array 'mask' or 'x'")
-            m = np.asarray(z[key], dtype=np.float64)
-        if m.size != 784:
-            raise EBMError(f"{p.name}: mask must have 28×28 values, got shape {m.shape}")
-        if not np.isfinite(m).all():
-            raise EBMError(f"{p.name}: mask contains NaN or infinite values")
-        keep = m.reshape(28, 28) > 0.5
-    else:
-        img = open_image(p).convert("L").resize((28, 28), resample=0)  # nearest: a mask stays a mask
-        keep = np.asarray(img) > 127
-    return torch.from_numpy(keep.astype(np.float32)).view(1, 1, 28, 28)
-
-
-def _half_mask(half: str) -> torch.Tensor:
-    keep = torch.zeros(1, 1, 28, 28)
-    region = {"top": (slice(0, 14), slice(None)), "bottom": (slice(14, 28), slice(None)),
-              "left": (slice(None), slice(0, 14)), "right": (slice(None), slice(14, 28))}[half]
-    keep[0, 0][region] = 1
-    return keep
-
-
 # --- commands ---------------------------------------------------------------------------------
 def cmd_models(args) -> int:
     names = shipped_models(energies_only=False)
@@ -404,7 +373,7 @@ def cmd_inpaint(args) -> int:
     _check_out(args.out)
     model = _load(args.model, args.device)
     image = load_images(args.input)[:1]
-    keep = _load_mask(args.mask) if args.mask else _half_mask(args.keep)
+    keep = masks.from_file(args.mask) if args.mask else masks.keep_half(args.keep)
     r = inpaint(model, image, keep, n=args.n, steps=args.steps, sampler=args.sampler, seed=args.seed,
                 **_sampler_options(args))
     save_images(r.x, args.out, energy=r.energy.cpu().numpy(), mask=keep.numpy())

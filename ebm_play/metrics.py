@@ -224,7 +224,8 @@ def evaluate(model: nn.Module, classifier: nn.Module, test: Digits, n_samples: i
              sampler: str | None = None, steps: int | None = None, seed: int = 0, log=print) -> dict:
     """Every figure of the model card: sample quality (with held-out and blurred real digits for
     scale), OOD AUROC against each built-in set, and for JEM accuracy and class-conditional match."""
-    from .api import default_sampler_settings, score
+    from . import settings as sampler_settings
+    from .api import score
     from .ood import DEFAULT_TPR, threshold
 
     t0 = time.time()
@@ -238,8 +239,8 @@ def evaluate(model: nn.Module, classifier: nn.Module, test: Digits, n_samples: i
     report["held_out"] = sample_quality(classifier, held_out, ref_feats)
     report["blurred"] = sample_quality(classifier, blur(held_out), ref_feats)
     x, sampler = _samples(model, n_samples, sampler, steps, seed)
-    settings = default_sampler_settings(model, sampler)
-    report["sampler"] = {"name": sampler, **settings, **({"steps": steps} if steps else {})}
+    chosen = sampler_settings.resolve(model, sampler, steps)
+    report["sampler"] = {"name": sampler, "steps": chosen.steps, **chosen.options}
     report["samples"] = sample_quality(classifier, x, ref_feats)
     log(f"samples done ({time.time() - t0:.0f}s)")
     e_in = score(model, ref[:n_samples])

@@ -47,8 +47,10 @@ def test_inpaint_keeps_the_observed_pixels_exactly(model):
 
 def test_denoise_with_a_strong_data_term_stays_near_the_input(model):
     noisy = (ebm_play.sample_digits(False).x[:4] + 0.3 * torch.randn(4, 1, 28, 28)).clamp(-1, 1)
-    far = ebm_play.denoise(model, noisy, data_weight=0.0, steps=30, seed=0, sampler="mala", step_size=1e-3).x
-    near = ebm_play.denoise(model, noisy, data_weight=1e4, steps=30, seed=0, sampler="mala", step_size=1e-3).x
+    far = ebm_play.denoise(model, noisy, data_weight=0.0, steps=30, seed=0, sampler="mala", step_size=1e-3,
+                           temperature=1.0, wall=100.0).x
+    near = ebm_play.denoise(model, noisy, data_weight=1e4, steps=30, seed=0, sampler="mala", step_size=1e-3,
+                           temperature=1.0, wall=100.0).x
     assert (near - noisy).norm() < (far - noisy).norm()
 
 

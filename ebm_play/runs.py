@@ -1,0 +1,621 @@
+"""Training runs that live in a background thread, for image models and 2-D landscapes alike.
+
+Why a thread per run: a request must return at once, and a closed page must not stop or corrupt a
+run. The worker thread owns the trainer; nothing else touches it. Everything a caller can do is a
+flag the worker reads:
+
+- **control never blocks**: pause, resume, single step and stop set a flag and return. The trainer
+  checks the flags between sampler steps (``Trainer(interrupt=…)``), drops an update in progress
+  and stops or pauses within one sampler step, however large the update;
+- **readers never wait**: the worker publishes immutable snapshots (the view a page shows, the
+  weights, the status) that any thread may read;
+- **budget first**: :func:`estimate` says what a run will cost (memory, and work per sampler step
+  and per update, from the model's FLOPs on the ``meta`` device) before anything is allocated,
+  and :func:`check_budget` refuses what is past :class:`Limits` with what to lower;
+- **ended runs are light**: a stopped, finished or failed run drops its trainer (replay buffer,
+  optimiser, checkpoints) and keeps only its weights, curves and log.
+
+What a run publishes for a page depends on its kind: :class:`ImageViews` (buffer and fresh-sample
+grids, energy histograms, the quality curve) and :class:`LandscapeViews` (the energy on a grid, the
+forces of the loss, particles, the fit to the data).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import landscapes as L
+from .errors import EBMError
+from .images import grid
+from .metrics import classify, label_quality
+from .models import EnergyModel, build_model
+from .runtime import FOREGROUND, background_priority, job_threads
+from .training import Interrupted, TrainConfig, Trainer
+
+log = logging.getLogger("ebm_play.runs")
+
+LIVE = ("starting", "running", "paused")
+ENDED = ("stopped", "finished", "failed")
+YIELD_MAX_S = 0.2  # under constant request load a run still takes one step per this long
+MAX_HISTORY = 10_000  # metric rows kept; older ones are thinned, so a long run's curves stay whole but light
+MAX_PENDING_STEPS = 10  # single steps asked for ahead of the worker
+FLOPS_PER_S = 25e9  # one core of this class of machine, for the time estimates in messages
+
+
+# --- the budget -------------------------------------------------------------------------------------
+@dataclass
+class Limits:
+    """What one run, and all runs together, may cost. The app's defaults suit a 2-core, 16 GB Space."""
+
+    run_bytes: int = 1536 * 2**20
+    total_bytes: int = 3 * 2**30
+    step_flops: float = 2.0 * FLOPS_PER_S  # one sampler step over the batch: how late a pause can come
+    update_flops: float = 120 * FLOPS_PER_S  # one whole update
+    running: int = 2  # runs training at once (the others wait paused)
+
+
+@dataclass
+class Estimate:
+    """What a run will cost, computed from its settings alone."""
+
+    params: int
+    bytes: int
+    parts: dict[str, int]  # bytes by what holds them, for messages
+    step_flops: float  # one sampler step over the batch
+    update_flops: float
+
+    @property
+    def mb(self) -> float:
+        return self.bytes / 2**20
+
+
+@lru_cache(maxsize=64)
+def _model_cost(kind: str, config: tuple) -> tuple[int, float, int]:
+    """(parameters, forward FLOPs, activation values) for one input, measured on the meta device:
+    nothing is allocated, whatever the size."""
+    with torch.device("meta"):
+        model = build_model(kind, **dict(config))
+        x = torch.zeros((1, 2) if kind == "mlp2d" else (1, 1, 28, 28))
+    acts = [0]
+    hooks = [m.register_forward_hook(lambda _m, _i, out: acts.__setitem__(0, acts[0] + out.numel()))
+             for m in model.modules() if not list(m.children())]
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return sum(p.numel() for p in model.parameters()), float(counter.get_total_flops()), acts[0]
+
+
+def _arch(config: TrainConfig) -> tuple[str, tuple]:
+    """The model kind and constructor arguments a config builds (see ``TrainConfig.build_model``)."""
+    kind = config.model
+    if kind in ("rbm", "mlp2d"):
+        return kind, (("hidden", config.hidden),)
+    return kind, (("width", config.width), ("spectral_norm", config.spectral_norm))
+
+
+def estimate(config: TrainConfig, item_shape: tuple[int, ...] = (1, 28, 28), data_bytes: int = 0) -> Estimate:
+    """Memory and work of a run with ``config`` on items of ``item_shape`` (``data_bytes``: a copy of
+    the training data the run holds itself, e.g. a class subset or uploaded points)."""
+    kind, arch = _arch(config)
+    params, flops, acts = _model_cost(kind, arch)
+    item = 4 * int(np.prod(item_shape))
+    drift = config.drift_bound is not None and kind in ("cnn", "jem")
+    # model, Adam's two moments, the rollback checkpoint (model + optimiser), the published copy,
+    # and with the drift check an anchor and a candidate (model + optimiser + buffer each)
+    states = 4 + 8 + 12 + 4 + (24 if drift else 0)
+    batch = config.batch_size * (1 + config.mirrored) + config.batch_size
+    parts = {
+        "replay buffer": config.buffer_size * item * (3 if drift else 1),
+        "weights and optimiser": params * states,
+        "activations": int(16 * batch * acts),
+        "training data": int(data_bytes),
+    }
+    gradient = 3 * flops  # the forward pass and its input gradient
+    step = config.batch_size * gradient
+    steps = config.cd_k if kind == "rbm" else config.sampler_steps
+    update = steps * step + batch * gradient
+    return Estimate(params, sum(parts.values()), parts, step, update)
+
+
+def check_budget(e: Estimate, limits: Limits) -> None:
+    """Refuse a run past the limits, saying what to lower."""
+    if e.bytes > limits.run_bytes:
+        big = max(e.parts, key=e.parts.get)
+        lower = {"replay buffer": "the buffer size", "weights and optimiser": "the width (or hidden units)",
+                 "activations": "the batch size or width", "training data": "the data"}[big]
+        raise EBMError(f"this run would need about {e.mb:,.0f} MB ({big}: {e.parts[big] / 2**20:,.0f} MB), over the "
+                       f"{limits.run_bytes / 2**20:,.0f} MB a run may use: lower {lower}")
+    if e.step_flops > limits.step_flops:
+        raise EBMError(f"one sampler step would take about {e.step_flops / FLOPS_PER_S:.1f} s on one core, over the "
+                       f"{limits.step_flops / FLOPS_PER_S:.0f} s allowed: lower the batch size or width")
+    if e.update_flops > limits.update_flops:
+        raise EBMError(f"one update would take about {e.update_flops / FLOPS_PER_S:,.0f} s on one core, over the "
+                       f"{limits.update_flops / FLOPS_PER_S:.0f} s allowed: lower the sampler steps, batch size or width")
+
+
+# --- what a run publishes ---------------------------------------------------------------------------
+@dataclass
+class ImageView:
+    """The Train tab's pictures: never live tensors, so any thread may read them."""
+
+    step: int = 0
+    buffer: object = None  # PIL grid of replay-buffer chains
+    fresh: object = None  # PIL grid of fresh chains from noise
+    fresh_step: int = -1
+    energies: dict[str, np.ndarray] = field(default_factory=dict)  # real, buffer, noise
+    starts: torch.Tensor | None = None  # buffer chains to start sampling from (CPU)
+
+
+class ImageViews:
+    """Publishes an image run: buffer grid and energy histograms ~2 times a second, and fresh chains
+    from noise every ``fresh_every`` updates and at every pause, judged by the evaluation classifier
+    if given. Fresh chains run a few sampler updates at a time between the worker's other work, so
+    that a stop or pause never waits for them."""
+
+    N_VIEW, N_GRID, N_FRESH, N_STARTS = 200, 64, 36, 256
+    EVERY_S = 0.5
+    FRESH_SLICE = 8
+
+    def __init__(self, fresh_every: int = 50, fresh_steps: int | None = None, classifier=None):
+        self.fresh_every, self.fresh_steps, self.classifier = int(fresh_every), fresh_steps, classifier
+        self.quality: list[dict] = []  # appended by the worker only
+        self._fresh: Iterator[torch.Tensor] | None = None
+        self._fresh_x: torch.Tensor | None = None
+        self._probes: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.last = 0.0
+
+    def _probes_for(self, tr: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fixed real digits and noise, so histograms compare over time."""
+        if self._probes is None:
+            g = torch.Generator().manual_seed(1234)
+            noise = (torch.rand((self.N_VIEW, *tr.data.shape[1:]), generator=g) * 2 - 1).to(tr.device)
+            pick = torch.randperm(len(tr.data), generator=g)[: self.N_VIEW]
+            self._probes = (tr.data[pick.to(tr.data.device)], noise)
+        return self._probes
+
+    def busy(self) -> bool:
+        """Fresh chains are under way (the model must not change until they are done)."""
+        return self._fresh is not None
+
+    def due(self, tr: Trainer, view: ImageView) -> bool:
+        step = tr.state.step
+        if self.fresh_every and step // self.fresh_every != max(view.fresh_step, 0) // self.fresh_every:
+            self._fresh = tr.fresh_chains(self.N_FRESH, self.fresh_steps, seed=step)
+        return time.monotonic() - self.last >= self.EVERY_S
+
+    def advance(self, tr: Trainer, view: ImageView) -> ImageView | None:
+        """A few updates of the pending fresh chains; a new view once they are done."""
+        for _ in range(self.FRESH_SLICE):
+            x = next(self._fresh, None)
+            if x is None:
+                self._fresh = None
+                return self._view(tr, view, self._fresh_x)
+            self._fresh_x = x
+        return None
+
+    def dropped(self) -> None:
+        """The model is about to change: fresh chains in progress were for the old one."""
+        self._fresh = None
+
+    def publish(self, tr: Trainer, view: ImageView, fresh: bool = False) -> ImageView:
+        """The view now; with ``fresh`` (or before the first panel) fresh chains start too."""
+        if fresh or view.fresh_step < 0:
+            self._fresh = tr.fresh_chains(self.N_FRESH, self.fresh_steps, seed=tr.state.step)
+        return self._view(tr, view)
+
+    @torch.no_grad()
+    def _view(self, tr: Trainer, view: ImageView, fresh_x: torch.Tensor | None = None) -> ImageView:
+        step = tr.state.step
+        fresh_img, fresh_step = view.fresh, view.fresh_step
+        if fresh_x is not None:
+            fresh_img, fresh_step = grid(fresh_x, 6, scale=2), step
+            # step 0 is an untrained model: its noise can fool the classifier (confident 1.0), nothing to judge
+            if self.classifier is not None and step > 0 and (not self.quality or self.quality[-1]["step"] != step):
+                _, probs = classify(self.classifier, fresh_x)
+                self.quality.append({"step": step, **label_quality(probs)})
+        real, noise = self._probes_for(tr)
+        tr.model.eval()  # no side effects (spectral-norm power iterations) from looking
+        energies = {"real": tr.model(real), "buffer": tr.model(tr.buffer.x[: self.N_VIEW]), "noise": tr.model(noise)}
+        tr.model.train()
+        self.last = time.monotonic()
+        return ImageView(step, grid(tr.buffer.x[: self.N_GRID], 8, scale=2), fresh_img, fresh_step,
+                         {k: v.float().cpu().numpy() for k, v in energies.items()},
+                         tr.buffer.x[: self.N_STARTS].detach().float().cpu().clone())
+
+
+@dataclass
+class LandscapeView:
+    """The Landscape tab's grids and particles as numpy arrays."""
+
+    step: int = 0
+    xs: np.ndarray | None = None
+    ys: np.ndarray | None = None
+    E: np.ndarray | None = None  # energy on the grid
+    forces: tuple | None = None  # (fx, fy, E, ΔE): the change one training step makes, on a coarser grid
+    buffer: np.ndarray | None = None
+    fresh: np.ndarray | None = None
+    data: np.ndarray | None = None
+    fit: dict = field(default_factory=dict)
+
+
+class LandscapeViews:
+    """Publishes a 2-D run ~7 times a second (the energy is one batched call on the grid), fresh
+    chains from noise every 1.5 s, and keeps snapshots of the whole run for a GIF."""
+
+    EVERY_S, FRESH_EVERY_S, SNAPSHOT_EVERY_S = 0.15, 1.5, 0.5
+    GRID, FORCE_GRID, N_DATA, N_BUFFER, N_FRESH, FRESH_STEPS = 80, 40, 800, 400, 150, 120
+    MAX_SNAPSHOTS = 120
+
+    def __init__(self):
+        self.snapshots: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self._snapshot_every = self.SNAPSHOT_EVERY_S
+        self.last = self._last_fresh = self._last_snapshot = 0.0
+        self._fresh: np.ndarray | None = None
+        self._show: torch.Tensor | None = None
+        self._shown_of = 0
+        self.quality: list[dict] = []  # (image runs only)
+
+    def busy(self) -> bool:
+        return False
+
+    def due(self, tr: Trainer, view: LandscapeView) -> bool:
+        return time.monotonic() - self.last >= self.EVERY_S
+
+    def dropped(self) -> None:
+        pass
+
+    def publish(self, tr: Trainer, view: LandscapeView, fresh: bool = False) -> LandscapeView:
+        started = time.monotonic()
+        if self._show is None or self._shown_of != len(tr.data):  # new data: pick the points shown anew
+            self._show = torch.randperm(len(tr.data), generator=torch.Generator().manual_seed(0))[: self.N_DATA]
+            self._shown_of = len(tr.data)
+        model = tr.model
+        model.eval()
+        try:
+            xs, ys, E = L.energy_grid(model, self.GRID)
+            data = tr.data[self._show]
+            g = torch.Generator().manual_seed(tr.state.step)
+            negatives = tr.buffer.x[torch.randint(len(tr.buffer.x), (256,), generator=g)]
+            forces = L.cd_force_grid(model, data[:256], negatives, tr.config.alpha, self.FORCE_GRID)
+            if fresh or self._fresh is None or started - self._last_fresh >= self.FRESH_EVERY_S:
+                self._fresh = tr.fresh_samples(self.N_FRESH, self.FRESH_STEPS, seed=tr.state.step).cpu().numpy()
+                self._last_fresh = started
+        finally:
+            model.train()
+        buf = tr.buffer.x[: self.N_BUFFER].cpu().numpy()
+        self.last = started  # a steady rhythm: the next one is due EVERY_S after this one began
+        if started - self._last_snapshot >= self._snapshot_every or fresh:
+            self._last_snapshot = started
+            self.snapshots.append((tr.state.step, E.astype(np.float16), buf[:300].copy()))
+            if len(self.snapshots) > self.MAX_SNAPSHOTS:  # keep the whole run: every other frame, half as often
+                self.snapshots = self.snapshots[::2]
+                self._snapshot_every *= 2
+        return LandscapeView(tr.state.step, xs, ys, E, forces, buf, self._fresh, data.cpu().numpy(),
+                             L.fit_quality(tr.buffer.x[:1000], data))
+
+
+# --- the run ------------------------------------------------------------------------------------------
+@dataclass
+class Spec:
+    """Everything needed to build a run's trainer, in the worker thread."""
+
+    config: TrainConfig
+    data: torch.Tensor
+    labels: torch.Tensor | None = None
+    model: EnergyModel | None = None  # resume from these weights
+    device: torch.device = torch.device("cpu")
+    source: str = ""  # where the data came from, for the log and the file
+    resumed_from: str | None = None
+    info: dict = field(default_factory=dict)  # extra facts for the weight file (e.g. the data's identity)
+
+
+class Run:
+    """One training run: a trainer driven by its own thread. States: starting, running, paused,
+    stopped, finished (hit ``max_steps``), failed (an exception; ``error`` says which).
+
+    ``kind`` is "image" or "landscape". ``idle_pause_s``: pause when nobody looked (:meth:`touch`)
+    for this long (a landscape nobody watches would keep a core busy)."""
+
+    def __init__(self, kind: str, spec: Spec, views, estimate: Estimate, *, max_steps: int = 0,
+                 start: bool = True, idle_pause_s: float | None = None,
+                 on_end: Callable[[Run], None] | None = None):
+        self.kind, self.spec, self.views, self.estimate = kind, spec, views, estimate
+        self.max_steps, self.idle_pause_s, self._on_end = int(max_steps), idle_pause_s, on_end
+        self.id = secrets.token_hex(4)
+        self.config = spec.config  # what the run trains with now (live changes and rollbacks update it)
+        self._cond = threading.Condition()
+        self.state = "starting"
+        self._after_start = "running" if start else "paused"
+        self._single = False  # the worker is taking a single step asked for while paused
+        self._pending_steps = 0
+        self._changes: dict = {}
+        self._new_data: tuple | None = None
+        self.error: str | None = None
+        self.history: list[dict] = []  # appended by the worker only; readers copy a prefix
+        self.events: list[str] = []  # rollback messages
+        self.log: list[str] = []
+        self.view = ImageView() if kind == "image" else LandscapeView()
+        self.version = 0  # bumps whenever ``view`` is replaced
+        self.step = 0
+        self.seen = time.monotonic()
+        self._weights: tuple[dict, int, dict] | None = None  # (state dict, step, file info), published
+        self.trainer: Trainer | None = None  # the worker's; None once the run has ended
+        self._thread = threading.Thread(target=self._loop, name=f"ebm-{kind}-{self.id}", daemon=True)
+        self._thread.start()
+
+    # --- control: never blocks ---------------------------------------------------------------------
+    def pause(self, why: str = "") -> None:
+        with self._cond:
+            if self.state not in ("running", "starting"):
+                raise EBMError(f"the run is {self.state}, not running: nothing to pause")
+            if self.state == "starting":
+                self._after_start = "paused"
+            else:
+                self.state = "paused"
+                self.say(f"paused at step {self.step}" + (f" ({why})" if why else ""))
+            self._cond.notify_all()
+
+    def resume(self) -> None:
+        with self._cond:
+            if self.state != "paused" and not (self.state == "starting" and self._after_start == "paused"):
+                raise EBMError(f"the run is {self.state}, not paused: nothing to resume")
+            if self.state == "starting":
+                self._after_start = "running"
+            else:
+                self.state = "running"
+                self.say(f"resumed at step {self.step}")
+            self.seen = time.monotonic()
+            self._pending_steps = 0
+            self._cond.notify_all()
+
+    def step_once(self) -> None:
+        """Ask for one update of a paused run; the worker takes it and publishes (see ``status``)."""
+        with self._cond:
+            if self.state != "paused":
+                raise EBMError(f"the run is {self.state}: pause it to take single steps")
+            if self._pending_steps >= MAX_PENDING_STEPS:
+                raise EBMError(f"{MAX_PENDING_STEPS} single steps are already waiting: let them finish first")
+            self._pending_steps += 1
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            if self.state not in LIVE:
+                raise EBMError(f"the run is already {self.state}")
+            self.state = "stopped"
+            self.say(f"stopped at step {self.step}")
+            self._cond.notify_all()
+
+    def change(self, **changes) -> None:
+        """Change settings of the live run (learning rate, sampler settings, α…) from its next update;
+        checked here, so a bad value is the caller's error, not the run's."""
+        arch = sorted(k for k in ("model", "width", "hidden", "spectral_norm")
+                      if k in changes and changes[k] != getattr(self.config, k))
+        if arch:
+            raise EBMError(f"{arch[0]} cannot change during a run: start a new one")
+        dataclasses.replace(self.config, **changes)  # TrainConfig checks every value
+        with self._cond:
+            if self.state not in LIVE:
+                raise EBMError(f"the run is {self.state}: start a new one")
+            self._changes.update(changes)
+            self._cond.notify_all()
+
+    def set_data(self, data: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """Train on new data from the next update on (a landscape's clicked points)."""
+        with self._cond:
+            if self.state not in LIVE:
+                raise EBMError(f"the run is {self.state}: start a new one")
+            self._new_data = (data, labels)
+            self._cond.notify_all()
+
+    def touch(self) -> None:
+        """Somebody is looking (a landscape pauses itself when nobody has for ``idle_pause_s``)."""
+        self.seen = time.monotonic()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    # --- the worker ----------------------------------------------------------------------------------
+    def _interrupted(self) -> bool:
+        return self.state in ENDED or (self.state == "paused" and not self._single)
+
+    def _loop(self) -> None:
+        background_priority()  # requests first: this thread gets a core only when they leave one idle
+        try:
+            with job_threads(1):
+                self._build()
+                while self._work():
+                    FOREGROUND.wait_idle(YIELD_MAX_S)  # requests first (see runtime.Foreground)
+        except Exception as e:  # anything: keep the message for the page, free the memory
+            msg = str(e) if isinstance(e, EBMError) else f"{type(e).__name__}: {e}"
+            log.exception("run %s failed", self.id)
+            with self._cond:
+                self.state, self.error = "failed", msg
+                self.say(f"failed at step {self.step}: {msg}")
+        finally:
+            self._end()
+
+    def _build(self) -> None:
+        s = self.spec
+        with torch.random.fork_rng(devices=[]):  # the trainer seeds torch's global generator
+            start_step = int(getattr(s.model, "info", {}).get("train_steps", 0) or 0) if s.model is not None else 0
+            self.trainer = Trainer(s.config, s.data, s.labels, model=s.model, device=s.device,
+                                   start_step=start_step, interrupt=self._interrupted)
+        self.spec = dataclasses.replace(s, data=None, labels=None, model=None)  # the trainer holds them now
+        self.step = self.trainer.state.step
+        c = self.config
+        what = {"rbm": f"RBM ({c.hidden} hidden)", "mlp2d": f"MLP energy (hidden {c.hidden})"}.get(
+            c.model, f"{c.model.upper()} (width {c.width})")
+        self.say(f"new run: {what} on {len(self.trainer.data):,} items from {s.source}"
+                 + (f", starting from {s.resumed_from}" if s.resumed_from else "") + f", device {s.device}")
+        self._publish(fresh=True)
+        with self._cond:
+            if self.state == "starting":
+                self.state = self._after_start
+
+    def _work(self) -> bool:
+        """One piece of work (settings changes, an update or a slice of fresh chains); False when the
+        run has ended. ``_cond`` is held only to read and change flags, never while computing."""
+        with self._cond:
+            while True:
+                changes, data = self._changes, self._new_data
+                self._changes, self._new_data = {}, None
+                if self.state in ENDED:
+                    return False
+                if changes or data is not None:
+                    break
+                if self.state == "running" and self.idle_pause_s and time.monotonic() - self.seen > self.idle_pause_s:
+                    self.state = "paused"
+                    self.say(f"paused at step {self.step}: nobody watched for {self.idle_pause_s:.0f} s")
+                behind = self.state == "paused" and self.view.step != self.step
+                if self.state == "running" or self._pending_steps or self.views.busy() or behind:
+                    break
+                self._cond.wait(1.0)
+            fresh_first = self.views.busy()  # fresh chains first: the model must not change under them
+            self._single = not (changes or data is not None or fresh_first or behind) and self.state == "paused"
+            if self._single:
+                self._pending_steps -= 1
+        if changes or data is not None:
+            self._apply(changes, data)
+        elif behind and not fresh_first:  # just paused: show the exact state, fresh chains included
+            self._publish(fresh=True)
+        elif fresh_first:
+            self._set_view(self.views.advance(self.trainer, self.view))
+        else:
+            try:
+                self._update()
+            except Interrupted:
+                self.views.dropped()
+            finally:
+                self._single = False
+        return True
+
+    def _apply(self, changes: dict, data: tuple | None) -> None:
+        """Live changes asked for since the last update (the trainer is idle between updates)."""
+        tr = self.trainer
+        self.views.dropped()
+        if changes:
+            changed = tr.update_config(**changes)
+            self.config = tr.config
+            if changed:
+                self.say("settings: " + ", ".join(f"{k} {changes[k]:g}" if isinstance(changes[k], float)
+                                                   else f"{k} {changes[k]}" for k in changed))
+        if data is not None:
+            tr.set_data(*data)
+
+    def _update(self) -> None:
+        tr = self.trainer
+        self.views.dropped()
+        m = tr.step()
+        self.config = tr.config
+        self.step = tr.state.step
+        self._record(m)
+        if self.max_steps and self.step >= self.max_steps:
+            with self._cond:
+                if self.state in LIVE:
+                    self.state = "finished"
+                    self.say(f"finished: reached {self.max_steps} steps")
+            self._publish(fresh=True)
+        elif self.state == "paused":  # a single step, or the last update before a pause: show it all
+            self._publish(fresh=True)
+        elif self.views.due(tr, self.view):
+            self._publish()
+
+    def _record(self, m: dict) -> None:
+        self.history.append(m)
+        if len(self.history) > MAX_HISTORY:  # thin the older 90% to every other row
+            cut = MAX_HISTORY * 9 // 10
+            self.history = self.history[:cut:2] + self.history[cut:]
+        if m.get("rolled_back"):
+            msg = m.get("event") or f"diverged at step {m['step']}: rolled back"
+            self.events.append(msg)
+            self.say(msg)
+
+    @torch.no_grad()
+    def _publish(self, fresh: bool = False) -> None:
+        """A new view and a copy of the weights (worker thread only)."""
+        tr = self.trainer
+        self._set_view(self.views.publish(tr, self.view, fresh=fresh))
+        meta = tr.metadata()
+        meta.update(self.spec.info)
+        meta["data"] = self.spec.source
+        self._weights = ({k: v.detach().to("cpu", copy=True) for k, v in tr.model.state_dict().items()},
+                         tr.state.step, meta)
+
+    def _set_view(self, view) -> None:
+        if view is not None:
+            self.view = view
+            self.version += 1
+
+    def _end(self) -> None:
+        """Drop the trainer: an ended run keeps its weights, curves and log, not its buffer."""
+        if self.trainer is not None and (self.view.step != self.step or self._weights is None):
+            try:  # the final state, for the page and for saving
+                self._publish()
+            except Exception:  # noqa: BLE001 (a failed run may not publish; its last view stays)
+                log.exception("run %s: final publish failed", self.id)
+        with self._cond:
+            if self.state in LIVE:  # the loop ended without a state change: a bug, not a user's stop
+                self.state = "failed"
+            tr, self.trainer = self.trainer, None
+        if tr is not None:
+            tr.close()
+        self.view = dataclasses.replace(self.view, starts=None) if isinstance(self.view, ImageView) else self.view
+        del tr
+        if self._on_end is not None:
+            self._on_end(self)
+
+    # --- reading: any thread, never waits -----------------------------------------------------------
+    def say(self, msg: str) -> None:
+        self.log.append(f"[{time.strftime('%H:%M:%S')}] {msg}")
+        del self.log[:-200]
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE
+
+    @property
+    def quality(self) -> list[dict]:
+        return self.views.quality
+
+    def model_copy(self) -> EnergyModel:
+        """A model with the weights last published (at most half a second old while training)."""
+        if self._weights is None:
+            raise EBMError("the run has no weights yet: wait a moment for it to start")
+        weights, step, info = self._weights
+        model = self.config.build_model()
+        model.load_state_dict(weights)
+        model.info = copy.deepcopy(info)
+        model.info["train_steps"] = step
+        return model.eval()
+
+    @property
+    def weights_step(self) -> int:
+        return self._weights[1] if self._weights is not None else 0
+
+    def status(self) -> dict:
+        """A JSON-able summary (what ``/train_status`` returns)."""
+        hist = self.history
+        last = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in hist[-1].items()} if hist else None
+        recent = hist[-20:]
+        speed = sum(r["steps_per_s"] for r in recent) / len(recent) if recent and self.state == "running" else 0.0
+        return {"run": self.id, "kind": self.kind, "state": self.state, "step": self.step,
+                "max_steps": self.max_steps, "pending_steps": self._pending_steps, "steps_per_s": round(speed, 2),
+                "last": last, "quality": self.quality[-1] if self.quality else None,
+                "rollbacks": self.events[-20:], "error": self.error, "data": self.spec.source,
+                "resumed_from": self.spec.resumed_from, "device": str(self.spec.device),
+                "memory_mb": round(self.estimate.mb, 1), "config": asdict(self.config), "log": self.log[-5:]}

@@ -1,0 +1,103 @@
+"""The one manager of runs: budget, session and slot checks come before any allocation."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import ebm_play
+from ebm_play import EBMError
+from ebm_play import landscapes as L
+from ebm_play.playground import TRAINED_MODEL, Playground
+from ebm_play.runs import Limits
+from ebm_play.training import preset
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def pg():
+    p = Playground("cpu", limits=Limits(running=2))
+    yield p
+    p.stop_all()
+
+
+def small():
+    return preset("fast", buffer_size=128, batch_size=8, sampler_steps=2)
+
+
+def test_ten_concurrent_starts_build_at_most_the_cap(pg, monkeypatch):
+    built = []
+    original = ebm_play.runs.Trainer
+
+    def counting(*a, **kw):
+        built.append(1)
+        return original(*a, **kw)
+
+    monkeypatch.setattr(ebm_play.runs, "Trainer", counting)
+    d = pg.data()
+    results = []
+
+    def start(i):
+        try:
+            results.append(pg.start_run(f"crowd-{i:04d}", "image", small(), d.x, d.y))
+        except EBMError as e:
+            results.append(str(e))
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    runs = [r for r in results if not isinstance(r, str)]
+    assert len(runs) == 2 and all("server is busy" in r for r in results if isinstance(r, str))
+    time.sleep(1)
+    assert len(built) == 2
+    for r in runs:
+        r.stop()
+        r.join(10)
+
+
+def test_one_live_run_per_session_and_kind_and_resume_needs_a_slot(pg):
+    d = pg.data()
+    run = pg.start_run("owner-0001", "image", small(), d.x, d.y)
+    with pytest.raises(EBMError, match="already has a"):
+        pg.start_run("owner-0001", "image", small(), d.x, d.y)
+    pts, _ = L.make_dataset("two_moons", 200, seed=0)
+    land = pg.start_run("owner-0001", "landscape", L.train_config(), pts)  # another kind: fine
+    with pytest.raises(EBMError, match="server is busy"):
+        pg.start_run("owner-0002", "image", small(), d.x, d.y)
+    land.pause()
+    deadline = time.monotonic() + 30
+    while land.state != "paused":  # (a pause asked for while starting lands when the trainer is built)
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    other = pg.start_run("owner-0002", "image", small(), d.x, d.y)  # a paused run frees its slot
+    with pytest.raises(EBMError, match="server is busy"):
+        pg.resume_run("owner-0001", "landscape")
+    for r in (run, land, other):
+        r.stop()
+        r.join(10)
+
+
+def test_memory_budget_refuses_before_allocating():
+    pg = Playground("cpu", limits=Limits(run_bytes=50 * 2**20))
+    with pytest.raises(EBMError, match="lower the buffer size"):
+        pg.start_run("big-buffer-1", "image", preset("fast", buffer_size=100_000), pg.data().x, pg.data().y)
+    assert pg.sessions.peek("big-buffer-1") is None  # refused before even a session was made
+
+
+def test_a_trained_model_is_used_in_the_session_only(pg):
+    d = pg.data()
+    run = pg.start_run("trainer-0001", "image", small(), d.x, d.y, max_steps=2)
+    deadline = time.monotonic() + 60
+    while run.state != "finished":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert pg.use_trained("trainer-0001") == f"{TRAINED_MODEL} (cnn, step 2)"
+    assert pg.current_model("trainer-0001")[1].startswith(TRAINED_MODEL)
+    assert pg.current_model("someone-else")[1] == pg.default_model
+    with pytest.raises(EBMError, match="no model trained"):
+        pg.named_model("someone-else", TRAINED_MODEL)

@@ -163,10 +163,11 @@ class Playground:
 
     # --- runs ----------------------------------------------------------------------------------------
     def start_run(self, sid, kind: str, config: TrainConfig, data: torch.Tensor, labels: torch.Tensor | None = None,
-                  *, model: EnergyModel | None = None, source: str = "", resumed_from: str | None = None,
+                  *, model: EnergyModel | None = None, load=None, source: str = "", resumed_from: str | None = None,
                   views=None, max_steps: int = 0, start: bool = True, idle_pause_s: float | None = None,
                   info: dict | None = None, own_data: bool = False) -> Run:
         """Claim a slot and start a run of ``kind`` for the session (its thread builds the trainer).
+        ``load``: a function that returns the model to resume from, called by the run's thread;
         ``own_data``: the data is this run's own copy (counted in its memory), not a shared data set."""
         if kind not in KINDS:
             raise EBMError(f"unknown run kind {kind!r}")
@@ -177,7 +178,7 @@ class Playground:
         check_budget(est, self.limits)
         s = self.sessions.get(sid)
         views = views or (ImageViews(classifier=self.classifier) if kind == "image" else LandscapeViews())
-        spec = Spec(config, data, labels, model, self.device, source, resumed_from, dict(info or {}))
+        spec = Spec(config, data, labels, model, load, self.device, source, resumed_from, dict(info or {}))
         with self._lock:
             self._check_room(s, kind, est)
             run = Run(kind, spec, views, est, max_steps=max_steps, start=start, idle_pause_s=idle_pause_s)

@@ -170,7 +170,8 @@ class ChainJob:
     reading for ``STALL_S`` ends the chains at their next step."""
 
     def __init__(self, energy, n: int, steps: int, sampler: str, seed, x0, options: dict, frames: int,
-                 terms=None, meta: dict | None = None):
+                 terms=None, meta: dict | None = None, store: RecordStore | None = None):
+        self.store = store  # where the finished recording is kept
         self.energy, self.n, self.steps, self.sampler, self.seed, self.x0 = energy, n, steps, sampler, seed, x0
         self.options = options
         self.stop_flag = threading.Event()
@@ -215,6 +216,8 @@ class ChainJob:
             self.stop_flag.set()
         if self.error is not None:
             raise self.error
+        if self.store is not None:
+            self.store.put(self.recording)
 
 
 class Jobs:
@@ -226,6 +229,8 @@ class Jobs:
         self._lock = threading.Lock()
 
     def start(self, key: tuple, job: ChainJob) -> None:
+        if key[0] is None:  # no session: nothing could stop it by key
+            return
         with self._lock:
             old = self._jobs.get(key)
             if old is not None:

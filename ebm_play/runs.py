@@ -316,7 +316,8 @@ class Spec:
     config: TrainConfig
     data: torch.Tensor
     labels: torch.Tensor | None = None
-    model: EnergyModel | None = None  # resume from these weights
+    model: EnergyModel | None = None  # resume from these weights …
+    load: Callable[[], EnergyModel] | None = None  # … or from what this returns (a file read in the worker)
     device: torch.device = torch.device("cpu")
     source: str = ""  # where the data came from, for the log and the file
     resumed_from: str | None = None
@@ -451,11 +452,13 @@ class Run:
 
     def _build(self) -> None:
         s = self.spec
+        if s.load is not None:
+            s = dataclasses.replace(s, model=s.load().train(), load=None)
         with torch.random.fork_rng(devices=[]):  # the trainer seeds torch's global generator
             start_step = int(getattr(s.model, "info", {}).get("train_steps", 0) or 0) if s.model is not None else 0
             self.trainer = Trainer(s.config, s.data, s.labels, model=s.model, device=s.device,
                                    start_step=start_step, interrupt=self._interrupted)
-        self.spec = dataclasses.replace(s, data=None, labels=None, model=None)  # the trainer holds them now
+        self.spec = dataclasses.replace(s, data=None, labels=None, model=None, load=None)  # the trainer holds them
         self.step = self.trainer.state.step
         c = self.config
         what = {"rbm": f"RBM ({c.hidden} hidden)", "mlp2d": f"MLP energy (hidden {c.hidden})"}.get(
@@ -481,7 +484,7 @@ class Run:
                 if self.state == "running" and self.idle_pause_s and time.monotonic() - self.seen > self.idle_pause_s:
                     self.state = "paused"
                     self.say(f"paused at step {self.step}: nobody watched for {self.idle_pause_s:.0f} s")
-                behind = self.state == "paused" and self.view.step != self.step
+                behind = self.state == "paused" and (self.view.step != self.step or self.weights_step != self.step)
                 if self.state == "running" or self._pending_steps or self.views.busy() or behind:
                     break
                 self._cond.wait(1.0)
@@ -563,7 +566,7 @@ class Run:
 
     def _end(self) -> None:
         """Drop the trainer: an ended run keeps its weights, curves and log, not its buffer."""
-        if self.trainer is not None and (self.view.step != self.step or self._weights is None):
+        if self.trainer is not None and (self.view.step != self.step or self.weights_step != self.step):
             try:  # the final state, for the page and for saving
                 self._publish()
             except Exception:  # noqa: BLE001 (a failed run may not publish; its last view stays)
@@ -605,7 +608,7 @@ class Run:
 
     @property
     def weights_step(self) -> int:
-        return self._weights[1] if self._weights is not None else 0
+        return self._weights[1] if self._weights is not None else -1
 
     def status(self) -> dict:
         """A JSON-able summary (what ``/train_status`` returns)."""

@@ -430,8 +430,6 @@ class Trainer:
             noise = torch.randn(x_real.shape, generator=self.generator, device=self.device)
             x_real = (x_real + c.data_noise * noise).clamp(-1, 1)
         x_neg = self.negatives(x_neg)
-        if idx is not None:
-            self.buffer.update(idx, x_neg)
 
         self.model.train()
         metrics: dict = dict(self.sampler_stats)
@@ -458,11 +456,15 @@ class Trainer:
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip or math.inf)
         e_r, e_f = e_real.mean().item(), e_fake.mean().item()
+        if self.interrupt is not None and self.interrupt():  # the last moment to drop the update whole
+            raise Interrupted(f"update {self.state.step + 1} interrupted")
         # collective: every rank rolls back (and halves its lr) when any rank diverged
         reason = distributed.shared_divergence(self._divergence(loss.item(), gnorm.item(), e_real, e_fake))
         drift = reason is None and self._anchor is not None
         if drift:
             reason = distributed.shared_divergence(self._drift(e_f - e_r))
+        if idx is not None:
+            self.buffer.update(idx, x_neg)
         self.state.step += 1
         self._updates += 1
         metrics.update(step=self.state.step, loss=loss.item(), e_real=e_r, e_fake=e_f, gap=e_f - e_r,

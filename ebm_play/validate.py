@@ -20,7 +20,7 @@ def whole(name: str, v, lo: int, hi: int) -> int:
     if not lo <= v <= hi:
         n = int(v)
         shown = str(n) if abs(n) < 10**15 else f"{'-' if n < 0 else ''}about 10^{len(str(abs(n))) - 1}"
-        raise EBMError(f"{name} must be between {lo:,} and {hi:,}, got {shown}")
+        raise EBMError(f"{name} must be between {lo} and {hi}, got {shown}")
     return int(v)
 
 

@@ -63,15 +63,14 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def app():
     """The app built by ``build_app()``, launched in a background thread; closed at the end."""
-    from ui.app import build_app
-    from ui.common import launch_style
+    from ui.app import build_app, launch_options
 
     demo = build_app(device="cpu", max_runs=2)
     demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                        **launch_style())
+                        **launch_options(demo))
     yield demo
-    demo.registry.data()  # wait for the MNIST warm-up thread: torch exiting under a daemon thread aborts
-    demo.registry.stop_all()
+    demo.playground.data()  # wait for the MNIST warm-up thread: torch exiting under a daemon thread aborts
+    demo.playground.stop_all()
     from ui import landscape_tab
 
     for manager in landscape_tab.MANAGERS:

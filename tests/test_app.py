@@ -75,36 +75,36 @@ def test_untrained_banner_when_no_energy_model_is_shipped(monkeypatch, tmp_path)
 
     monkeypatch.setattr(ebm_play.weights, "WEIGHTS_DIR", tmp_path)  # an empty weights folder
     demo = build_app(device="cpu")
-    assert demo.registry.untrained and list(demo.registry.models) == ["random (untrained)"]
+    assert demo.playground.untrained and list(demo.playground.models) == ["random (untrained)"]
     texts = [getattr(b, "value", "") or "" for b in demo.blocks.values()]
     assert any("untrained random model" in str(t) for t in texts)
 
 
-def test_registry_removes_its_download_folder(monkeypatch, tmp_path):
+def test_the_playground_removes_its_download_folder(monkeypatch, tmp_path):
     import gc
 
-    from ui.sessions import Registry
+    from ebm_play.playground import Playground
 
     monkeypatch.setattr(ebm_play.weights, "WEIGHTS_DIR", tmp_path)  # quick: no models to load
-    registry = Registry("cpu")
-    folder = Path(registry.tmp)
+    pg = Playground("cpu")
+    folder = Path(pg.tmp)
     (folder / "model.safetensors").write_bytes(b"saved for download")
-    del registry
+    del pg
     gc.collect()
     assert not folder.exists()
 
 
 def test_shipped_energy_models_are_offered(app):
-    kinds = {m.kind for m in app.registry.models.values()}
+    kinds = {m.kind for m in app.playground.models.values()}
     assert kinds <= set(IMAGE_ENERGIES)  # helpers in weights/ (the evaluation classifier) are not offered
-    assert app.registry.untrained == (not set(app.registry.models) - {"random (untrained)"})
+    assert app.playground.untrained == (not set(app.playground.models) - {"random (untrained)"})
 
 
 def test_training_run_lifecycle(client, stopper, tmp_path):
     sid = new_session()
     stopper.append(sid)
     st = client.predict(sid, **TINY, api_name="/train_start")
-    assert st["state"] == "running" and st["config"]["classes"] == [0, 1]
+    assert st["state"] in ("starting", "running") and st["config"]["classes"] == [0, 1]
 
     st = wait_for(client, sid, lambda s: s["step"] >= 3)  # the worker advances on its own
     assert st["last"]["step"] >= 3 and math.isfinite(st["last"]["loss"])
@@ -117,16 +117,19 @@ def test_training_run_lifecycle(client, stopper, tmp_path):
     time.sleep(0.3)
     assert status(client, sid)["step"] == paused_at  # really paused
 
-    st = client.predict(sid, api_name="/train_step")
-    assert st["step"] == paused_at + 1 and st["last"]["step"] == paused_at + 1 and st["state"] == "paused"
+    st = client.predict(sid, api_name="/train_step")  # answered at once; the run takes the step meanwhile
+    assert st["state"] == "paused" and st["step"] in (paused_at, paused_at + 1)
+    st = wait_for(client, sid, lambda s: s["step"] == paused_at + 1)
+    assert st["last"]["step"] == paused_at + 1 and st["state"] == "paused" and st["pending_steps"] == 0
 
     assert client.predict(sid, api_name="/train_resume")["state"] == "running"
     wait_for(client, sid, lambda s: s["step"] > paused_at + 3)
 
     st = client.predict(sid, api_name="/train_stop")
     assert st["state"] == "stopped"
-    time.sleep(0.2)
-    final = status(client, sid)["step"]
+    final = st["step"]
+    time.sleep(0.3)
+    assert status(client, sid)["step"] == final  # the update in progress, if any, was dropped
     with pytest.raises(AppError, match="already stopped"):
         client.predict(sid, api_name="/train_stop")
 
@@ -203,34 +206,34 @@ def test_resume_from_uploaded_weights(client, stopper, tmp_path):
 
 
 def test_one_run_per_session_and_a_server_cap(client, stopper, app):
-    assert app.registry.max_runs == 2
+    assert app.playground.limits.running == 2
     a, b, c = new_session(), new_session(), new_session()
     stopper += [a, b, c]
     client.predict(a, **TINY, api_name="/train_start")
-    with pytest.raises(AppError, match="already has a running run"):
+    with pytest.raises(AppError, match="already has a (starting|running) run"):
         client.predict(a, **TINY, api_name="/train_start")
     client.predict(b, **TINY, api_name="/train_start")
-    with pytest.raises(AppError, match="EBM_PLAY_MAX_RUNS"):
+    with pytest.raises(AppError, match="server is busy"):
         client.predict(c, **TINY, api_name="/train_start")
     client.predict(a, api_name="/train_stop")
-    assert client.predict(c, **TINY, api_name="/train_start")["state"] == "running"
+    assert client.predict(c, **TINY, api_name="/train_start")["state"] in ("starting", "running")
 
 
 def test_a_crashing_run_is_reported_and_replaceable(client, stopper, app):
     sid = new_session()
     stopper.append(sid)
     client.predict(sid, **TINY, api_name="/train_start")
-    run = app.registry.session(sid).run
+    run = app.playground.sessions.get(sid).runs["image"]
+    wait_for(client, sid, lambda s: s["state"] == "running")
 
     def boom():
         raise RuntimeError("boom")
 
-    with run.cond:  # swap in a failing step between two real ones
-        run.trainer.step = boom
+    run.trainer.step = boom  # the worker's next update fails
     st = wait_for(client, sid, lambda s: s["state"] == "failed", timeout=10)
     assert st["error"] == "RuntimeError: boom"
     assert any("failed" in line for line in run.log)
-    assert client.predict(sid, **TINY, api_name="/train_start")["state"] == "running"  # the slot is free again
+    assert client.predict(sid, **TINY, api_name="/train_start")["state"] in ("starting", "running")  # slot free
 
 
 def test_a_rollback_shows_in_status_log_and_curve(client, stopper, app):
@@ -242,10 +245,12 @@ def test_a_rollback_shows_in_status_log_and_curve(client, stopper, app):
     stopper.append(sid)
     client.predict(sid, **TINY, api_name="/train_start")
     client.predict(sid, api_name="/train_pause")
-    run = app.registry.session(sid).run
+    st = wait_for(client, sid, lambda s: s["state"] == "paused")
+    run = app.playground.sessions.get(sid).runs["image"]
     run.trainer._divergence = lambda *a: "forced by the test"  # the engine's own rollback path follows
     try:
-        st = client.predict(sid, api_name="/train_step")
+        client.predict(sid, api_name="/train_step")
+        st = wait_for(client, sid, lambda s: s["step"] == st["step"] + 1)
     finally:
         del run.trainer._divergence
     assert st["last"]["rolled_back"] and "forced by the test" in st["rollbacks"][-1]
@@ -253,26 +258,3 @@ def test_a_rollback_shows_in_status_log_and_curve(client, stopper, app):
     df, colors = _markers(pd.DataFrame({"step": [1, 2], "value": [0.0, 1.0], "series": ["loss", "loss"]}), run)
     marker = f"rollback @{st['step']}"
     assert marker in set(df["series"]) and colors[marker] == "#dc2626"
-
-
-def test_fresh_panel_is_drawn_in_slices_while_the_model_waits(app):
-    """The worker draws the periodic fresh samples a few updates at a time, checking for requests
-    in between; the model takes no step until the panel is done, and the panel is for that step."""
-    from ui import sessions
-
-    tr = ebm_play.Trainer(ebm_play.TrainConfig(width=4, batch_size=16, sampler_steps=2, buffer_size=32, seed=0),
-                          app.registry.data().x[:512])
-    run = sessions.Run(tr, "test", fresh_every=3, fresh_steps=2 * sessions.FRESH_SLICE + 1)
-    calls = []
-    step, advance = run._step, run._advance_fresh
-    run._step = lambda: (calls.append(("step", tr.state.step)), step())[1]
-    run._advance_fresh = lambda: (calls.append(("slice", tr.state.step)), advance())[1]
-    run.start()
-    deadline = time.monotonic() + 60
-    while run.view.fresh_step < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    run.stop()
-    run.join(10)
-    first = calls.index(("slice", 3))
-    assert calls[first: first + 3] == [("slice", 3)] * 3  # 2 full slices and the rest (18 = 8 + 8 + 2 states)
-    assert run.view.fresh_step == 3 and all(k == "step" for k, _ in calls[:first])

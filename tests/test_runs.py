@@ -9,7 +9,6 @@ import time
 import weakref
 
 import pytest
-import torch
 
 import ebm_play
 from ebm_play import EBMError
@@ -188,3 +187,25 @@ def test_control_calls_from_many_threads_never_wait(digits):
     assert max(times) < 0.5 and len(errors) == 44 and run.state == "paused"
     run.stop()
     run.join(30)
+
+
+def test_fresh_chains_run_in_slices_while_the_model_waits(digits):
+    """Fresh samples are drawn a few sampler updates at a time between the worker's other work; the
+    model takes no step until the panel is done, and the panel is for that step."""
+    config = TrainConfig(width=4, batch_size=16, sampler_steps=2, buffer_size=32, seed=0)
+    views = ImageViews(fresh_every=3, fresh_steps=2 * ImageViews.FRESH_SLICE + 1)
+    calls = []
+    advance = views.advance
+    views.advance = lambda tr, view: (calls.append(("slice", tr.state.step)), advance(tr, view))[1]
+    run = Run("image", Spec(config, digits.x[:512], source="test"), views, estimate(config), start=False)
+    wait_for(lambda: run.state == "paused" and not views.busy(), what="the first panel")
+    step = run.trainer.step
+    run.trainer.step = lambda: (calls.append(("step", run.trainer.state.step)), step())[1]
+    calls.clear()
+    run.resume()
+    wait_for(lambda: run.view.fresh_step >= 3, what="the panel of step 3")
+    run.stop()
+    run.join(10)
+    first = calls.index(("slice", 3))
+    assert calls[first: first + 3] == [("slice", 3)] * 3  # 2 full slices and the rest (18 = 8 + 8 + 2 states)
+    assert run.view.fresh_step == 3 and all(k == "step" for k, _ in calls[:first])

@@ -23,7 +23,7 @@ def test_a_thousand_fresh_ids_do_not_evict_a_session_holding_work():
     store = SessionStore(max_idle=50, max_keepers=5)
     victim = store.get("victim-session")
     store.keep(victim, lambda s: setattr(s, "trained", object()))
-    idle = store.get("idle-but-old")
+    store.get("idle-but-old")
     for i in range(1000):
         store.get(f"stranger-{i:06d}")
     assert store.peek("victim-session") is victim and store.peek("idle-but-old") is None

@@ -1,6 +1,6 @@
 """The app: header, one tab per module, the per-browser session id, and the command line.
 
-Endpoints (gradio_client names; those with state take ``session`` first, see :mod:`ui.sessions`):
+Endpoints (gradio_client names; those with state take ``session`` first, see :mod:`ebm_play.sessions`):
 Train ``/train_start``, ``/train_status``, ``/train_pause``, ``/train_resume``, ``/train_step``,
 ``/train_stop``, ``/train_save``, ``/train_use``; Sample ``/sample``, ``/sample_files``, ``/score``;
 Compose ``/compose``; drawing tabs ``/inpaint``, ``/denoise``, ``/ood_score``, ``/ood_batch``,
@@ -17,67 +17,88 @@ import os
 import threading
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 import ebm_play
+from ebm_play.playground import Playground
+from ebm_play.runs import Limits
 from ebm_play.runtime import return_freed_memory
+from ebm_play.sessions import SESSION_RE, new_session_id
 
 from . import classify_tab, compose_tab, denoise_tab, inpaint_tab, landscape_tab, ood_tab, sample_tab, train_tab
-from .common import HEADER, TITLE, launch_style, patch_gradio_cache, patch_gradio_sessions
-from .sessions import SESSION_RE, Registry, new_session_id
+from .boundary import PRIVATE, AnySession, Gate, endpoint, on
+from .common import HEADER, TITLE, launch_style, patch_gradio_sessions
+from .sessions import Registry
 
 MAX_QUEUE = 100
 TABS = ("train", "sample", "compose", "inpaint", "denoise", "ood", "classify", "landscape")
 
 
+@endpoint(sid=AnySession())
+def on_load(pg: Playground, sid, request: gr.Request = None):
+    """Give a new browser its session id (kept in localStorage) and honour ?tab=…"""
+    if sid is None or not SESSION_RE.fullmatch(sid):
+        sid = new_session_id()
+    pg.sessions.get(sid)
+    tab = request.query_params.get("tab") if request is not None else None
+    return sid, (gr.Tabs(selected=tab) if tab in TABS else gr.skip())
+
+
+def _layout(pg: Playground, session: gr.BrowserState) -> dict:
+    registry = Registry(pg)  # (the tabs not yet moved to the playground)
+    gr.Markdown(HEADER)
+    if pg.untrained:
+        gr.Markdown("⚠ **No shipped model yet: untrained random model.** The Sample tab starts with a random "
+                    "CNN; train one in the Train tab and press *Use this model in the other tabs*.",
+                    elem_classes="ebm-banner", elem_id="untrained-banner")
+    for problem in pg.problems:
+        gr.Markdown(f"⚠ A shipped model was not loaded: {problem}", elem_classes="ebm-banner")
+    parts = {"registry": registry}
+    with gr.Tabs() as parts["tabs"]:
+        with gr.Tab("Train", id="train"):
+            parts["train"] = train_tab.create_tab(pg, session)
+        with gr.Tab("Sample", id="sample") as parts["sample_page"]:
+            parts["sample"] = sample_tab.create_tab(registry, session)
+        with gr.Tab("Compose", id="compose"):
+            compose_tab.create_tab(registry, session)
+        with gr.Tab("Inpaint", id="inpaint") as page:
+            inpaint_tab.create_tab(registry, session, page)
+        with gr.Tab("Denoise", id="denoise") as page:
+            denoise_tab.create_tab(registry, session, page)
+        with gr.Tab("OOD check", id="ood") as page:
+            ood_tab.create_tab(registry, session, page)
+        with gr.Tab("Classify (JEM)", id="classify") as page:
+            classify_tab.create_tab(registry, session, page)
+        with gr.Tab("Landscape", id="landscape"):
+            landscape_tab.create_tab(registry, session)
+    return parts
+
+
 def build_app(device: str | None = None, max_runs: int | None = None) -> gr.Blocks:
-    """Build the whole app (models load here: shipped ones, or a random CNN with a banner).
-    The Registry is kept as ``demo.registry`` so a host (or a test) can stop the runs."""
-    patch_gradio_cache()
+    """Build the whole app (models load here: shipped ones, or a random CNN with a banner). The
+    playground is kept as ``demo.playground`` so a host (or a test) can stop the runs."""
     patch_gradio_sessions()
-    registry = Registry(device, max_runs)
-    threading.Thread(target=registry.data, name="ebm-data", daemon=True).start()  # warm MNIST off the request path
+    running = int(max_runs or os.environ.get("EBM_PLAY_MAX_RUNS") or 2)
+    pg = Playground(device, Limits(running=running))
+    threading.Thread(target=pg.data, name="ebm-data", daemon=True).start()  # warm MNIST off the request path
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
         session = gr.BrowserState(None, storage_key="ebm_play_session")
-        gr.Markdown(HEADER)
-        if registry.untrained:
-            gr.Markdown("⚠ **No shipped model yet: untrained random model.** The Sample tab starts with a random "
-                        "CNN; train one in the Train tab and press *Use this model in the other tabs*.",
-                        elem_classes="ebm-banner", elem_id="untrained-banner")
-        for problem in registry.problems:
-            gr.Markdown(f"⚠ A shipped model was not loaded: {problem}", elem_classes="ebm-banner")
-        with gr.Tabs() as tabs:
-            with gr.Tab("Train", id="train"):
-                train = train_tab.create_tab(registry, session)
-            with gr.Tab("Sample", id="sample") as sample_page:
-                sample = sample_tab.create_tab(registry, session)
-            with gr.Tab("Compose", id="compose"):
-                compose_tab.create_tab(registry, session)
-            with gr.Tab("Inpaint", id="inpaint") as inpaint_page:
-                inpaint_tab.create_tab(registry, session, inpaint_page)
-            with gr.Tab("Denoise", id="denoise") as denoise_page:
-                denoise_tab.create_tab(registry, session, denoise_page)
-            with gr.Tab("OOD check", id="ood") as ood_page:
-                ood_tab.create_tab(registry, session, ood_page)
-            with gr.Tab("Classify (JEM)", id="classify") as classify_page:
-                classify_tab.create_tab(registry, session, classify_page)
-            with gr.Tab("Landscape", id="landscape"):
-                landscape_tab.create_tab(registry, session)
-
-        def on_load(sid, request: gr.Request):
-            """Give a new browser its session id (kept in localStorage) and honour ?tab=…"""
-            if not (isinstance(sid, str) and SESSION_RE.match(sid)):
-                sid = new_session_id()
-            registry.session(sid)
-            tab = request.query_params.get("tab") if request is not None else None
-            return sid, (gr.Tabs(selected=tab) if tab in TABS else gr.skip())
-
-        refresh = dict(fn=sample["refresh"], inputs=sample["refresh_inputs"], outputs=sample["refresh_outputs"],
-                       api_visibility="private", show_progress="hidden")
-        demo.load(on_load, session, [session, tabs], api_visibility="private").then(**refresh)
-        sample_page.select(**refresh)
-        train["use_event"].then(**refresh)
-    demo.registry = registry
+        parts = _layout(pg, session)
+        refresh = dict(fn=parts["sample"]["refresh"], inputs=parts["sample"]["refresh_inputs"],
+                       outputs=parts["sample"]["refresh_outputs"], api_visibility="private", show_progress="hidden")
+        loaded = on(demo.load, on_load, pg, session, [session, parts["tabs"]])
+        loaded.then(**refresh)
+        on(loaded.then, train_tab.poll, pg, *parts["train"]["poll"], **PRIVATE)  # a reload finds its run
+        parts["sample_page"].select(**refresh)
+        parts["train"]["use_event"].then(**refresh)
+    demo.playground = pg
+    demo.registry = parts["registry"]  # TEMPORARY: the old tabs' tests
     return demo
+
+
+def launch_options(demo: gr.Blocks) -> dict:
+    """Everything ``launch`` needs besides host and port: theme, CSS and the HTTP gate."""
+    return {**launch_style(), "app_kwargs": {"middleware": [Middleware(Gate, blocks=demo)]}}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -107,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     # MAX_QUEUE events wait; past that a caller gets "queue full" at once instead of a long wait.
     demo.queue(default_concurrency_limit=1, max_size=MAX_QUEUE)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, prevent_thread_lock=True,
-                **launch_style())
+                **launch_options(demo))
     # The garbage collector's full passes stop every thread for as long as they take. Nothing built
     # so far (gradio, torch, the models: about 400,000 objects) ever becomes garbage: frozen, it is
     # left out of them.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -22,11 +21,11 @@ import torch
 import ebm_play
 from ebm_play import EBMError
 from ebm_play.models import IMAGE_ENERGIES
-from ebm_play.runtime import job_threads, make_generator
+from ebm_play.runtime import make_generator
 from ebm_play.samplers import sampler_options
 
 from .common import number, thin, whole
-from .media import MAX_FRAMES, Recorder, Recording, RecordStore  # noqa: F401  (MAX_FRAMES: for the tabs)
+from ebm_play.recording import MAX_FRAMES, ChainJob, Jobs, Recorder, Recording, RecordStore  # noqa: F401
 
 MAX_CHAINS = 256
 MAX_STEPS = 5000
@@ -184,95 +183,14 @@ def start_images(kind: str, n: int, seed, image=None, registry=None, session=Non
     s = registry.peek(session) if registry is not None else None
     if s is None or s.run is None:
         raise EBMError("start from the replay buffer: this session has no training run (start one in the Train tab)")
-    with s.run.cond:
-        buf = s.run.trainer.buffer.x
-        idx = torch.randint(len(buf), (n,), generator=g)
-        return buf[idx.to(buf.device)].detach().float().cpu().clamp(-1, 1)
+    buf = s.run.view.starts
+    if buf is None:
+        raise EBMError("start from the replay buffer: the training run has ended and its buffer is gone")
+    idx = torch.randint(len(buf), (n,), generator=g)
+    return buf[idx].clamp(-1, 1)
 
 
-class ChainRun:
-    """``ebm_play.sample_chains`` in a helper thread, recorded by a :class:`~ui.media.Recorder`."""
-
-    def __init__(self, energy, n: int, steps: int, sampler: str, seed, x0, options: dict, frames: int,
-                 terms=None, meta: dict | None = None):
-        self.energy, self.n, self.steps, self.sampler, self.seed, self.x0 = energy, n, steps, sampler, seed, x0
-        self.options = options
-        self.stop_flag = threading.Event()
-        self.done = threading.Event()
-        self.last_pull = time.monotonic()
-        self.error: BaseException | None = None
-        self.recording: Recording | None = None
-        self.recorder = Recorder(steps, n, frames, terms=terms, should_stop=self._should_stop, meta=meta)
-        self.thread = threading.Thread(target=self._work, name="ebm-chains", daemon=True)
-
-    def _should_stop(self) -> bool:
-        return self.stop_flag.is_set() or time.monotonic() - self.last_pull > STALL_S
-
-    def _work(self) -> None:
-        try:
-            with job_threads(1):
-                res = ebm_play.sample_chains(self.energy, self.n, self.steps, self.sampler, self.seed, x0=self.x0,
-                                             callback=self.recorder, **self.options)
-                self.recording = self.recorder.finish(res.x)
-                self.recording.meta["accept_rate"] = res.accept_rate
-        except BaseException as e:  # handed to the request's generator, which raises it
-            self.error = e
-        finally:
-            self.done.set()
-
-    def stop(self) -> None:
-        self.stop_flag.set()
-
-    def snapshots(self, every: float = FRAME_EVERY_S):
-        """Start the chains; yield the recorder every ``every`` seconds while they run; return when
-        done (raising the worker's error, if any). Closing this generator stops the chains."""
-        self.thread.start()
-        try:
-            while not self.done.wait(every):
-                self.last_pull = time.monotonic()
-                if self.recorder.latest is not None:
-                    yield self.recorder
-                self.last_pull = time.monotonic()
-        finally:
-            self.stop_flag.set()
-        if self.error is not None:
-            raise self.error
-        RECORDS.put(self.recording)
-
-
-class Jobs:
-    """The running chains of each (session, tab), so a Stop button can end them early; one per key."""
-
-    def __init__(self):
-        self._runs: dict[tuple, ChainRun] = {}
-        self._lock = threading.Lock()
-
-    def start(self, key, run: ChainRun) -> None:
-        if key[0] is None:
-            return
-        with self._lock:
-            old = self._runs.get(key)
-            if old is not None:
-                old.stop()  # a new run from the same page replaces the old one
-            self._runs[key] = run
-
-    def end(self, key, run: ChainRun) -> None:
-        with self._lock:
-            if self._runs.get(key) is run:
-                del self._runs[key]
-
-    def stop(self, key) -> bool:
-        with self._lock:
-            run = self._runs.get(key)
-        if run is not None:
-            run.stop()
-        return run is not None
-
-    def running(self) -> int:
-        with self._lock:
-            return sum(1 for r in self._runs.values() if not r.done.is_set())
-
-
+ChainRun = ChainJob
 JOBS = Jobs()
 
 
@@ -412,7 +330,7 @@ def export_files(folder: str | Path, record, fps) -> dict[str, str | None]:
     import re
     import shutil
 
-    from .media import write_all
+    from ebm_play.media import write_all
 
     rec = RECORDS.get(record)
     if rec is None:

@@ -1,11 +1,11 @@
-"""Shared pieces of the UI: theme, header, error handling and the small converters the tabs share."""
+"""What the tabs share to show things: theme, header, pictures, plot frames and number formats."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
-import logging
+import hashlib
+import io
 import math
 import os
 import tempfile
@@ -15,12 +15,8 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pandas as pd
-from gradio import processing_utils
-
-import ebm_play
-from ebm_play.runtime import FOREGROUND
-
-log = logging.getLogger("ebm_play.app")
+from gradio.utils import get_upload_folder
+from PIL import Image
 
 TITLE = "ebm_play: energy-based models you can watch"
 
@@ -55,29 +51,26 @@ pushes the energy down on real digits and up on the model's own samples.
 """
 
 
-def _save_pil_to_cache_once(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
-    """gradio's ``save_pil_to_cache``, written once and atomically. gradio names a picture by the
-    hash of its bytes and rewrites that file in place on every request, so two users who get the
-    same picture race: one downloads while the other truncates the file ("peer closed connection
-    without sending complete message body" under benchmarks/load.py)."""
-    data = processing_utils.encode_pil_to_bytes(img, format)
-    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
-    folder.mkdir(exist_ok=True, parents=True)
-    path = (folder / f"{name}.{format}").resolve()
+def picture(img: Image.Image) -> str:
+    """A picture as a PNG file in gradio's cache folder, for an image output. gradio would write a
+    returned PIL image itself, in place under the hash of its bytes, so two users getting the same
+    picture raced (one downloaded while the other rewrote the file). Files already in its cache folder
+    are served as they are: this one is written once, to a temporary name, then renamed into place."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    data = buf.getvalue()
+    folder = Path(get_upload_folder()) / "ebm_play"
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
     if path.exists():
         with contextlib.suppress(OSError):
-            os.utime(path)  # delete_cache ages files by their time stamps
+            os.utime(path)  # gradio's delete_cache ages files by their time stamps
         return str(path)
-    fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(dir=folder, prefix=".picture.")
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(staging, path)
     return str(path)
-
-
-def patch_gradio_cache() -> None:
-    """Install :func:`_save_pil_to_cache_once` (every image component goes through it)."""
-    processing_utils.save_pil_to_cache = _save_pil_to_cache_once
 
 
 class _WithoutBlocks:
@@ -113,65 +106,6 @@ def patch_gradio_sessions() -> None:
 def launch_style() -> dict:
     """Gradio 6 takes the theme and CSS at launch, not in ``gr.Blocks``."""
     return {"theme": THEME, "css": CSS}
-
-
-def user_errors(fn: Callable) -> Callable:
-    """Turn engine errors into a short ``gr.Error`` (a toast in the page, an ``AppError`` in
-    gradio_client) instead of a traceback; unexpected errors are logged and summarised in one line.
-    The call counts as a request in flight (``runtime.FOREGROUND``): training runs wait for it."""
-
-    def convert(e: Exception) -> gr.Error:
-        if isinstance(e, gr.Error):
-            return e
-        if isinstance(e, ebm_play.EBMError):
-            return gr.Error(str(e), print_exception=False)
-        log.exception("unexpected error in %s", fn.__name__)
-        return gr.Error(f"unexpected error ({type(e).__name__}): {e}", print_exception=False)
-
-    if inspect.isgeneratorfunction(fn):
-        @functools.wraps(fn)
-        def gen_wrapper(*args, **kwargs):
-            try:
-                with FOREGROUND.active():
-                    yield from fn(*args, **kwargs)
-            except Exception as e:
-                raise convert(e) from None
-        return gen_wrapper
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            with FOREGROUND.active():
-                return fn(*args, **kwargs)
-        except Exception as e:
-            raise convert(e) from None
-    return wrapper
-
-
-def upload_path(value) -> str | None:
-    """The server path of an uploaded file from a raw API payload (gradio's FileData dict, whose path
-    gradio has already checked is inside its upload folder) or a preprocessed path; None if empty."""
-    if isinstance(value, dict):
-        value = value.get("path")
-    return str(value) if value else None
-
-
-def whole(name: str, v, lo: int, hi: int) -> int:
-    """A whole number from a UI/API field, or an EBMError that names the field."""
-    if v is None or isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or int(v) != v:
-        raise ebm_play.EBMError(f"{name} must be a whole number, got {v!r}")
-    if not lo <= v <= hi:
-        raise ebm_play.EBMError(f"{name} must be between {lo} and {hi}, got {int(v)}")
-    return int(v)
-
-
-def number(name: str, v, lo: float = -math.inf, hi: float = math.inf) -> float:
-    """A finite number from a UI/API field, or an EBMError that names the field."""
-    if v is None or isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ebm_play.EBMError(f"{name} must be a number, got {v!r}")
-    if not lo <= v <= hi:
-        raise ebm_play.EBMError(f"{name} must be between {lo:g} and {hi:g}, got {v:g}")
-    return float(v)
 
 
 def thin(rows: list, limit: int = 300) -> list:
@@ -213,3 +147,52 @@ def histogram_frame(energies: dict[str, np.ndarray], focus: tuple[str, ...] = ()
         for a, b, c in zip(edges[:-1], edges[1:], frac):
             rows += [(float(a), float(c), name), (float(b), float(c), name)]
     return pd.DataFrame(rows, columns=["energy", "fraction", "source"])
+
+
+def fmt(v, digits: int = 4) -> str:
+    """A number as people read it: 4 significant digits, no float noise ("0.02705", not
+    "0.027048498392105103")."""
+    if v is None:
+        return "–"
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return f"{int(v):,}"
+    v = float(v)
+    return f"{v:.{digits}g}" if math.isfinite(v) else str(v)
+
+
+# --- TEMPORARY: for the tabs not yet moved to ui.boundary endpoints ------------------------------------
+def user_errors(fn: Callable) -> Callable:
+    """Engine errors → a one-line gr.Error; the call counts as a request in flight."""
+    import inspect
+
+    from ebm_play.runtime import FOREGROUND
+
+    from .boundary import _as_gr_error
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                with FOREGROUND.active():
+                    yield from fn(*args, **kwargs)
+            except Exception as e:
+                raise _as_gr_error(fn.__name__, e) from None
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            with FOREGROUND.active():
+                return fn(*args, **kwargs)
+        except Exception as e:
+            raise _as_gr_error(fn.__name__, e) from None
+    return wrapper
+
+
+def upload_path(value) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("path")
+    return str(value) if value else None
+
+
+from ebm_play.validate import number, whole  # noqa: E402,F401

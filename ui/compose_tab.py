@@ -34,7 +34,7 @@ from ebm_play.samplers import GRADIENT_SAMPLERS
 from . import chains as C
 from . import playback as P
 from .common import number, user_errors, whole
-from .media import chain_grid
+from ebm_play.media import chain_grid
 from .sample_tab import resolve_model
 from .sessions import TRAINED_MODEL, Registry
 
@@ -126,7 +126,8 @@ def prepare(registry: Registry, session, experts, sketch, sampler, steps, step_s
     C.check_work(n * max(1, work_experts), steps, sampler, opts)
     meta = {"model": "composed", "experts": spec, "sampler": sampler, "steps": steps, "chains": n, "seed": seed,
             "options": opts}
-    run = C.ChainRun(energy, n, steps, sampler, seed, None, opts, frames, terms=energy.terms, meta=meta)
+    run = C.ChainRun(energy, n, steps, sampler, seed, None, opts, frames, terms=energy.terms, meta=meta,
+                     store=C.RECORDS)
     weights = {e["name"]: e["weight"] for e in spec}
     return run, meta, weights
 

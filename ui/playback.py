@@ -10,7 +10,7 @@ import gradio as gr
 
 from . import chains as C
 from .common import user_errors
-from .media import chain_grid
+from ebm_play.media import chain_grid
 
 PRIVATE = dict(api_visibility="private", show_progress="hidden")
 

@@ -35,7 +35,7 @@ from ebm_play.runtime import job_threads
 from . import chains as C
 from . import playback as P
 from .common import upload_path, user_errors, whole
-from .media import chain_grid
+from ebm_play.media import chain_grid
 from .sessions import TRAINED_MODEL, Registry
 
 SAMPLERS = list(ebm_play.SAMPLERS)
@@ -103,7 +103,8 @@ def prepare(registry: Registry, session, sampler, steps, step_size, noise, tempe
     energy = m if y is None else ebm_play.ClassEnergy(m, y).eval()
     meta = {"model": name, "sampler": sampler, "steps": steps, "chains": n, "seed": seed, "start": start,
             "class": y, "options": opts}
-    return C.ChainRun(energy, n, steps, sampler, seed, x0, opts, frames, meta=meta), meta, C.training_length(m)
+    run = C.ChainRun(energy, n, steps, sampler, seed, x0, opts, frames, meta=meta, store=C.RECORDS)
+    return run, meta, C.training_length(m)
 
 
 def stream(run: C.ChainRun, key, marker):

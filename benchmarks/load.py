@@ -1,7 +1,7 @@
 """Load test: 8 clients sampling and scoring at once while 2 train, against `python app.py` on
 localhost, for a bounded time.
 
-    python benchmarks/load.py [--seconds 60] [--think 1] [--trainers 2] [--port 7862]
+    python benchmarks/load.py [--seconds 60] [--think 1] [--trainers 2] [--port 7862] [--no-patch]
 
 Prints requests served, errors, p50/p95 latency per endpoint, the single-user sampling latency
 measured first for comparison, the training runs' progress, and the app's resident memory before
@@ -133,8 +133,10 @@ def main():
     ap.add_argument("--port", type=int, default=7862)
     ap.add_argument("--trainers", type=int, default=2, help="training runs alive during the test (default 2)")
     ap.add_argument("--think", type=float, default=1.0, help="each client's pause between requests, s (default 1)")
+    ap.add_argument("--no-patch", action="store_true",
+                    help="run the app without its gradio session patch (EBM_PLAY_GRADIO_PATCH=0), to see what it buys")
     args = ap.parse_args()
-    proc, url = start_app(args.port)
+    proc, url = start_app(args.port, **({"EBM_PLAY_GRADIO_PATCH": "0"} if args.no_patch else {}))
     try:
         wait_for_page(url, proc)
         png = digit_png(Path(tempfile.mkdtemp()) / "digit.png")

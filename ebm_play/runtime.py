@@ -126,6 +126,16 @@ class Foreground:
 FOREGROUND = Foreground()
 
 
+def trim_memory() -> None:
+    """Hand freed memory back to the OS now (glibc's malloc_trim; a no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def return_freed_memory(every_s: float = 10.0, arenas: int = 2) -> None:
     """For a long-lived multi-threaded process (the app): cap glibc's malloc arenas and hand freed
     memory back to the OS every ``every_s`` seconds. glibc keeps freed tensors' memory cached per
@@ -146,7 +156,7 @@ def return_freed_memory(every_s: float = 10.0, arenas: int = 2) -> None:
         def trim():
             while True:
                 time.sleep(every_s)
-                libc.malloc_trim(0)
+                trim_memory()
 
         _trimmer = threading.Thread(target=trim, name="ebm-malloc-trim", daemon=True)
         _trimmer.start()

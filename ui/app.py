@@ -77,7 +77,8 @@ def _layout(pg: Playground, session: gr.BrowserState) -> dict:
 def build_app(device: str | None = None, max_runs: int | None = None) -> gr.Blocks:
     """Build the whole app (models load here: shipped ones, or a random CNN with a banner). The
     playground is kept as ``demo.playground`` so a host (or a test) can stop the runs."""
-    patch_gradio_sessions()
+    if os.environ.get("EBM_PLAY_GRADIO_PATCH", "1") != "0":  # 0: without it, for benchmarks/load.py --no-patch
+        patch_gradio_sessions()
     running = int(max_runs or os.environ.get("EBM_PLAY_MAX_RUNS") or 2)
     pg = Playground(device, Limits(running=running))
     threading.Thread(target=pg.data, name="ebm-data", daemon=True).start()  # warm MNIST off the request path

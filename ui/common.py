@@ -6,6 +6,7 @@ import contextlib
 import functools
 import hashlib
 import io
+import logging
 import math
 import os
 import tempfile
@@ -17,6 +18,8 @@ import numpy as np
 import pandas as pd
 from gradio.utils import get_upload_folder
 from PIL import Image
+
+log = logging.getLogger("ebm_play.app")
 
 TITLE = "ebm_play: energy-based models you can watch"
 
@@ -86,9 +89,11 @@ def _lazy_session_init(original: Callable) -> Callable:
     def init(self, blocks):
         try:
             original(self, _WithoutBlocks(blocks))
-        except AttributeError:  # a gradio whose constructor reads more: its own way
+        except AttributeError:  # a gradio whose constructor reads more: its own way, and said so
+            init.fallbacks += 1
+            log.warning("gradio's SessionState reads more than this patch assumes: the patch is not in effect")
             original(self, blocks)
-    init.lazy = True
+    init.lazy, init.fallbacks = True, 0
     return init
 
 
@@ -96,7 +101,9 @@ def patch_gradio_sessions() -> None:
     """Make gradio's per-session state cheap. Its constructor renders the configuration of every
     block (552 here) for deep links, which this app does not offer: 25 ms of interpreter-locked
     CPU and 2,750 Python objects per session, and every REST call without a session hash is a new
-    session. The configurations it needs later it builds on demand (``_update_value_in_config``)."""
+    session. The configurations it needs later it builds on demand (``_update_value_in_config``).
+    No supported setting does this; ``tests/test_common.py`` fails as soon as gradio's
+    constructor reads more than the patch provides, and ``benchmarks/load.py --no-patch`` shows the gain."""
     from gradio.state_holder import SessionState
 
     if not getattr(SessionState.__init__, "lazy", False):

@@ -7,6 +7,7 @@ file's ``info["samplers"]`` (the settings the model was trained and evaluated wi
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 
 import torch
@@ -14,12 +15,12 @@ from torch import nn
 
 from . import samplers
 from .data import uniform_noise
-from .errors import EBMError
+from .errors import EBMError, shown
 from .images import check_pixels
 from .runtime import make_generator
 
 MAX_CHAINS = 4096
-MAX_STEPS = 100_000
+MAX_STEPS = samplers.MAX_STEPS
 
 
 def default_sampler_settings(model: nn.Module, sampler: str) -> dict:
@@ -36,10 +37,10 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 def _check_count(name: str, v, lo: int, hi: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or int(v) != v:
-        raise EBMError(f"{name} must be a whole number, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not (math.isfinite(v) and v.is_integer())):
+        raise EBMError(f"{name} must be a whole number, got {shown(v)}")
     if not lo <= v <= hi:
-        raise EBMError(f"{name} must be between {lo} and {hi}, got {int(v)}")
+        raise EBMError(f"{name} must be between {lo} and {hi}, got {shown(int(v))}")
     return int(v)
 
 

@@ -18,7 +18,7 @@ from .images import check_pixels
 from .runtime import make_generator
 
 MAX_CHAINS = 4096
-MAX_STEPS = 100_000
+MAX_STEPS = samplers.MAX_STEPS
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -8,9 +8,12 @@ N×1×28×28 in [−1, 1]). Mistakes a user can fix end in one line on stderr, `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
+import os
+import signal
 import sys
 import time
 import typing
@@ -23,10 +26,11 @@ from . import distributed, masks, samplers, settings
 from .api import denoise, inpaint, sample_chains, score
 from .data import mnist
 from .errors import EBMError
-from .images import load_images, save_images
+from .files import atomic_write, check_output
+from .images import OUTPUT_TYPES, load_images, save_images
 from .models import IMAGE_ENERGIES
 from .runtime import configure_threads, resolve_device
-from .training import TrainConfig, Trainer
+from .training import Interrupted, TrainConfig, Trainer
 from .weights import load_model, read_metadata, resolve, save_model, shipped_models
 
 PROG = "python -m ebm_play"
@@ -299,18 +303,18 @@ def _load(name: str, device: str):
     return model
 
 
-OUTPUT_TYPES = (".png", ".npz", ".gif", ".bmp", ".webp", ".tif", ".tiff")  # what save_images writes
-
-
 def _check_out(path: str) -> None:
-    """Refuse an output type before the work, not after it."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in OUTPUT_TYPES:
-        raise EBMError(f"unknown output type {suffix or '(none)'} for {path!r}: use .png or .npz")
+    """Refuse an output before the work, not after it (type, folder, not a regular file)."""
+    check_output(path, OUTPUT_TYPES, "--out")
 
 
 def _sampler_options(args) -> dict:
     return {dest: getattr(args, dest) for _, dest, _, _ in SAMPLER_FLAGS if hasattr(args, dest)}
+
+
+def _write_npz(path: str, **arrays) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would append .npz to a name
+        np.savez(f, **arrays)
 
 
 def _summary(e: torch.Tensor) -> str:
@@ -350,8 +354,8 @@ def cmd_sample(args) -> int:
 
 
 def cmd_score(args) -> int:
-    if args.out and Path(args.out).suffix.lower() != ".npz":
-        raise EBMError(f"score writes .npz files, not {args.out!r}")
+    if args.out:
+        check_output(args.out, (".npz",), "--out")
     model = _load(args.model, args.device)
     x = load_images(args.input)
     e = score(model, x)
@@ -363,8 +367,7 @@ def cmd_score(args) -> int:
         print(f"{'…':>5}  ({len(e) - len(shown)} more)")
     print(f"{len(e)} image{'s' * (len(e) != 1)}: {_summary(e)} (lower = more data-like)")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        np.savez(args.out, energy=e.numpy().astype(np.float32))
+        atomic_write(args.out, lambda tmp: _write_npz(tmp, energy=e.numpy().astype(np.float32)))
         print(f"wrote {args.out}")
     return 0
 
@@ -395,24 +398,38 @@ def cmd_denoise(args) -> int:
 def cmd_train(args, config_names: list[str]) -> int:
     """Train in this process, or as one rank of a torchrun job (the process group lives as long
     as the run, and is torn down on errors and Ctrl-C too)."""
+    check_output(args.out, (".safetensors",), "--out")  # before any work: the run must end in a file
     with distributed.session(resolve_device(args.device)) as (world, device):
         return _train(args, config_names, world, device)
 
 
+def _resumed(args, given: dict, device: torch.device):
+    """The model, training settings and step count of ``--resume FILE``, flags given overriding."""
+    model = load_model(args.resume, device)
+    name = Path(args.resume).name
+    if model.kind not in TRAINABLE:
+        raise EBMError(f"{name}: a {model.kind} model cannot be trained here ({', '.join(TRAINABLE)})")
+    stored = model.info.get("train_config") or {"model": model.kind}
+    if not isinstance(stored, dict):
+        raise EBMError(f"{name}: its stored training settings are not an object")
+    stored = dict(stored)
+    for k in ("width", "hidden", "spectral_norm"):  # the architecture is the file's
+        if k in model.config:
+            if k in given and given[k] != model.config[k]:
+                raise EBMError(f"--{k.replace('_', '-')} {given[k]} does not match the resumed model ({k} {model.config[k]})")
+            stored[k] = model.config[k]
+    try:
+        config = TrainConfig.from_dict({**stored, **given})
+    except (TypeError, OverflowError) as e:  # wrong types in the file: EBMError names the field itself
+        raise EBMError(f"{name}: its stored training settings are malformed ({_one_line(e)})") from e
+    return model, config, model.info.get("train_steps", 0)
+
+
 def _train(args, config_names: list[str], world: distributed.World, device: torch.device) -> int:
     given = {k: getattr(args, k) for k in config_names if hasattr(args, k)}
-    model, done, info = None, 0, {}
+    model, done = None, 0
     if args.resume:
-        model = load_model(args.resume, device)
-        info = model.info
-        stored = dict(info.get("train_config") or {"model": model.kind})
-        for k in ("width", "hidden", "spectral_norm"):  # the architecture is the file's
-            if k in model.config:
-                if k in given and given[k] != model.config[k]:
-                    raise EBMError(f"--{k.replace('_', '-')} {given[k]} does not match the resumed model ({k} {model.config[k]})")
-                stored[k] = model.config[k]
-        config = TrainConfig.from_dict({**stored, **given})
-        done = int(info.get("train_steps", 0))
+        model, config, done = _resumed(args, given, device)
     else:
         config = TrainConfig(**given)
     if args.download and not world.is_main:
@@ -427,11 +444,45 @@ def _train(args, config_names: list[str], world: distributed.World, device: torc
         trainer.close()  # DDP must go before the process group does
 
 
+class StopRequests:
+    """Ctrl-C during training, as a request instead of an exception. The first asks the run to stop:
+    the update in progress is dropped whole (``Trainer(interrupt=...)``; under torchrun the ranks
+    finish it and stop together) and the weights are saved. Later ones are counted and ignored, so
+    no number of Ctrl-C presses can abort the final save: the run always ends in a loadable file.
+    SIGTERM or a second terminal's ``kill -9`` still end the process (the write is atomic)."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, signum, frame) -> None:
+        self.count += 1
+        if self.count == 2:
+            print("stopping: the weights are being saved (Ctrl-C cannot interrupt that)", file=sys.stderr, flush=True)
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    @contextlib.contextmanager
+    def installed(self):
+        try:
+            previous = signal.signal(signal.SIGINT, self)
+        except ValueError:  # not the main thread: Ctrl-C belongs to whoever owns the process
+            yield self
+            return
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
 def _train_loop(args, trainer: Trainer, source: str, done: int, world: distributed.World) -> int:
     config = trainer.config
     out = Path(args.out)
     end = done + args.steps
     deadline = None if args.minutes is None else time.monotonic() + 60 * args.minutes
+    stop = StopRequests()
+    if world.size == 1:  # under torchrun every rank must finish the update: DDP waits for all of them
+        trainer.interrupt = stop.__bool__
 
     def say(text: str) -> None:  # rank 0 speaks for all; the other ranks print only errors
         if world.is_main:
@@ -450,30 +501,35 @@ def _train_loop(args, trainer: Trainer, source: str, done: int, world: distribut
     say(f"training {config.model} ({arch}) on {source}, {len(trainer.data)} images, device {trainer.device}{ranks}, "
         f"steps {done + 1}..{end}")
     t_log, n_log = time.perf_counter(), 0
-    try:
-        while trainer.state.step < end:
-            # the ranks must stop at the same step, so the one that runs out of time tells the rest
-            if deadline is not None and distributed.any_rank(time.monotonic() > deadline):
-                say(f"time budget of {args.minutes:g} min used up")
-                break
-            m = trainer.step()
-            n_log += 1
-            if m["rolled_back"]:
-                say(f"step {m['step']}: {m['event']}")
-            s = m["step"]
-            if (s - done) % args.log_every == 0 or s == end:
-                now = time.perf_counter()
-                rate = n_log / max(now - t_log, 1e-9)
-                acc = f"  acc {m['accuracy']:.2f}" if "accuracy" in m else ""
-                say(f"step {s:>6}/{end}  loss {m['loss']:+.4f}  E(real) {m['e_real']:+.4f}  E(fake) {m['e_fake']:+.4f}"
-                    f"  gap {m['gap']:+.4f}{acc}  {rate:.2f} steps/s")
-                t_log, n_log = now, 0
-            if args.save_every and (s - done) % args.save_every == 0 and s != end:
-                save("checkpoint")
-    except KeyboardInterrupt:
-        save("interrupted")
-        return 130
-    save("done")
+    with stop.installed():
+        try:
+            while trainer.state.step < end:
+                # the ranks must stop at the same step, so the one that runs out of time (or was
+                # interrupted) tells the rest
+                asked = distributed.any_rank(bool(stop)) if world.size > 1 else bool(stop)
+                if asked:
+                    raise Interrupted("stop requested")
+                if deadline is not None and distributed.any_rank(time.monotonic() > deadline):
+                    say(f"time budget of {args.minutes:g} min used up")
+                    break
+                m = trainer.step()
+                n_log += 1
+                if m["rolled_back"]:
+                    say(f"step {m['step']}: {m['event']}")
+                s = m["step"]
+                if (s - done) % args.log_every == 0 or s == end:
+                    now = time.perf_counter()
+                    rate = n_log / max(now - t_log, 1e-9)
+                    acc = f"  acc {m['accuracy']:.2f}" if "accuracy" in m else ""
+                    say(f"step {s:>6}/{end}  loss {m['loss']:+.4f}  E(real) {m['e_real']:+.4f}  E(fake) {m['e_fake']:+.4f}"
+                        f"  gap {m['gap']:+.4f}{acc}  {rate:.2f} steps/s")
+                    t_log, n_log = now, 0
+                if args.save_every and (s - done) % args.save_every == 0 and s != end:
+                    save("checkpoint")
+        except (Interrupted, KeyboardInterrupt):  # KeyboardInterrupt: a SIGINT before the handler, or raised by code
+            save("interrupted")
+            return 130
+        save("done")
     if world.size > 1:  # a cheap proof that data-parallel training kept the ranks in step
         digests = distributed.gather_digests(trainer.model)
         if len(set(digests)) != 1:
@@ -485,6 +541,7 @@ def _train_loop(args, trainer: Trainer, source: str, done: int, world: distribut
 def cmd_ensemble(args) -> int:
     from .composition import ensemble
 
+    check_output(args.out, (".safetensors",), "--out")
     members = [load_model(name, "cpu") for name in args.members]
     for name, m in zip(args.members, members):
         if m.kind != "jem":
@@ -504,6 +561,8 @@ def cmd_ensemble(args) -> int:
 def cmd_evaluate(args) -> int:
     from .metrics import evaluate, format_report
 
+    if args.json:
+        check_output(args.json, (".json",), "--json")
     device = resolve_device(args.device)
     model = _load(args.model, device)
     classifier = load_model(args.classifier, device)
@@ -514,16 +573,18 @@ def cmd_evaluate(args) -> int:
                       seed=args.seed, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(format_report(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
     return 0
 
 
 # --- entry point ------------------------------------------------------------------------------
-def _one_line(e: BaseException) -> str:
+def _one_line(e: BaseException, limit: int = 300) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     if isinstance(e, FileNotFoundError) and e.filename:
         text = f"no such file: {e.filename}"
-    return text
+    if isinstance(e, MemoryError):
+        text = "out of memory"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -543,12 +604,16 @@ def main(argv: list[str] | None = None) -> int:
         return {"models": cmd_models, "sample": cmd_sample, "score": cmd_score,
                 "inpaint": cmd_inpaint, "denoise": cmd_denoise, "evaluate": cmd_evaluate,
                 "ensemble": cmd_ensemble}[args.command](args)
-    except (EBMError, ValueError, FileNotFoundError, OSError) as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # every failure ends in one line; EBM_PLAY_DEBUG=1 shows a bug's traceback
+        if os.environ.get("EBM_PLAY_DEBUG") and not isinstance(e, EBMError):
+            raise
+        expected = isinstance(e, (EBMError, ValueError, OSError))  # a user's input or the system's answer
+        hint = "" if expected else f" ({type(e).__name__}; EBM_PLAY_DEBUG=1 shows where)"
+        print(f"error: {_one_line(e)}{hint}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .errors import EBMError
+from .files import atomic_write
 
 MAX_PIXELS = 25_000_000  # decompression-bomb guard: larger pictures are refused, not decoded
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -159,14 +160,26 @@ def load_images(path: str | os.PathLike) -> torch.Tensor:
     return preprocess(p)
 
 
+IMAGE_OUTPUTS = (".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")  # the grid picture types save_images writes
+OUTPUT_TYPES = (".npz", *IMAGE_OUTPUTS)
+
+
 def save_images(x: torch.Tensor, path: str | os.PathLike, **arrays) -> Path:
-    """``.npz`` writes the tensors (key ``x`` plus any extra arrays); an image suffix writes a grid."""
+    """``.npz`` writes the tensors (key ``x`` plus any extra arrays); an image suffix writes a grid.
+    Written atomically (:func:`ebm_play.files.atomic_write`), never over a non-regular file."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if p.suffix.lower() == ".npz":
-        np.savez_compressed(p, x=x.detach().cpu().float().numpy(), **{k: np.asarray(v) for k, v in arrays.items()})
-    elif p.suffix.lower() in (".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"):
-        grid(x).save(p)
+    suffix = p.suffix.lower()
+    if suffix == ".npz":
+        data = {"x": x.detach().cpu().float().numpy(), **{k: np.asarray(v) for k, v in arrays.items()}}
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
+                np.savez_compressed(f, **data)
+    elif suffix in IMAGE_OUTPUTS:
+        picture = grid(x)
+
+        def write(tmp: str) -> None:
+            picture.save(tmp, format=Image.registered_extensions()[suffix])
     else:
         raise EBMError(f"unknown output type {p.suffix or '(none)'}: use .png or .npz")
-    return p
+    return atomic_write(p, write)

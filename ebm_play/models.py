@@ -8,12 +8,16 @@ Each model keeps the constructor arguments in ``self.config`` so a weights file 
 
 from __future__ import annotations
 
+import contextvars
+import math
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .errors import EBMError
+from .errors import EBMError, shown
 
 IMAGE_SHAPE = (1, 28, 28)
 
@@ -23,10 +27,34 @@ class Swish(nn.Module):
         return F.silu(x)
 
 
+_SKELETON = contextvars.ContextVar("ebm_play_skeleton", default=False)  # True inside state_shapes()
+
+
+class _SpectralNormShapes(nn.Module):
+    """Stands in for torch's spectral norm while :func:`state_shapes` builds a model on the meta
+    device: the same state-dict entries (``original``, ``_u`` of the output size, ``_v`` of the
+    input size), without its power iterations, which take ~0.1 s a layer on meta tensors."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.register_buffer("_u", weight.new_empty(weight.shape[0]))
+        self.register_buffer("_v", weight.new_empty(weight[0].numel()))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight
+
+
+def _spectral_norm(module: nn.Module) -> nn.Module:
+    if _SKELETON.get():
+        nn.utils.parametrize.register_parametrization(module, "weight", _SpectralNormShapes(module.weight), unsafe=True)
+        return module
+    return nn.utils.parametrizations.spectral_norm(module)
+
+
 def _trunk(width: int, spectral_norm: bool) -> nn.Sequential:
     """The reference CNN body: 28×28 → 16×16 → 8×8 → 4×4 → 2×2, Swish between layers."""
     c = width
-    sn = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
+    sn = _spectral_norm if spectral_norm else (lambda m: m)
     return nn.Sequential(
         sn(nn.Conv2d(1, c, 5, stride=2, padding=4)), Swish(),
         sn(nn.Conv2d(c, 2 * c, 3, stride=2, padding=1)), Swish(),
@@ -228,6 +256,8 @@ class JEMEnergy(EnergyModel):
         super().__init__(width=int(width), spectral_norm=bool(spectral_norm), n_classes=int(n_classes))
         if not 1 <= width <= 256:
             raise EBMError(f"width must be between 1 and 256, got {width}")
+        if n_classes < 2:
+            raise EBMError(f"n_classes must be at least 2, got {n_classes}")
         self.body = _trunk(width, spectral_norm)
         self.head = nn.Linear(4 * width, n_classes)
         self.to(memory_format=torch.channels_last)
@@ -318,7 +348,8 @@ class RBM(EnergyModel):
         super().__init__(hidden=int(hidden), visible=int(visible))
         if not 1 <= hidden <= 8192:
             raise EBMError(f"hidden must be between 1 and 8192, got {hidden}")
-        self.W = nn.Parameter(torch.randn(visible, hidden) * 0.01)
+        # random numbers on the meta device go through Python decompositions that take seconds to import
+        self.W = nn.Parameter(torch.empty(visible, hidden) if _SKELETON.get() else torch.randn(visible, hidden) * 0.01)
         self.b = nn.Parameter(torch.zeros(visible))
         self.c = nn.Parameter(torch.zeros(hidden))
 
@@ -400,11 +431,62 @@ MODEL_KINDS: dict[str, type[EnergyModel]] = {
 IMAGE_ENERGIES = ("cnn", "jem", "jem-ensemble", "rbm")  # kinds that score 28×28 images
 
 
+# Every constructor argument of every kind, with the values a configuration from outside (a
+# weights file, the CLI, the app) may take: (low, high) for whole numbers, bool for flags. A file's
+# metadata decides what gets built, so without bounds a 200-byte file could ask for gigabytes.
+# The RBM's visible units are the 784 pixels of a 28×28 image (smaller RBMs are for exact tests).
+CONFIG_BOUNDS: dict[str, dict[str, tuple[int, int] | type]] = {
+    "cnn": {"width": (1, 256), "spectral_norm": bool},
+    "jem": {"width": (1, 256), "spectral_norm": bool, "n_classes": (2, 10)},
+    "jem-ensemble": {"members": (1, 16), "width": (1, 256), "spectral_norm": bool, "n_classes": (2, 10)},
+    "rbm": {"hidden": (1, 8192), "visible": (784, 784)},
+    "mlp2d": {"hidden": (1, 1024), "layers": (1, 16)},
+    "classifier": {"width": (1, 64)},
+}
+
+
+def check_config(kind: str, config: dict) -> dict:
+    """``config`` checked against :data:`CONFIG_BOUNDS` (unknown fields, wrong types, values out
+    of range), with whole numbers as int; raises EBMError naming the field."""
+    if not isinstance(kind, str) or kind not in MODEL_KINDS:
+        raise EBMError(f"unknown model kind {shown(kind)}; known: {', '.join(MODEL_KINDS)}")
+    bounds = CONFIG_BOUNDS[kind]
+    out = {}
+    for name, v in config.items():
+        if name not in bounds:
+            raise EBMError(f"bad configuration for a {kind} model: no field {shown(name)} (fields: {', '.join(bounds)})")
+        rule = bounds[name]
+        if rule is bool:
+            if not isinstance(v, bool):
+                raise EBMError(f"config {name!r} must be true or false, got {shown(v)}")
+            out[name] = v
+            continue
+        whole = isinstance(v, numbers.Integral) or (isinstance(v, float) and math.isfinite(v) and v.is_integer())
+        if isinstance(v, bool) or not whole:
+            raise EBMError(f"config {name!r} must be a whole number, got {shown(v)}")
+        lo, hi = rule
+        if not lo <= int(v) <= hi:
+            allowed = f"{lo} to {hi}" if hi != lo else f"{lo}"
+            raise EBMError(f"config {name!r} must be {allowed} for a {kind} model, got {shown(int(v))}")
+        out[name] = int(v)
+    return out
+
+
 def build_model(kind: str, **config) -> EnergyModel:
-    """Build a model from its kind and constructor arguments (as stored in weights files)."""
-    if kind not in MODEL_KINDS:
-        raise EBMError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
+    """Build a model from its kind and constructor arguments (as stored in weights files), after
+    :func:`check_config`."""
+    config = check_config(kind, config)
+    return MODEL_KINDS[kind](**config)
+
+
+def state_shapes(kind: str, config: dict) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every tensor a model of this kind and configuration holds (its state
+    dict), from a build on the meta device: no memory, no arithmetic, a few milliseconds."""
+    config = check_config(kind, config)
+    token = _SKELETON.set(True)
     try:
-        return MODEL_KINDS[kind](**config)
-    except TypeError as e:
-        raise EBMError(f"bad configuration for a {kind} model: {e}") from e
+        with torch.device("meta"):
+            skeleton = MODEL_KINDS[kind](**config)
+    finally:
+        _SKELETON.reset(token)
+    return {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}

@@ -13,7 +13,11 @@ the project sets the policy once, before any heavy work:
   :func:`background_priority`, so a request never waits behind a trainer for a core, and pause
   between steps while requests are in flight (:data:`FOREGROUND`), so it never waits behind a
   trainer for Python's interpreter lock either (which thread priorities cannot arrange);
-- under torchrun the N processes on a machine share its cores: each defaults to cores // N.
+- under torchrun the N processes on a machine share its cores: each defaults to cores // N;
+- at most :data:`THREADS_PER_CORE` × cores threads. ``torch.set_num_threads(n)`` starts n OpenMP
+  workers at once, each stack two memory mappings; past ``vm.max_map_count`` (65,530 by default,
+  about 32,700 threads: 30,000 run, 33,000 end in a segmentation fault) thread creation fails
+  inside libgomp and the process dies with exit code 139. Far fewer already only slow torch down.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from .errors import EBMError  # noqa: E402
+from .errors import EBMError, shown  # noqa: E402
 
+THREADS_PER_CORE = 4
 _configured = False
 _trimmer: threading.Thread | None = None
 _lock = threading.Lock()
@@ -54,6 +59,28 @@ def processes_per_machine() -> int:
     return 1
 
 
+def thread_count(threads: int | None = None) -> int:
+    """The intra-op thread count to use: ``threads``, else ``$EBM_PLAY_THREADS``, else the cores
+    shared out among torchrun's processes; EBMError past :data:`THREADS_PER_CORE` × cores."""
+    source, n = "threads", threads
+    if n is None:
+        raw = os.environ.get("EBM_PLAY_THREADS", "").strip()
+        source = "EBM_PLAY_THREADS"
+        try:
+            n = int(raw) if raw else 0
+        except ValueError:
+            raise EBMError(f"EBM_PLAY_THREADS must be a whole number of threads, got {shown(raw)}") from None
+        if n == 0:
+            return max(1, cpu_count() // processes_per_machine())
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise EBMError(f"{source} must be a whole number of at least 1, got {shown(n)}")
+    cap = THREADS_PER_CORE * cpu_count()
+    if n > cap:
+        raise EBMError(f"{source} {shown(n)} is more than this machine can use: it has {cpu_count()} cores, "
+                       f"so at most {cap} threads")
+    return n
+
+
 def configure_threads(threads: int | None = None) -> int:
     """Apply the thread policy once per process; returns the intra-op thread count in force.
 
@@ -61,7 +88,7 @@ def configure_threads(threads: int | None = None) -> int:
     2 cores get 1 thread each (all cores each would oversubscribe them, several times slower)."""
     global _configured
     with _lock:
-        n = threads or int(os.environ.get("EBM_PLAY_THREADS", 0)) or max(1, cpu_count() // processes_per_machine())
+        n = thread_count(threads)
         torch.set_num_threads(n)
         if not _configured:
             with contextlib.suppress(RuntimeError):  # only settable before the first parallel op

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
-from .errors import EBMError
+from .errors import EBMError, shown
 from .runtime import make_generator
+from .validate import number, whole
 
 Energy = Callable[[torch.Tensor], torch.Tensor]
 
@@ -333,23 +335,77 @@ def sampler_options(name: str) -> dict[str, object]:
     return {k: p.default for k, p in sig.parameters.items() if p.kind == p.KEYWORD_ONLY}
 
 
-_POSITIVE = {"step_size", "t_start", "t_end"}
-_NON_NEGATIVE = {"noise", "grad_clamp", "wall", "data_weight"}
+MAX_STEPS = 100_000  # sampler updates per run, from any caller
+MAX_LEAPFROG = 1000
+_POSITIVE = ("step_size", "t_start", "t_end", "temperature")
+_NON_NEGATIVE = ("noise", "wall", "data_weight")
+_TENSORS = ("mask", "x_obs")
+PER_CALL = ("mask", "x_obs", "data_weight")  # inputs of one call (inpainting, denoising), never recommendations
 
 
-def _check_options(options: dict) -> None:
-    """Numbers reach here from sliders, the CLI and API callers alike: reject NaN, infinities and
-    values of the wrong sign with a message that names the option."""
-    for k, v in options.items():
-        if k in _POSITIVE | _NON_NEGATIVE and v is not None:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise EBMError(f"{k} must be a finite number, got {v!r}")
-            if (k in _POSITIVE and v <= 0) or v < 0:
-                raise EBMError(f"{k} must be {'positive' if k in _POSITIVE else '0 or more'}, got {v}")
-    if "leapfrog" in options:
-        v = options["leapfrog"]
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1000:
-            raise EBMError(f"leapfrog must be a whole number from 1 to 1000, got {v!r}")
+def _finite(name: str, v, least: float | None = None, strict: bool = False) -> float:
+    """A finite number, at least (``strict``: above) ``least``, or an EBMError naming ``name``."""
+    f = number(name, v)
+    if least is not None and (f < least or (strict and f == least)):
+        raise EBMError(f"{name} must be {'positive' if strict else '0 or more'}, got {f:g}")
+    return f
+
+
+def _option(name: str, v):
+    """One option's value, checked and normalised (the rules of :func:`check_options`)."""
+    if name == "steps":
+        return whole("steps", v, 0, MAX_STEPS)
+    if name == "leapfrog":
+        return whole("leapfrog", v, 1, MAX_LEAPFROG)
+    if name in _POSITIVE or name in _NON_NEGATIVE:
+        return _finite(name, v, 0.0, strict=name in _POSITIVE)
+    if name == "grad_clamp":
+        return None if v is None else _finite(name, v, 0.0)
+    if name == "bounds":
+        if v is None:
+            return None
+        if isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or len(v) != 2:
+            raise EBMError(f"bounds must be a pair (low, high) or None, got {shown(v)}")
+        lo, hi = (_finite("bounds", b) for b in v)
+        if not lo < hi:
+            raise EBMError(f"bounds must be (low, high) with low < high, got {shown(v)}")
+        return (lo, hi)
+    if name == "base":
+        if not isinstance(v, str) or v not in _BASES:
+            raise EBMError(f"annealed sampling needs a gradient sampler as base ({', '.join(_BASES)}), not {shown(v)}")
+        return v
+    if name in _TENSORS:
+        if v is not None and not isinstance(v, (torch.Tensor, np.ndarray)):
+            raise EBMError(f"{name} must be a tensor, got {type(v).__name__}")
+        return v
+    raise EBMError(f"unknown sampler option {shown(name)}")
+
+
+_BASES = ("langevin", "ula", "mala", "hmc")
+
+
+def check_options(sampler: str, options: Mapping, stored: bool = False) -> dict:
+    """The one validator of sampler settings, whatever their source: a caller of :func:`run`, the
+    CLI's flags, the app's knobs and API, and the recommendations stored in a weights file
+    (``info["samplers"][sampler]``, checked when the file is loaded, with ``stored=True``: the
+    per-call inputs ``mask``, ``x_obs`` and ``data_weight`` are then refused too). ``options`` may
+    hold ``steps``. Returns a new dict with the values normalised (whole numbers as int, numbers as
+    float, bounds as a tuple), or raises EBMError naming the option: an unknown option, the wrong
+    type, NaN or infinity, the wrong sign, steps past MAX_STEPS, leapfrog past MAX_LEAPFROG or not
+    whole, reversed bounds, a non-mapping."""
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
+        raise EBMError(f"unknown sampler {shown(sampler)}; known: {', '.join(SAMPLERS)}")
+    if not isinstance(options, Mapping):
+        raise EBMError(f"{sampler} settings must be a mapping of option to value, got {type(options).__name__}")
+    allowed = set(sampler_options(sampler)) | {"steps"}
+    if sampler == "annealed":  # annealed passes the rest to its base sampler and sets the temperature
+        allowed |= set(sampler_options(_option("base", options.get("base", "ula")))) - {"temperature"}
+    allowed -= {"generator", *(PER_CALL if stored else ())}  # run() takes the generator as its own argument
+    unknown = sorted((k for k in options if k not in allowed), key=str)
+    if unknown:
+        what = "a stored recommendation cannot set" if unknown[0] in PER_CALL else f"sampler {sampler!r} has no option"
+        raise EBMError(f"{what} {shown(unknown[0])}; options: {', '.join(sorted(allowed - {'steps'}))}")
+    return {k: _option(k, v) for k, v in options.items()}
 
 
 def run(sampler: str, energy: Energy, x0: torch.Tensor, steps: int, *, seed: int | None = None,
@@ -357,16 +413,8 @@ def run(sampler: str, energy: Energy, x0: torch.Tensor, steps: int, *, seed: int
         keep_frames: int = 0, **options) -> SampleResult:
     """Run a sampler to the end. ``callback(step)`` sees every record; returning ``False`` stops
     early. ``keep_frames=k`` keeps every k-th state (and the last) in ``result.frames``."""
-    allowed = set(sampler_options(sampler))
-    if sampler == "annealed":  # annealed passes the rest to its base sampler and sets the temperature
-        allowed |= set(sampler_options(options.get("base", "ula"))) - {"temperature", "generator"}
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise EBMError(f"sampler {sampler!r} has no option {unknown[0]!r}; options: {', '.join(sorted(allowed - {'generator'}))}")
-    _check_options(options)
-    steps = int(steps)
-    if steps < 0:
-        raise EBMError("steps must be 0 or more")
+    options = check_options(sampler, {**options, "steps": steps})
+    steps = options.pop("steps")
     if generator is None:
         generator = make_generator(seed, x0.device)
     energies, numbers, frames, accepts = [], [], [], []

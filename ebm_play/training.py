@@ -22,9 +22,9 @@ DistributedDataParallel so gradients are averaged, and a divergence on any rank 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
-import dataclasses
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -293,6 +293,10 @@ class Trainer:
             self.model = (model or c.build_model()).to(self.device)
         if model is not None and model.kind != c.model:
             raise EBMError(f"the loaded model is a {model.kind} model, but the run trains {c.model}")
+        n_classes = self.model.config.get("n_classes") if self.model.has_classes else None
+        if n_classes is not None and self.labels is not None and int(self.labels.max()) >= n_classes:
+            raise EBMError(f"a JEM of {n_classes} classes cannot learn digit {int(self.labels.max())}: "
+                           f"train it on digits below {n_classes} (classes 0–{n_classes - 1})")
         self.world = distributed.current_world()
         self.generator = make_generator(distributed.rank_seed(c.seed, self.world.rank), self.device)
         self.state = TrainState(step=start_step)  # a resumed run counts on from its file's updates

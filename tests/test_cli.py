@@ -4,10 +4,13 @@ uses the bundled MNIST sample (``--data`` points at an empty folder, never ``--d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -366,3 +369,201 @@ def test_ensemble_averages_jem_files_standardised_on_training_digits(capsys, tmp
     rc, _, err = run(capsys, "ensemble", jems[0], model_file, "--out", tmp_path / "bad.safetensors")
     assert_user_error(rc, err, "tiny.safetensors", "JEM")
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+# --- issue #20: outputs checked at start, runs never lost, every mistake one line --------------------
+def _unwritable_folder(tmp_path) -> Path:
+    d = tmp_path / "locked"
+    d.mkdir()
+    d.chmod(0o500)
+    if os.access(d, os.W_OK):  # root writes anywhere: a sysfs folder refuses even root
+        d = Path("/sys")
+        if os.access(d, os.W_OK) and not os.path.isdir(d):
+            pytest.skip("no folder that this user cannot write")
+    return d
+
+
+def _bad_outs(tmp_path) -> dict:
+    (tmp_path / "folder.safetensors").mkdir()
+    os.mkfifo(tmp_path / "pipe.safetensors")
+    (tmp_path / "null.safetensors").symlink_to("/dev/null")
+    (tmp_path / "file.txt").write_text("a file, not a folder")
+    return {
+        "wrong type": (tmp_path / "w.png", "unknown type .png; write .safetensors"),
+        "a folder": (tmp_path / "folder.safetensors", "is a folder"),
+        "a pipe": (tmp_path / "pipe.safetensors", "is not a regular file"),
+        "a device": (tmp_path / "null.safetensors", "is a device"),
+        "under a file": (tmp_path / "file.txt" / "w.safetensors", "is not a folder"),
+        "unwritable folder": (_unwritable_folder(tmp_path) / "w.safetensors", "cannot write in"),
+    }
+
+
+@pytest.mark.parametrize("case", ["wrong type", "a folder", "a pipe", "a device", "under a file", "unwritable folder"])
+def test_train_refuses_a_bad_out_before_the_first_step(capsys, tmp_path, monkeypatch, case):
+    out, words = _bad_outs(tmp_path)[case]
+    touched = []
+    monkeypatch.setattr(cli, "mnist", lambda *a, **k: touched.append("data loaded"))
+    rc, stdout, err = run(capsys, "train", *TINY, "--steps", 5, "--data", "nodata", "--out", out)
+    assert_user_error(rc, err, words)
+    assert touched == [] and stdout == ""
+    assert Path("/dev/null").is_char_device()
+
+
+@pytest.mark.parametrize("command", ["sample", "inpaint", "denoise", "score", "ensemble", "evaluate"])
+def test_other_outputs_are_checked_before_the_work(capsys, tmp_path, monkeypatch, model_file, digits_npz, command):
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: pytest.fail("loaded a model before checking the output"))
+    pipe = tmp_path / "o.npz"
+    os.mkfifo(pipe)
+    m = ["--model", model_file]
+    args = {"sample": ["sample", *m, "--out", pipe], "inpaint": ["inpaint", *m, "--in", digits_npz, "--keep", "top", "--out", pipe],
+            "denoise": ["denoise", *m, "--in", digits_npz, "--out", pipe], "score": ["score", *m, "--in", digits_npz, "--out", pipe],
+            "ensemble": ["ensemble", model_file, "--out", tmp_path / "e.npz"],
+            "evaluate": ["evaluate", *m, "--json", tmp_path / "r.txt"]}[command]
+    rc, _, err = run(capsys, *args)
+    assert_user_error(rc, err)
+    assert pipe.is_fifo()
+
+
+def test_outputs_are_written_atomically_and_never_over_a_device(capsys, tmp_path, model_file):
+    (tmp_path / "null.png").symlink_to("/dev/null")
+    rc, _, err = run(capsys, "sample", "--model", model_file, "--n", 1, "--steps", 1, "--out", tmp_path / "null.png")
+    assert_user_error(rc, err, "is a device")
+    out = tmp_path / "x.npz"  # np.savez would add .npz to a temporary name; the rename must still land here
+    assert run(capsys, "sample", "--model", model_file, "--n", 2, "--steps", 1, "--out", out)[0] == 0
+    assert np.load(out)["x"].shape == (2, 1, 28, 28)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["null.png", "x.npz"]
+
+
+def test_a_second_ctrl_c_during_the_final_save_does_not_abort_it(capsys, tmp_path, monkeypatch):
+    """Ctrl-C at update 3, and two more while the weights are being written: the save completes."""
+    real_step, real_save = Trainer.step, cli.save_model
+
+    def step(self):
+        if self.state.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # lands in the sampler: the update is dropped whole
+        return real_step(self)
+
+    def save(*a, **k):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_save(*a, **k)
+
+    monkeypatch.setattr(Trainer, "step", step)
+    monkeypatch.setattr(cli, "save_model", save)
+    rc, out, err = run(capsys, "train", *TINY, "--steps", 50, "--save-every", 0, "--data", "nodata",
+                       "--out", tmp_path / "w.safetensors")
+    assert rc == 130 and "interrupted: saved" in out and "the weights are being saved" in err
+    assert ebm_play.load_model(tmp_path / "w.safetensors", "cpu").info["train_steps"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+
+def _train_process(tmp_path, *extra):
+    env = {**os.environ, "EBM_PLAY_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    args = ["train", *TINY, "--steps", 100000, "--save-every", 0, "--log-every", 1, "--data", "nodata",
+            "--out", "w.safetensors", *extra]
+    p = subprocess.Popen([sys.executable, "-m", "ebm_play", *map(str, args)], cwd=tmp_path, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stdout:  # wait until it trains
+        if line.startswith("step"):
+            return p
+    pytest.fail(f"no training output: {p.stderr.read()}")
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_during_training_leaves_a_loadable_file(tmp_path):
+    """Two presses 5 ms apart (the report's case), then one every 2 ms until the process ends, so
+    that some land during the final save: the run's weights are written all the same."""
+    p = _train_process(tmp_path)
+    p.send_signal(signal.SIGINT)
+    time.sleep(0.005)
+    while p.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            p.send_signal(signal.SIGINT)
+        time.sleep(0.002)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "interrupted: saved w.safetensors" in out and "Traceback" not in err
+    assert ebm_play.load_model(tmp_path / "w.safetensors", "cpu").info["train_steps"] >= 1
+
+
+def test_thread_counts_are_capped(capsys, monkeypatch):
+    rc, _, err = run(capsys, "models", "--threads", 100000)
+    assert_user_error(rc, err, "threads 100000 is more than this machine can use")
+    monkeypatch.setenv("EBM_PLAY_THREADS", "100000")
+    rc, _, err = run(capsys, "models")
+    assert_user_error(rc, err, "EBM_PLAY_THREADS 100000")
+    monkeypatch.setenv("EBM_PLAY_THREADS", "many")
+    assert_user_error(*run(capsys, "models")[::2], "EBM_PLAY_THREADS must be a whole number")
+
+
+def test_thread_count_that_used_to_segfault_is_one_line(tmp_path):
+    env = {**os.environ, "EBM_PLAY_THREADS": "100000",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    p = subprocess.run([sys.executable, "-m", "ebm_play", "models"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=120, check=False)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "at most" in p.stderr  # was: exit 139
+
+
+def _jem_file(tmp_path, n_classes: int) -> Path:
+    torch.manual_seed(0)
+    return ebm_play.save_model(ebm_play.JEMEnergy(width=2, n_classes=n_classes), tmp_path / f"jem{n_classes}.safetensors",
+                               info={"train_config": {"model": "jem", "width": 2, "batch_size": 8, "sampler_steps": 2,
+                                                      "buffer_size": 16}})
+
+
+def test_resuming_a_jem_with_fewer_classes_than_the_digits(capsys, tmp_path):
+    jem = _jem_file(tmp_path, 3)
+    rc, _, err = run(capsys, "train", "--resume", jem, "--steps", 1, "--data", "nodata", "--out", tmp_path / "o.safetensors")
+    assert_user_error(rc, err, "a JEM of 3 classes cannot learn digit 9")
+    rc, _, err = run(capsys, "train", "--resume", jem, "--steps", 1, "--classes", "0,1,2", "--data", "nodata",
+                     "--out", tmp_path / "o.safetensors")
+    assert rc == 0, err
+
+
+@pytest.mark.parametrize("stored,words", [
+    ({"lr": "fast"}, "lr must be a positive number"), ({"batch_size": 10**400}, "training settings are malformed"), ({"nope": 1}, "unknown training option"),
+    ([1, 2], "not an object"),
+])
+def test_resuming_a_file_with_malformed_training_settings(capsys, tmp_path, stored, words):
+    torch.manual_seed(0)
+    f = ebm_play.save_model(ebm_play.CNNEnergy(width=2), tmp_path / "c.safetensors", info={"train_config": stored})
+    rc, _, err = run(capsys, "train", "--resume", f, "--steps", 1, "--data", "nodata", "--out", tmp_path / "o.safetensors")
+    assert_user_error(rc, err, words)
+
+
+@pytest.mark.parametrize("case", ["jem 0 classes", "rbm visible 10", "negative visible", "steps 10**400", "deep json",
+                                  "string temperature", "list settings", "steps 10**400 flag"])
+def test_hostile_files_and_numbers_are_one_line(capsys, tmp_path, case):
+    from test_weights import TINY_TENSORS, write_raw
+
+    def meta(m):
+        return write_raw(tmp_path / "h.safetensors", TINY_TENSORS, m if isinstance(m, str) else json.dumps(m))
+
+    cnn = {"kind": "cnn", "config": {"width": 1}}
+    deep = json.dumps(cnn)[:-1] + ', "info": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    model = meta({
+        "jem 0 classes": {"kind": "jem", "config": {"width": 1, "n_classes": 0}},
+        "rbm visible 10": {"kind": "rbm", "config": {"visible": 10, "hidden": 2}},
+        "negative visible": {"kind": "rbm", "config": {"visible": -1}},
+        "steps 10**400": {**cnn, "info": {"samplers": {"langevin": {"steps": 10**400}}}},
+        "deep json": deep,
+        "string temperature": {**cnn, "info": {"samplers": {"ula": {"temperature": "hot"}}}},
+        "list settings": {**cnn, "info": {"samplers": {"langevin": []}}},
+        "steps 10**400 flag": cnn,
+    }[case])
+    steps = ["--steps", 10**400] if case == "steps 10**400 flag" else []
+    rc, _, err = run(capsys, "sample", "--model", model, *steps, "--out", tmp_path / "o.png")
+    assert_user_error(rc, err, "h.safetensors" if not steps else "steps")
+    assert len(err) < 300
+
+
+def test_an_unexpected_exception_is_one_line_unless_debugging(capsys, monkeypatch):
+    def bug(args):
+        raise RuntimeError("something no check foresaw")
+
+    monkeypatch.setattr(cli, "cmd_models", bug)
+    rc, _, err = run(capsys, "models")
+    assert_user_error(rc, err, "something no check foresaw", "RuntimeError", "EBM_PLAY_DEBUG=1")
+    monkeypatch.setenv("EBM_PLAY_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        cli.main(["models"])

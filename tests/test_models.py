@@ -1,4 +1,7 @@
+import inspect
 import itertools
+import math
+import re
 
 import pytest
 import torch
@@ -6,7 +9,15 @@ import torch
 import ebm_play
 from ebm_play.composition import ClassEnergy, compose, ensemble
 from ebm_play.errors import EBMError
-from ebm_play.models import JEMEnsemble, _subpixel_input_grad
+from ebm_play.models import (
+    CONFIG_BOUNDS,
+    MODEL_KINDS,
+    JEMEnsemble,
+    _subpixel_input_grad,
+    build_model,
+    check_config,
+    state_shapes,
+)
 
 
 @pytest.fixture
@@ -171,3 +182,49 @@ def test_bad_configurations_are_user_errors():
         ebm_play.build_model("gan")
     with pytest.raises(EBMError, match="bad configuration"):
         ebm_play.build_model("cnn", depth=3)
+
+
+# --- configurations from outside: bounded, and sized without building (issue #20) ----------------------
+SMALL_CONFIGS = [("cnn", {"width": 3}), ("cnn", {"width": 2, "spectral_norm": True}), ("jem", {"width": 2, "n_classes": 4}),
+                 ("jem", {"width": 2, "spectral_norm": True}), ("jem-ensemble", {"members": 2, "width": 2, "spectral_norm": True}),
+                 ("rbm", {"hidden": 5}), ("mlp2d", {"hidden": 4, "layers": 2}), ("classifier", {"width": 2})]
+
+
+@pytest.mark.parametrize("kind", sorted(MODEL_KINDS))
+def test_config_bounds_cover_every_constructor_argument(kind):
+    params = set(inspect.signature(MODEL_KINDS[kind].__init__).parameters) - {"self"}
+    assert set(CONFIG_BOUNDS[kind]) == params
+
+
+@pytest.mark.parametrize("kind,config", SMALL_CONFIGS)
+def test_state_shapes_are_those_of_the_built_model(kind, config):
+    torch.manual_seed(0)
+    built = {k: tuple(v.shape) for k, v in build_model(kind, **config).state_dict().items()}
+    assert state_shapes(kind, config) == built and list(state_shapes(kind, config)) == list(built)
+
+
+def test_state_shapes_of_the_largest_configuration_allocate_nothing():
+    shapes = state_shapes("jem-ensemble", {"members": 16, "width": 256, "spectral_norm": True})  # 1.25 GB if built
+    assert sum(math.prod(s) for s in shapes.values()) == 313_188_944
+
+
+@pytest.mark.parametrize("kind,config,words", [
+    ("jem", {"n_classes": 500000}, "config 'n_classes' must be 2 to 10 for a jem model, got 500000"),
+    ("jem", {"n_classes": -1}, "must be 2 to 10"), ("jem", {"n_classes": 1}, "must be 2 to 10"),
+    ("rbm", {"visible": 10}, "config 'visible' must be 784 for a rbm model"),
+    ("rbm", {"hidden": 8193}, "must be 1 to 8192"), ("mlp2d", {"layers": 200000}, "must be 1 to 16"),
+    ("mlp2d", {"hidden": 16000}, "must be 1 to 1024"), ("classifier", {"width": 3000}, "must be 1 to 64"),
+    ("jem-ensemble", {"members": 17}, "must be 1 to 16"), ("cnn", {"width": 10**400}, "got 1000000000"),
+    ("cnn", {"width": "8"}, "must be a whole number"), ("cnn", {"width": 7.5}, "must be a whole number"),
+    ("cnn", {"width": float("inf")}, "must be a whole number"), ("cnn", {"spectral_norm": "yes"}, "true or false"),
+    ("cnn", {"depth": 3}, "no field 'depth'"), ("gan", {}, "unknown model kind"),
+])
+def test_check_config_names_the_field(kind, config, words):
+    with pytest.raises(EBMError, match=re.escape(words)):
+        check_config(kind, config)
+
+
+def test_check_config_normalises_whole_floats_and_jem_needs_two_classes():
+    assert check_config("cnn", {"width": 8.0}) == {"width": 8} and type(check_config("cnn", {"width": 8.0})["width"]) is int
+    with pytest.raises(EBMError, match="n_classes"):
+        ebm_play.JEMEnergy(width=2, n_classes=1)  # 0 classes made an energy of +inf

@@ -5,6 +5,7 @@ variance sqrt(2/N)·v; we allow 5 standard errors (plus the sampler's known O(st
 """
 
 import math
+import re
 import shutil
 
 import pytest
@@ -177,7 +178,7 @@ def test_bad_options_are_user_errors():
         run("ula", 5, leapfrog=3)
     with pytest.raises(EBMError, match="unknown sampler"):
         samplers.run("nope", TARGET, torch.zeros(2, 2), 3)
-    with pytest.raises(EBMError, match="temperatures"):
+    with pytest.raises(EBMError, match="temperature must be positive"):
         run("ula", 5, temperature=-1.0)
     with pytest.raises(EBMError, match="RBM"):
         samplers.run("gibbs", TARGET, torch.zeros(2, 2), 3)
@@ -227,3 +228,44 @@ def test_compiled_step_gives_the_eager_chains_and_the_same_statistics():
     assert torch.allclose(eager, fast, atol=1e-5)
     x = samplers.run("mala", samplers.compiled(TARGET), torch.zeros(N, 2), 400, seed=0, bounds=None, step_size=0.2).x
     check_moments(x, [1.0, -0.5], [1.0, 0.25])
+
+
+# --- one validator for every source of settings (issue #20) -------------------------------------------
+@pytest.mark.parametrize("sampler,options,words", [
+    ("langevin", [1, 2], "langevin settings must be a mapping"),
+    ("ula", {"temperature": "hot"}, "temperature must be a number, got 'hot'"),
+    ("mala", {"step_size": float("nan")}, "step_size must be a finite number"),
+    ("mala", {"step_size": 10**400}, "step_size must be a finite number"),
+    ("langevin", {"steps": 10**12}, "steps must be between 0 and 100000, got 1000000000000"),
+    ("langevin", {"steps": 10**400}, "steps must be between 0 and 100000"),
+    ("langevin", {"steps": float("inf")}, "steps must be a whole number"),
+    ("langevin", {"bounds": (1.0, -1.0)}, "low < high"), ("langevin", {"bounds": [0, float("nan")]}, "finite"),
+    ("langevin", {"bounds": "ab"}, "pair"),
+    ("hmc", {"leapfrog": 2.5}, "leapfrog must be a whole number"), ("hmc", {"leapfrog": True}, "leapfrog"),
+    ("langevin", {"grad_clamp": -1}, "grad_clamp must be 0 or more"),
+    ("annealed", {"base": "gibbs"}, "gradient sampler as base"), ("annealed", {"temperature": 2.0}, "no option 'temperature'"),
+    ("gibbs", {"step_size": 1.0}, "no option 'step_size'"), ("langevin", {"generator": None}, "no option 'generator'"),
+    ("nope", {}, "unknown sampler"), (["langevin"], {}, "unknown sampler"),
+])
+def test_check_options_names_what_is_wrong(sampler, options, words):
+    with pytest.raises(EBMError, match=re.escape(words)):
+        samplers.check_options(sampler, options)
+
+
+def test_check_options_normalises_and_refuses_per_call_inputs_in_recommendations():
+    got = samplers.check_options("hmc", {"leapfrog": 3.0, "steps": 2.0, "bounds": [-1, 1], "temperature": 1})
+    assert got == {"leapfrog": 3, "steps": 2, "bounds": (-1.0, 1.0), "temperature": 1.0}
+    assert type(got["leapfrog"]) is int and type(got["temperature"]) is float
+    assert samplers.check_options("annealed", {"base": "hmc", "leapfrog": 2}) == {"base": "hmc", "leapfrog": 2}
+    mask = torch.ones(1, 2)
+    assert samplers.check_options("langevin", {"mask": mask})["mask"] is mask
+    for name in ("mask", "x_obs", "data_weight"):
+        with pytest.raises(EBMError, match=f"a stored recommendation cannot set '{name}'"):
+            samplers.check_options("langevin", {name: 1.0}, stored=True)
+
+
+def test_run_goes_through_the_same_validator():
+    with pytest.raises(EBMError, match="steps must be between 0 and 100000"):
+        samplers.run("langevin", TARGET, torch.zeros(2, 2), 10**400)
+    with pytest.raises(EBMError, match="temperature must be a number"):
+        samplers.run("ula", TARGET, torch.zeros(2, 2), 2, temperature="hot")

@@ -32,7 +32,7 @@ from .runs import Estimate, ImageViews, LandscapeViews, Limits, Run, Spec, check
 from .runtime import resolve_device
 from .sessions import Session, SessionStore
 from .training import TrainConfig
-from .weights import load_model, read_metadata, resolve, shipped_models
+from .weights import UPLOAD_LIMITS, inspect_file, load_model, read_metadata, resolve, shipped_models
 
 log = logging.getLogger("ebm_play.playground")
 
@@ -42,7 +42,8 @@ KINDS = ("image", "landscape")
 
 
 class ModelUploads:
-    """Uploaded ``.safetensors`` models, loaded once per file (the last few kept)."""
+    """Uploaded ``.safetensors`` models, loaded once per file (the last few kept), within the tighter
+    limits for files from anyone (``weights.UPLOAD_LIMITS``): checked before anything is built."""
 
     def __init__(self, keep: int = 4):
         self.keep = keep
@@ -58,9 +59,10 @@ class ModelUploads:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        m = load_model(p, device)
-        if m.kind not in IMAGE_ENERGIES:
-            raise EBMError(f"{p.name} is a {m.kind} model, not an energy model over digits (cnn, jem or rbm)")
+        kind = inspect_file(p, UPLOAD_LIMITS).kind
+        if kind not in IMAGE_ENERGIES:
+            raise EBMError(f"{p.name} is a {kind} model, not an energy model over digits ({', '.join(IMAGE_ENERGIES)})")
+        m = load_model(p, device, UPLOAD_LIMITS)
         with self._lock:
             self._cache[key] = m
             while len(self._cache) > self.keep:

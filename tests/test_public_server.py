@@ -138,3 +138,37 @@ def test_a_thousand_strangers_do_not_evict_a_trained_model(client, url):
     _, _, result = client.predict(victim, "langevin", 3, None, None, None, 2, 0, model="trained in this session",
                                   api_name="/sample")
     assert result["model"].startswith("trained in this session")
+
+
+def metadata_only(path, kind: str, config: dict):
+    """A ~150-byte weight file whose metadata asks for a huge model and which holds no tensors."""
+    import json
+    import struct
+
+    meta = {"ebm_play": json.dumps({"format": 1, "kind": kind, "config": config})}
+    header = json.dumps({"__metadata__": meta}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    return str(path)
+
+
+def test_ten_hostile_uploads_do_not_grow_the_server(client, tmp_path):
+    from gradio_client import handle_file
+
+    cases = [("jem", {"width": 256, "n_classes": 500000}), ("rbm", {"visible": 60000, "hidden": 8192}),
+             ("mlp2d", {"hidden": 16000}), ("classifier", {"width": 3000}), ("cnn", {"width": 256}),
+             ("jem-ensemble", {"members": 16, "width": 256}), ("jem", {"width": 32, "n_classes": -3}),
+             ("rbm", {"visible": 10}), ("jem", {"n_classes": 0}), ("cnn", {"width": 10**400})]
+    gc.collect()
+    trim_memory()
+    before = rss_mb()
+    for i, (kind, config) in enumerate(cases):
+        f = handle_file(metadata_only(tmp_path / f"hostile-{i}.safetensors", kind, config))
+        for api_name, kw in (("/train_start", dict(session=sid(), resume=f)),
+                             ("/sample", dict(session=sid(), steps=2, chains=2, model_file=f))):
+            with pytest.raises(AppError) as e:
+                client.predict(**kw, api_name=api_name)
+            assert f"hostile-{i}" in str(e.value) and len(str(e.value)) < 300, str(e.value)
+    gc.collect()
+    trim_memory()
+    grown = rss_mb() - before
+    assert grown < 100, f"RSS grew by {grown:.0f} MB over {len(cases)} hostile uploads"

@@ -20,7 +20,7 @@ from ebm_play.playground import Playground
 from ebm_play.runs import ImageViews, Run
 from ebm_play.training import PRESETS as ENGINE_PRESETS
 from ebm_play.training import preset
-from ebm_play.weights import read_metadata
+from ebm_play.weights import UPLOAD_LIMITS, read_metadata
 
 from .boundary import PRIVATE, AnySession, Choice, Choices, File, Kept, Number, Session, Whole, api, endpoint, on
 from .common import fmt, histogram_frame, long_frame, picture, thin
@@ -83,13 +83,13 @@ def train_start(pg: Playground, session, kind, width, digits, batch_size, sample
     cfg = dataclasses.replace(cfg, fresh_steps=fresh_steps)  # saved in the file as the sampling default
     load = None
     if resume:
-        meta = read_metadata(resume)  # checked before any slot or memory is taken
+        meta = read_metadata(resume, UPLOAD_LIMITS)  # checked before any slot or memory is taken
         if meta["kind"] != cfg.model:
             raise EBMError(f"the uploaded model is a {meta['kind']} model, but the run trains {cfg.model}: "
                            "choose the matching model kind")
         keys = ("hidden",) if cfg.model == "rbm" else ("width", "spectral_norm")  # the file decides the shape
         cfg = dataclasses.replace(cfg, **{k: meta["config"][k] for k in keys if k in meta["config"]})
-        load = lambda: ebm_play.load_model(resume, pg.device)  # noqa: E731 (read by the run's own thread)
+        load = lambda: ebm_play.load_model(resume, pg.device, UPLOAD_LIMITS)  # noqa: E731 (read by the run's thread)
     data = pg.data()
     run = pg.start_run(session, "image", cfg, data.x, data.y, load=load, source=data.source, max_steps=max_steps,
                        resumed_from=Path(resume).name if resume else None,
@@ -172,7 +172,7 @@ def inspect_resume(pg: Playground, path) -> tuple:
     """What an uploaded file would resume: its kind and width go into the form."""
     if not path:
         return gr.skip(), gr.skip(), ""
-    meta = read_metadata(path)
+    meta = read_metadata(path, UPLOAD_LIMITS)
     k, cfg = meta["kind"], meta["config"]
     if k not in DEFAULT_WIDTH:
         raise EBMError(f"a {k} model cannot be trained here (cnn, jem or rbm)")

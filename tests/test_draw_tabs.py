@@ -215,10 +215,26 @@ def test_masks_from_layers_and_halves():
     opaque.paste((255, 255, 255), (0, 28, 56, 56))  # white = erase: the bottom half
     assert torch.equal(draw.keep_from_mask(None, {"background": None, "layers": [opaque], "composite": None}),
                        draw.half_keep("bottom"))
-    value = draw.mask_value(TEST.x[:1])
-    assert len(value["layers"]) == 1  # an empty layer to paint on
-    with pytest.raises(ebm_play.EBMError, match="mask is empty"):
-        draw.keep_from_mask(None, value)
+    update = draw.mask_value(TEST.x[:1])  # the mask pad: the digit shown under an empty mask
+    assert update.value == "" and update.props["background"].startswith("data:image/png;base64,")
+    with pytest.raises(ebm_play.EBMError, match="no mask"):
+        draw.keep_from_mask(None, draw.pad_picture(update.value))
+    painted = draw.pad_picture(draw.mask_value(TEST.x[:1], keep).value)  # as the page sends the mask back
+    assert torch.equal(draw.keep_from_mask(None, painted), keep)
+
+
+def test_canvas_pad_values_are_read_only_as_pictures(tmp_path):
+    from ui import draw
+
+    pic = draw.enlarge(TEST.x[3:4])
+    assert draw.pad_picture("") is None and draw.pad_picture(draw.data_url(pic)).size == pic.size
+    path = png(tmp_path, "three.png", pic)
+    # page events take the pad raw: a path or a file dict sent to them by hand is refused, never opened
+    for bad in (str(path), {"path": str(path)}, "data:text/plain;base64,aGk=", "data:image/png;base64,%%%"):
+        with pytest.raises(ebm_play.EBMError):
+            draw.pad_picture(bad)
+    with pytest.raises(ebm_play.EBMError, match="larger than"):
+        draw.pad_picture("data:image/png;base64," + "A" * (draw.MAX_UPLOAD_BYTES * 4 // 3 + 8))
 
 
 def test_builtin_set_names_match_the_engine():

@@ -86,8 +86,10 @@ def build_app(device: str | None = None, max_runs: int | None = None) -> gr.Bloc
         session = gr.BrowserState(None, storage_key="ebm_play_session")
         parts = _layout(pg, session)
         refresh = dict(fn=parts["sample"]["refresh"], inputs=parts["sample"]["refresh_inputs"],
-                       outputs=parts["sample"]["refresh_outputs"], api_visibility="private", show_progress="hidden")
-        loaded = on(demo.load, on_load, pg, session, [session, parts["tabs"]])
+                       outputs=parts["sample"]["refresh_outputs"], **PRIVATE)
+        # show_progress_on=[]: the Tabs must not join the page's loading-status table, or the page re-reads
+        # every component under them (each drawing pad included) on every status message of every event
+        loaded = on(demo.load, on_load, pg, session, [session, parts["tabs"]], show_progress_on=[])
         loaded.then(**refresh)
         on(loaded.then, train_tab.poll, pg, *parts["train"]["poll"], **PRIVATE)  # a reload finds its run
         parts["sample_page"].select(**refresh)

@@ -304,7 +304,9 @@ def handler(fn: Callable, pg) -> Callable:
     return call
 
 
-PRIVATE = dict(api_visibility="private", show_progress="hidden")
+# show_progress_on=[]: no component of a quiet event joins the page's loading-status table, whose every
+# entry the page re-reads (get_data) on each status message of every event (issue #21)
+PRIVATE = dict(api_visibility="private", show_progress="hidden", show_progress_on=[])
 
 
 def on(trigger: Callable, fn: Callable, pg, inputs=None, outputs=None, **kw):

@@ -62,7 +62,7 @@ def create_tab(registry: Registry, session: gr.BrowserState, page: gr.Tab | None
     def classify(session=None, image=None, digit=None, tpr=ood.DEFAULT_TPR):
         """p(y|x) of a JEM for a drawing (or test digit ``digit``), its energy and the answer: the class,
         or "I don't know" when the energy is above the threshold that accepts ``tpr`` of test digits."""
-        x, source = draw.model_input(panel.pad, image, digit)
+        x, source = draw.model_input(panel.api_image, image, digit)
         tpr = check_tpr(tpr)
         model, label = jem_model(registry, session)
         with job_threads(1):
@@ -79,6 +79,7 @@ def create_tab(registry: Registry, session: gr.BrowserState, page: gr.Tab | None
                   "probabilities": [round(p, 6) for p in r["probabilities"]]}
         return df, text, result
 
-    run_btn.click(classify, [session, panel.pad, panel.digit, tpr], [probs_plot, answer_md, result_json],
-                  api_name="classify", concurrency_limit=2, concurrency_id="compute", preprocess=False)
+    draw.wire_run(run_btn, classify, [session, panel.pad, panel.digit, tpr], [probs_plot, answer_md, result_json],
+                  "classify", {panel.pad: panel.api_image}, concurrency_limit=2, concurrency_id="compute",
+                  preprocess=False)
     return {"panel": panel}

@@ -99,7 +99,7 @@ def create_tab(registry: Registry, session: gr.BrowserState, page: gr.Tab | None
                 noise=None, temperature=None):
         """Corrupt a drawing (or test digit ``digit``) and restore it with the session's current model,
         streaming noisy | restored | clean with the energy and distance to the clean image per step."""
-        clean, source = draw.model_input(panel.pad, image, digit)
+        clean, source = draw.model_input(panel.api_image, image, digit)
         corruption = kind_of(corruption)
         noisy = corrupt(clean, corruption, strength, seed=whole("noise seed", corruption_seed, 0, 2**63 - 1))
         lam = number("λ (data weight)", data_weight, 0, MAX_WEIGHT)
@@ -154,8 +154,9 @@ def create_tab(registry: Registry, session: gr.BrowserState, page: gr.Tab | None
         d = pd.DataFrame([(r["step"], r["distance"], "‖x − clean‖") for r in rows], columns=["step", "value", "series"])
         return gr.LinePlot(value=e), gr.LinePlot(value=d)
 
-    run_btn.click(denoise, [session, panel.pad, panel.digit, kind, strength, noise_seed, weight, steps, sampler, seed,
-                            step_size, noise, temperature],
-                  [trio, energy_plot, dist_plot, summary, result_json, result_file], api_name="denoise",
-                  concurrency_limit=2, concurrency_id="compute", show_progress="minimal", preprocess=False)
+    draw.wire_run(run_btn, denoise, [session, panel.pad, panel.digit, kind, strength, noise_seed, weight, steps,
+                                     sampler, seed, step_size, noise, temperature],
+                  [trio, energy_plot, dist_plot, summary, result_json, result_file], "denoise",
+                  {panel.pad: panel.api_image}, concurrency_limit=2, concurrency_id="compute",
+                  show_progress="minimal", preprocess=False)
     return {"model": model_dd, "panel": panel}

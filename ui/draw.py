@@ -1,7 +1,8 @@
 """The drawing input the Inpaint, Denoise, OOD and Classify tabs share, and their picture helpers.
 
-Each of those tabs gets an :class:`InputPanel`: a drawing pad (``gr.ImageEditor`` that starts as
-a black 280×280 canvas with a white brush sized for MNIST strokes, an eraser, and image upload),
+Each of those tabs gets an :class:`InputPanel`: a drawing pad (:func:`ui.canvas_pad.canvas_pad`, a
+black 280×280 canvas with a white brush sized for MNIST strokes, an eraser, and image upload; not a
+``gr.ImageEditor``, whose page side re-uploads its pictures on every event of the app: issue #21),
 a "test digit #" field with a *random test digit* button, and a preview of what the model sees
 (the 28×28 made by :func:`ebm_play.preprocess`, centred by mass in a 20×20 box like MNIST).
 
@@ -20,6 +21,7 @@ message before anything large is decoded (Gradio's own preprocessing would decod
 from __future__ import annotations
 
 import functools
+import inspect
 import io
 import os
 import queue
@@ -42,6 +44,7 @@ from ebm_play.images import MAX_PIXELS, open_image, to_uint8
 from ebm_play.runtime import job_threads
 
 from . import chains
+from .canvas_pad import canvas_pad, data_url, read_data_url
 from .common import whole
 from .sessions import Registry
 
@@ -66,8 +69,11 @@ def n_test() -> int:
 
 
 def black_canvas() -> dict:
-    """The pad's starting value: a black canvas, so the white brush is active at once (MNIST colours)."""
+    """An API caller's empty editor value: a black canvas (MNIST colours)."""
     return {"background": Image.new("RGB", (CANVAS, CANVAS), "black"), "layers": [], "composite": None}
+
+
+EMPTY = ""  # an empty canvas pad (the page shows it black)
 
 
 # --- reading the pad ------------------------------------------------------------------------------
@@ -145,6 +151,44 @@ def editor_picture(pad: gr.ImageEditor | None, value) -> Image.Image:
     return pic
 
 
+def pad_picture(value) -> Image.Image | None:
+    """The picture on a canvas pad (page events): its PNG data URL, or None for an empty pad. Only a
+    data URL is read: the page events take the pad raw, so a path or a file dict sent to them by hand
+    is refused instead of opened."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise EBMError(f"drawing: expected the pad's picture, got {type(value).__name__}")
+    return read_data_url(value, "drawing", MAX_UPLOAD_BYTES)
+
+
+def from_pad(fn: Callable, *positions: int) -> Callable:
+    """``fn`` for a page event: the arguments at ``positions`` (canvas pad values) become pictures
+    (or None) first, so ``fn`` reads them as it reads an API caller's image."""
+
+    def read(args):
+        args = list(args)
+        try:
+            for i in positions:
+                args[i] = pad_picture(args[i])
+        except EBMError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        return args
+
+    if inspect.isgeneratorfunction(fn):  # a streamed run stays a generator for Gradio
+        @functools.wraps(fn)
+        def stream(*args):
+            yield from fn(*read(args))
+
+        return stream
+
+    @functools.wraps(fn)
+    def call(*args):
+        return fn(*read(args))
+
+    return call
+
+
 def test_digit(digit) -> tuple[torch.Tensor, int]:
     """Test digit number ``digit`` (1×1×28×28) and its label."""
     i = whole("test digit", digit, 0, n_test() - 1)
@@ -185,6 +229,8 @@ def coverage(layer: Image.Image) -> np.ndarray:
 def keep_from_mask(pad: gr.ImageEditor | None, value) -> torch.Tensor:
     """The keep mask (1×1×28×28, 1 = keep) from a mask pad: pixels painted on its layers are erased."""
     _background, layers, _composite = editor_parts(pad, value)
+    if isinstance(value, Image.Image):  # a canvas pad's picture is the mask layer itself
+        layers = [value]
     if not layers:
         raise EBMError("no mask: paint over the part to erase (or press one of the 'erase … half' buttons)")
     cover = np.max([coverage(layer) for layer in layers], axis=0)
@@ -213,14 +259,12 @@ def mask_layer(keep: torch.Tensor, size: int = CANVAS) -> Image.Image:
     return Image.fromarray(a, mode="RGBA").resize((size, size), Image.NEAREST)
 
 
-def mask_value(x: torch.Tensor, keep: torch.Tensor | None = None) -> dict:
-    """A mask pad's value: the model input enlarged as background, optionally a painted mask layer."""
-    bg = enlarge(x).convert("RGBA")
-    # always one layer: the editor paints on its layers, and a value set without one leaves nothing to paint on
-    layer = Image.new("RGBA", bg.size, (0, 0, 0, 0)) if keep is None else mask_layer(keep)
-    comp = bg.copy()
-    comp.alpha_composite(layer)
-    return {"background": bg, "layers": [layer], "composite": comp}
+def mask_value(x: torch.Tensor | None, keep: torch.Tensor | None = None) -> gr.HTML:
+    """The mask pad's update: the model input enlarged under the strokes, and the mask layer painting
+    the erased pixels of ``keep`` (none: an empty mask; ``x`` None: an empty pad)."""
+    if x is None:
+        return gr.HTML(value=EMPTY, background="")
+    return gr.HTML(value=EMPTY if keep is None else data_url(mask_layer(keep)), background=data_url(enlarge(x)))
 
 
 # --- pictures ---------------------------------------------------------------------------------------
@@ -364,7 +408,8 @@ def model_picker(registry: Registry, session: gr.BrowserState, page: gr.Tab | No
 # --- the panel --------------------------------------------------------------------------------------
 @dataclass
 class InputPanel:
-    pad: gr.ImageEditor
+    pad: gr.HTML  # the page's canvas pad (value: a PNG data URL); page events read it through from_pad
+    api_image: gr.ImageEditor  # hidden: the API endpoints' image input (an editor value, checked by Gradio)
     digit: gr.Number
     random_btn: gr.Button
     preview: gr.Image
@@ -383,13 +428,9 @@ def input_panel(prefix: str, label: str = "Draw a digit (or upload a picture)", 
     """Pad, test-digit picker and preview, wired so the preview shows what the model will see.
     ``on_input(x or None)`` may return updates for ``extra_outputs`` (e.g. the inpaint mask pad)."""
     with gr.Column(min_width=280):
-        pad = gr.ImageEditor(
-            value=black_canvas(), label=label, type="pil", image_mode="RGBA", format="png",
-            sources=["upload", "clipboard"], canvas_size=(CANVAS, CANVAS), height=340, layers=False,
-            transforms=(), brush=gr.Brush(default_size=BRUSH_SIZE, colors=["#ffffff", "#000000"],
-                                          default_color="#ffffff", color_mode="fixed"),
-            eraser=gr.Eraser(default_size=BRUSH_SIZE + 4), elem_id=f"{prefix}-pad", elem_classes="ebm-pad",
-        )
+        pad = canvas_pad(f"{prefix}-pad", label, CANVAS, BRUSH_SIZE, max_bytes=MAX_UPLOAD_BYTES)
+        # never shown, so never mounted: the page never reads it (see ui.canvas_pad)
+        api_image = gr.ImageEditor(black_canvas(), label="image", type="pil", image_mode="RGBA", visible=False)
         with gr.Row(equal_height=True):
             digit = gr.Number(None, precision=0, minimum=0, maximum=n_test() - 1,
                               label=f"…or MNIST test digit # (0–{n_test() - 1:,})", elem_id=f"{prefix}-digit",
@@ -401,7 +442,7 @@ def input_panel(prefix: str, label: str = "Draw a digit (or upload a picture)", 
                            interactive=False, elem_classes="ebm-grid", elem_id=f"{prefix}-preview",
                            buttons=["download"])
         note = gr.Markdown(HINT, elem_id=f"{prefix}-note")
-    panel = InputPanel(pad, digit, random_btn, preview, note)
+    panel = InputPanel(pad, api_image, digit, random_btn, preview, note)
     extra_outputs = list(extra_outputs or [])
 
     def extra(x):
@@ -416,8 +457,8 @@ def input_panel(prefix: str, label: str = "Draw a digit (or upload a picture)", 
         return (enlarge(x, 168), msg, *extra(x))
 
     def drawn(value, digit):
-        """The pad changed: a stroke, an upload, the eraser, or the page loading its black canvas. A
-        picture on the pad replaces a picked test digit; an empty pad keeps it."""
+        """The pad changed: a stroke, an upload, the eraser or Clear. A picture on the pad replaces a
+        picked test digit; an empty pad keeps it."""
         try:
             x = ebm_play.preprocess(editor_picture(pad, value))
         except EBMError as e:
@@ -428,23 +469,30 @@ def input_panel(prefix: str, label: str = "Draw a digit (or upload a picture)", 
 
     def picked(value, digit):  # a test digit replaces the drawing: the pad goes back to its black canvas
         if has_digit(digit):
-            return (black_canvas(), *show(None, digit))
+            return (EMPTY, *show(None, digit))
         return (gr.skip(), *show(value, None))
 
     def pick_random():
         i = random.randrange(n_test())
-        return (black_canvas(), i, *show(None, i))
-
-    def cleared():  # back to the black canvas, so the brush is ready again
-        return (black_canvas(), None, None, HINT, *(list(on_input(None)) if on_input is not None else []))
+        return (EMPTY, i, *show(None, i))
 
     outs = [preview, note, *extra_outputs]
-    quiet = {"api_visibility": "private", "show_progress": "hidden", "preprocess": False, "concurrency_limit": None}
-    pad.input(drawn, [pad, digit], [digit, *outs], trigger_mode="always_last", **quiet)
-    pad.clear(cleared, None, [pad, digit, *outs], api_visibility="private", show_progress="hidden")
-    digit.input(picked, [pad, digit], [pad, *outs], trigger_mode="always_last", **quiet)
+    # show_progress_on=[]: no component of these quick events joins the page's loading-status table
+    quiet = {"api_visibility": "private", "show_progress": "hidden", "show_progress_on": [], "preprocess": False,
+             "concurrency_limit": None}
+    pad.input(from_pad(drawn, 0), [pad, digit], [digit, *outs], trigger_mode="always_last", **quiet)
+    digit.input(from_pad(picked, 0), [pad, digit], [pad, *outs], trigger_mode="always_last", **quiet)
     random_btn.click(pick_random, None, [pad, digit, *outs], **quiet)
     return panel
+
+
+def wire_run(btn: gr.Button, fn: Callable, inputs: list, outputs: list, api_name: str, pads: dict, **kw):
+    """``btn`` runs ``fn`` for the page on its canvas pads (read through :func:`from_pad`); a hidden
+    button gives the API endpoint ``api_name`` the same ``fn`` on the hidden editor inputs
+    (``pads`` maps each canvas pad to its API twin), so API callers send editor values as before."""
+    gr.Button(visible=False).click(fn, [pads.get(c, c) for c in inputs], outputs, api_name=api_name, **kw)
+    # (second: the page event, private, must not take the endpoint's name)
+    btn.click(from_pad(fn, *[inputs.index(p) for p in pads]), inputs, outputs, api_visibility="private", **kw)
 
 
 def sampler_settings() -> tuple[gr.Number, gr.Number, gr.Number]:

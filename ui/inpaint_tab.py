@@ -55,17 +55,14 @@ def create_tab(registry: Registry, session: gr.BrowserState, page: gr.Tab | None
     gr.Markdown("Draw a digit (or pick a test digit), then **paint over the part to erase** in the mask pad, "
                 "or press an *erase … half* button. The model fills the erased pixels by sampling its energy "
                 "with the rest held fixed; each fill starts from its own noise.")
-    mask_pad = gr.ImageEditor(
-        None, label="Mask: paint the part to erase", type="pil", image_mode="RGBA", format="png", sources=[],
-        canvas_size=(draw.CANVAS, draw.CANVAS), height=340, layers=False, transforms=(), render=False,
-        brush=gr.Brush(default_size=18, colors=[("#ef4444", 0.8)], default_color=("#ef4444", 0.8),
-                       color_mode="fixed"),
-        eraser=gr.Eraser(default_size=18), elem_id="inpaint-mask", elem_classes="ebm-pad")
+    mask_pad = draw.canvas_pad("inpaint-mask", "Mask: paint the part to erase", draw.CANVAS, 18, mask=True,
+                               color="rgba(239,68,68,0.8)", render=False)
+    api_mask = gr.ImageEditor(None, label="mask", type="pil", image_mode="RGBA", visible=False, render=False)
     with gr.Row():
-        panel = draw.input_panel("inpaint", extra_outputs=[mask_pad],
-                                 on_input=lambda x: (None if x is None else draw.mask_value(x),))
+        panel = draw.input_panel("inpaint", extra_outputs=[mask_pad], on_input=lambda x: (draw.mask_value(x),))
         with gr.Column(min_width=280):
             mask_pad.render()
+            api_mask.render()
             with gr.Row():
                 halves = {h: gr.Button(f"Erase {h} half", size="sm", min_width=60, elem_id=f"inpaint-erase-{h}")
                           for h in draw.HALVES}
@@ -101,11 +98,11 @@ def create_tab(registry: Registry, session: gr.BrowserState, page: gr.Tab | None
                 seed=0, step_size=None, noise=None, temperature=None, erase=""):
         """Fill the erased pixels of a drawing (or test digit ``digit``) with the session's current model,
         streaming the fills; the kept pixels stay exactly as given."""
-        x, source = draw.model_input(panel.pad, image, digit)
+        x, source = draw.model_input(panel.api_image, image, digit)
         if erase:
             keep = draw.half_keep(erase)
         else:
-            keep = draw.keep_from_mask(mask_pad, mask)
+            keep = draw.keep_from_mask(api_mask, mask)
         n = whole("fills", fills, 1, MAX_FILLS)
         steps = whole("steps", steps, 0, MAX_STEPS)
         seed = seed_of(seed)
@@ -157,7 +154,7 @@ def create_tab(registry: Registry, session: gr.BrowserState, page: gr.Tab | None
 
     @user_errors
     def erase_half(image, digit, which):
-        x, _ = draw.model_input(panel.pad, image, digit)
+        x, _ = draw.model_input(panel.api_image, image, digit)
         keep = draw.half_keep(which)
         return draw.mask_value(x, keep), draw.masked_view(x, keep)
 
@@ -172,11 +169,12 @@ def create_tab(registry: Registry, session: gr.BrowserState, page: gr.Tab | None
 
     sampler.input(sampler_steps, [session, sampler], steps, **private)
     for h, btn in halves.items():
-        btn.click(lambda image, digit, h=h: erase_half(image, digit, h), panel.inputs, [mask_pad, masked_img],
-                  **private)
+        btn.click(draw.from_pad(lambda image, digit, h=h: erase_half(image, digit, h), 0), panel.inputs,
+                  [mask_pad, masked_img], **private, show_progress_on=[])
     erase_box = gr.Textbox("", visible=False, label="erase (top, bottom, left, right; empty = the painted mask)")
-    run_btn.click(inpaint, [session, panel.pad, panel.digit, mask_pad, fills, steps, sampler, seed, step_size, noise,
-                            temperature, erase_box],
-                  [masked_img, fills_img, energy_plot, strip_img, result_json, result_file], api_name="inpaint",
-                  concurrency_limit=2, concurrency_id="compute", show_progress="minimal", preprocess=False)
+    draw.wire_run(run_btn, inpaint, [session, panel.pad, panel.digit, mask_pad, fills, steps, sampler, seed, step_size,
+                                     noise, temperature, erase_box],
+                  [masked_img, fills_img, energy_plot, strip_img, result_json, result_file], "inpaint",
+                  {panel.pad: panel.api_image, mask_pad: api_mask}, concurrency_limit=2, concurrency_id="compute",
+                  show_progress="minimal", preprocess=False)
     return {"model": model_dd, "panel": panel}

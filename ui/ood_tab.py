@@ -171,7 +171,7 @@ def create_tab(registry: Registry, session: gr.BrowserState, page: gr.Tab | None
     def ood_score(session=None, image=None, digit=None, model=DEFAULT_OOD_MODEL, tpr=ood.DEFAULT_TPR):
         """Energy of a drawing (or test digit ``digit``), its percentile among MNIST test digits and an
         in/out-of-distribution verdict at a threshold accepting ``tpr`` of the test digits."""
-        x, source = draw.model_input(panel.pad, image, digit)
+        x, source = draw.model_input(panel.api_image, image, digit)
         tpr = check_tpr(tpr)
         m, label = scoring_model(registry, session, model)
         sc = scorer(m)
@@ -222,8 +222,9 @@ def create_tab(registry: Registry, session: gr.BrowserState, page: gr.Tab | None
         roc = gr.LinePlot(value=df, color_map={curve: "#4f46e5", "chance": "#94a3b8"})
         return ebm_play.images.grid(x[:64], nrow=8, scale=2), roc, text, result
 
-    run_btn.click(ood_score, [session, panel.pad, panel.digit, model_dd, tpr], [hist_plot, verdict_md, score_json],
-                  api_name="ood_score", concurrency_limit=2, concurrency_id="compute", preprocess=False)
+    draw.wire_run(run_btn, ood_score, [session, panel.pad, panel.digit, model_dd, tpr],
+                  [hist_plot, verdict_md, score_json], "ood_score", {panel.pad: panel.api_image},
+                  concurrency_limit=2, concurrency_id="compute", preprocess=False)
     batch_btn.click(ood_batch, [session, files, builtin, model_dd, tpr], [batch_img, roc_plot, batch_md, batch_json],
                     api_name="ood_batch", concurrency_limit=2, concurrency_id="compute", preprocess=False)
     return {"model": model_dd, "panel": panel}

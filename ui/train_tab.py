@@ -296,6 +296,16 @@ def poll(pg: Playground, session, seen) -> list:
 
 
 @endpoint()
+def show_download(pg: Playground) -> gr.File:
+    return gr.File(visible=True)
+
+
+@endpoint()
+def forget_resume(pg: Playground) -> str:
+    return ""
+
+
+@endpoint()
 def wake(pg: Playground) -> gr.Timer:
     """A control was used: watch the run again."""
     return gr.Timer(active=True)
@@ -390,7 +400,7 @@ def create_tab(pg: Playground, session: gr.BrowserState) -> dict:
     on(c["reference"].click, fill_preset, pg, gr.State("reference"), config, **quiet)
     on(c["kind"].input, kind_width, pg, c["kind"], c["width"], **quiet)
     on(c["resume"].upload, inspect_resume, pg, c["resume"], [c["kind"], c["width"], c["resume_info"]], **PRIVATE)
-    c["resume"].clear(lambda: "", None, c["resume_info"], queue=False, **PRIVATE)
+    on(c["resume"].clear, forget_resume, pg, None, c["resume_info"], queue=False, **PRIVATE)
 
     control = dict(concurrency_limit=None, show_progress="hidden")
     start_inputs = [session, *config, c["fresh_every"], c["fresh_steps"], c["max_steps"], c["resume"]]
@@ -399,8 +409,8 @@ def create_tab(pg: Playground, session: gr.BrowserState) -> dict:
                             ("stop", train_stop, [session])):
         event = on(v[key].click, fn, pg, inputs, v["json"], api_name=f"train_{key}", **control)
         on(event.then, wake, pg, None, timer, queue=False, **PRIVATE)
-    on(v["save"].click, train_save, pg, session, v["saved"], api_name="train_save", concurrency_limit=None).success(
-        lambda: gr.File(visible=True), None, v["saved"], queue=False, **PRIVATE)
+    saved = on(v["save"].click, train_save, pg, session, v["saved"], api_name="train_save", concurrency_limit=None)
+    on(saved.success, show_download, pg, None, v["saved"], queue=False, **PRIVATE)
     use_event = on(v["use"].click, train_use, pg, session, v["use_msg"], api_name="train_use", concurrency_limit=None)
     api(train_status, pg, "train_status", concurrency_limit=None)
 

@@ -20,7 +20,9 @@ suit the square), every sampler in ``ebm_play.samplers`` runs on N×2 points and
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +37,10 @@ BOUNDS = (-1.0, 1.0)
 DATASETS = ("two_moons", "rings", "gaussians8", "checkerboard", "spiral")
 MAX_POINTS = 100_000
 MAX_RESOLUTION = 512
+# Forward-mode AD keeps its "dual level" in process-wide state: two threads inside ``jvp`` at once
+# (two runs publishing their forces) fail with "Trying to access a forward AD level with an
+# invalid index". One at a time; a 40×40 grid takes milliseconds.
+_FORWARD_AD = threading.Lock()
 
 
 # --- data sets ----------------------------------------------------------------------------------
@@ -113,6 +119,21 @@ def make_dataset(name: str, n: int = 2000, seed: int | None = 0, noise: float | 
         x = torch.cat(parts) + s * randn(n, 2)
         y = torch.cat([torch.zeros(a), torch.ones(b)])
     return x.clamp(-0.95, 0.95).float(), y.long()
+
+
+@functools.lru_cache(maxsize=len(DATASETS))
+def dataset(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 2,000 points (seed 0) every run and picture of data set ``name`` uses, made once per
+    process. Shared: copy before changing them."""
+    return make_dataset(name, 2000, seed=0)
+
+
+def points_around(x: float, y: float, n: int, seed: int = 0, spread: float = 0.03) -> torch.Tensor:
+    """``n`` points scattered around (x, y) (one point exactly there if ``n`` is 1), kept inside the
+    square: what a click on a landscape adds. Checked like any other points."""
+    g = torch.Generator().manual_seed(int(seed))
+    pts = torch.tensor([[x, y]], dtype=torch.float32) + spread * torch.randn(int(n), 2, generator=g) * (n > 1)
+    return check_points(pts.clamp(-0.98, 0.98), "clicked points")
 
 
 def gaussians8_means(radius: float = 0.7) -> torch.Tensor:
@@ -262,6 +283,19 @@ HAND_MADE = {
 }
 
 
+# Named landscapes: the hand-made ones, with the two half-planes a person most often wants.
+LANDSCAPES = {"double_well": ("double_well", {}), "ring": ("ring", {}), "gmm": ("gmm", {}),
+              "half_plane_up": ("half_plane", {"angle": 90.0}), "half_plane_right": ("half_plane", {"angle": 0.0})}
+
+
+def landscape(name: str) -> EnergyModel:
+    """A named landscape (:data:`LANDSCAPES`): ``half_plane_up`` is low where y > 0."""
+    if name not in LANDSCAPES:
+        raise EBMError(f"unknown landscape {name!r}; known: {', '.join(LANDSCAPES)}")
+    kind, params = LANDSCAPES[name]
+    return hand_made(kind, **params)
+
+
 def hand_made(name: str, **params) -> EnergyModel:
     """A hand-made landscape by name (``double_well``, ``ring``, ``half_plane``, ``gmm``)."""
     if name not in HAND_MADE:
@@ -320,7 +354,7 @@ def cd_force_grid(model: nn.Module, data: torch.Tensor, negatives: torch.Tensor,
     tangent = {k: -g.detach() for k, g in zip(params, grads)}
     xs, ys, pts = grid_points(resolution, bounds)
     pts = pts.to(data.device)
-    with torch.no_grad():
+    with torch.no_grad(), _FORWARD_AD:
         e, de = jvp(lambda p: functional_call(model, p, (pts,)), (params,), (tangent,))
     shape = (len(ys), len(xs))
     return xs, ys, e.float().cpu().numpy().reshape(shape), de.float().cpu().numpy().reshape(shape)
@@ -408,7 +442,7 @@ def modes_for(name: str, energy=None, data=None, labels=None) -> Modes | None:
     ring or a half-plane)."""
     if name in DATASETS:
         if data is None:
-            data, labels = make_dataset(name, 2000, seed=0)
+            data, labels = dataset(name)
         return Modes.from_data(data, labels, radius=0.1)
     if energy is not None and hasattr(energy, "modes"):
         centres = energy.modes()
@@ -417,6 +451,31 @@ def modes_for(name: str, energy=None, data=None, labels=None) -> Modes | None:
     if data is not None and len(data):
         return Modes.from_data(data, labels, radius=0.1)
     return None
+
+
+def modes_of(energy) -> Modes | None:
+    """The modes of a landscape: a hand-made one's own, or for a composition (``experts``) those of
+    its first positively weighted term that has any."""
+    for e in getattr(energy, "experts", None) or ():
+        if e.weight > 0 and (modes := modes_of(e.energy)) is not None:
+            return modes
+    if hasattr(energy, "modes"):
+        return modes_for(getattr(energy, "kind", ""), energy)
+    return None
+
+
+def start_points(start: str, modes: Modes | None, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` starting points: ``uniform`` over the square, or ``first_mode``: all close to one
+    point of the first mode (the origin without modes)."""
+    g = torch.Generator().manual_seed(int(seed))
+    if start == "uniform":
+        return torch.rand(n, 2, generator=g) * 2 - 1
+    if modes is None:
+        return torch.zeros(n, 2) + 0.02 * torch.randn(n, 2, generator=g)
+    anchors = modes.anchors[modes.labels == 0]
+    centre = anchors.mean(0, keepdim=True)
+    spot = anchors[torch.cdist(centre, anchors).argmin()]  # a point of the mode itself (an arc's mean may miss it)
+    return (spot + 0.02 * torch.randn(n, 2, generator=g)).clamp(-1, 1)
 
 
 class ModeTracker:

@@ -341,7 +341,8 @@ class Run:
         self._cond = threading.Condition()
         self.state = "starting"
         self._after_start = "running" if start else "paused"
-        self._single = False  # the worker is taking a single step asked for while paused
+        self._single = False  # the worker is taking a single step asked for while paused …
+        self._single_from = 0  # … from this step
         self._pending_steps = 0
         self._changes: dict = {}
         self._new_data: tuple | None = None
@@ -386,7 +387,7 @@ class Run:
     def step_once(self) -> None:
         """Ask for one update of a paused run; the worker takes it and publishes (see ``status``)."""
         with self._cond:
-            if self.state != "paused":
+            if self.state != "paused" and not (self.state == "starting" and self._after_start == "paused"):
                 raise EBMError(f"the run is {self.state}: pause it to take single steps")
             if self._pending_steps >= MAX_PENDING_STEPS:
                 raise EBMError(f"{MAX_PENDING_STEPS} single steps are already waiting: let them finish first")
@@ -492,6 +493,7 @@ class Run:
             self._single = not (changes or data is not None or fresh_first or behind) and self.state == "paused"
             if self._single:
                 self._pending_steps -= 1
+                self._single_from = self.step
         if changes or data is not None:
             self._apply(changes, data)
         elif behind and not fresh_first:  # just paused: show the exact state, fresh chains included
@@ -617,7 +619,9 @@ class Run:
         recent = hist[-20:]
         speed = sum(r["steps_per_s"] for r in recent) / len(recent) if recent and self.state == "running" else 0.0
         return {"run": self.id, "kind": self.kind, "state": self.state, "step": self.step,
-                "max_steps": self.max_steps, "pending_steps": self._pending_steps, "steps_per_s": round(speed, 2),
+                "max_steps": self.max_steps, "steps_per_s": round(speed, 2),
+                # the single step being taken counts until ``step`` moves (a poll must not stop in between)
+                "pending_steps": self._pending_steps + (self._single and self.step == self._single_from),
                 "last": last, "quality": self.quality[-1] if self.quality else None,
                 "rollbacks": self.events[-20:], "error": self.error, "data": self.spec.source,
                 "resumed_from": self.spec.resumed_from, "device": str(self.spec.device),

@@ -71,10 +71,6 @@ def app():
     yield demo
     demo.playground.data()  # wait for the MNIST warm-up thread: torch exiting under a daemon thread aborts
     demo.playground.stop_all()
-    from ui import landscape_tab
-
-    for manager in landscape_tab.MANAGERS:
-        manager.stop_all()
     demo.close()
 
 

@@ -1,166 +1,223 @@
-"""The Landscape tab through its API: a real server (conftest) driven by gradio_client."""
+"""The Landscape tab's endpoints, called as module functions over a Playground (no server), and the
+rules its wiring keeps: every event an endpoint, timers off until something runs, no picture
+sent by a timer."""
 
 from __future__ import annotations
 
-import functools
 import math
+import re
+import secrets
 import time
+from types import SimpleNamespace
 
+import gradio as gr
 import pytest
-import test_app
-from gradio_client.exceptions import AppError
 from PIL import Image
-from test_app import new_session
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+from ebm_play import EBMError
+from ebm_play.playground import Playground
+from ui import landscape_tab as T
+from ui import landscape_view as V
 
-ENDPOINTS = {"/landscape_train_start", "/landscape_status", "/landscape_pause", "/landscape_step",
-             "/landscape_reset", "/landscape_sample", "/landscape_compose", "/landscape_gif"}
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+SHOW = T.SHOW_NAMES
+SKIP = gr.skip()
 
 
-status = functools.partial(test_app.status, api_name="/landscape_status")
-wait_for = functools.partial(test_app.wait_for, api_name="/landscape_status")
+@pytest.fixture(scope="module")
+def pg():
+    pg = Playground("cpu")
+    yield pg
+    pg.stop_all()
 
 
 @pytest.fixture
-def sessions(client):
-    """Sessions listed here get their landscape run reset after the test (runs cost a core each)."""
-    sids: list[str] = []
-    yield sids
-    for sid in sids:
-        try:
-            client.predict(sid, True, api_name="/landscape_reset")
-        except AppError:
-            pass
+def sid(pg):
+    sid = "land-" + secrets.token_hex(6)
+    yield sid
+    T.landscape_reset(pg, sid, clear_points=True)
 
 
-def test_every_landscape_action_has_a_named_endpoint(client):
-    api = client.view_api(return_format="dict", print_info=False)
-    assert ENDPOINTS <= set(api["named_endpoints"])
-    start = api["named_endpoints"]["/landscape_train_start"]["parameters"]
-    assert [p["parameter_name"] for p in start][:3] == ["session", "dataset", "lr"]
+def wait_for(pg, sid, ok, timeout=60.0, what="the run") -> dict:
+    """Poll the status the way the page's timer does (generous: the test machine is shared)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = T.landscape_status(pg, sid)
+        if ok(st):
+            return st
+        assert time.monotonic() < deadline, f"timed out waiting for {what}; last status {st}"
+        time.sleep(0.05)
 
 
-def test_train_pause_step_play_reset(client, sessions):
-    sid = new_session()
-    sessions.append(sid)
-    assert status(client, sid)["state"] == "none"
-    st = client.predict(sid, "two_moons", api_name="/landscape_train_start")
-    assert st["state"] == "running" and st["dataset"] == "two_moons" and st["points"] == 2000
-    st = wait_for(client, sid, lambda s: s["step"] >= 20 and s["view_version"] >= 5)
+def sample(pg, sid, landscape="double_well", a=("mala", 0.005, None, 1.0), b=("annealed", 0.005, None, 1.0),
+           steps=600, chains=300, start="first_mode"):
+    return list(T.landscape_sample(pg, sid, landscape, *a, *b, steps, chains, 0, start, 20.0))
+
+
+def test_every_event_is_an_endpoint_and_no_timer_takes_a_picture(pg):
+    with gr.Blocks() as demo:
+        session = gr.BrowserState(None)
+        T.create_tab(pg, session)
+    fns = list(demo.fns.values())
+    assert fns and all(hasattr(f.fn, "endpoint") for f in fns), [f.name for f in fns if not hasattr(f.fn, "endpoint")]
+    timers = [b for b in demo.blocks.values() if isinstance(b, gr.Timer)]
+    assert timers and not any(t.active for t in timers)  # an idle page sends nothing
+    for f in fns:
+        if any(isinstance(demo.blocks.get(block), gr.Timer) for block, _ in f.targets):
+            assert not any(isinstance(i, (gr.Image, gr.ImageEditor, gr.File)) for i in f.inputs), f.name
+    named = {f.api_name for f in fns if f.api_name}
+    assert {"landscape_train_start", "landscape_status", "landscape_pause", "landscape_step", "landscape_reset",
+            "landscape_sample", "landscape_compose", "landscape_gif"} <= named
+
+
+def test_play_pause_step_live_settings_and_reset(pg, sid):
+    assert T.landscape_status(pg, sid)["state"] == "none"
+    st = T.landscape_train_start(pg, sid, "two_moons")
+    assert st["state"] in ("starting", "running") and st["dataset"] == "two_moons" and st["points"] == 2000
+    st = wait_for(pg, sid, lambda s: s["step"] >= 10 and s["view_version"] >= 3, what="10 steps")
     assert math.isfinite(st["last"]["loss"]) and 0 <= st["fit"]["precision"] <= 1
 
-    time.sleep(2.0)  # the worker republishes the grids several times a second while it trains
-    st = status(client, sid)
-    print(f"worker: {st['steps_per_s']} steps/s, grids republished {st['updates_per_s']} times/s")
-    assert st["updates_per_s"] >= 3, st["updates_per_s"]  # ~6/s: every 0.15 s, plus a step
-
-    st = client.predict(sid, api_name="/landscape_pause")
-    assert st["state"] == "paused"
-    at = st["step"]
+    t = time.monotonic()
+    st = T.landscape_pause(pg, sid)
+    assert st["state"] == "paused" and time.monotonic() - t < 2.0  # a flag: answers at once (a loaded machine)
+    at = wait_for(pg, sid, lambda s: s["pending_steps"] == 0)["step"]
     time.sleep(0.3)
-    assert status(client, sid)["step"] == at
+    assert T.landscape_status(pg, sid)["step"] == at  # the pause holds
+    st = T.landscape_step(pg, sid, "two_moons", steps=3)
+    assert (st["pending_steps"] >= 1 or st["step"] > at) and st["state"] == "paused"
+    wait_for(pg, sid, lambda s: s["step"] == at + 3 and s["pending_steps"] == 0, what="3 single steps")
+    with pytest.raises(EBMError, match="not running: nothing to pause"):
+        T.landscape_pause(pg, sid)
 
-    st = client.predict(sid, "two_moons", steps=3, api_name="/landscape_step")
-    assert st["step"] == at + 3 and st["state"] == "paused"
-    with pytest.raises(AppError, match="not running: nothing to pause"):
-        client.predict(sid, api_name="/landscape_pause")
-
-    # Play with a new learning rate and noise: the same run (same step count) takes them on the fly
-    st = client.predict(sid, "two_moons", lr=1e-3, noise=0.05, api_name="/landscape_train_start")
-    assert st["run"] and st["state"] == "running" and st["step"] >= at + 3
-    assert st["config"]["lr"] == 1e-3 and st["config"]["noise"] == 0.05
-    assert any("settings" in line for line in st["log"])
-    run_id = st["run"]
-    # a new data set (or model size) is a new run
-    st = client.predict(sid, "rings", api_name="/landscape_train_start")
+    # Play with a new learning rate and noise: the same run takes them from its next step
+    run_id = T.landscape_status(pg, sid)["run"]
+    st = T.landscape_train_start(pg, sid, "two_moons", lr=1e-3, noise=0.05)
+    assert st["run"] == run_id and st["state"] == "running"
+    st = wait_for(pg, sid, lambda s: s["config"]["lr"] == 1e-3, what="the new settings")
+    assert st["config"]["noise"] == 0.05 and st["step"] >= at + 3
+    # a new data set (or hidden size, or seed) is a new run
+    st = T.landscape_train_start(pg, sid, "rings")
     assert st["run"] != run_id and st["dataset"] == "rings"
-
-    st = client.predict(sid, api_name="/landscape_reset")
-    assert st["state"] == "none"
-    assert status(client, sid)["state"] == "none"
+    assert T.landscape_reset(pg, sid)["state"] == "none"
+    assert pg.active_runs() == 0
 
 
-def test_train_on_points_given_through_the_api(client, sessions):
-    sid = new_session()
-    sessions.append(sid)
-    with pytest.raises(AppError, match="no points yet"):
-        client.predict(sid, "custom", api_name="/landscape_step")
+def test_points_given_through_the_api_cross_the_same_checks(pg, sid):
+    with pytest.raises(EBMError, match="no points yet"):
+        T.landscape_step(pg, sid, "custom")
+    for bad, msg in (([[0, 3]], "square"), ([[float("nan"), float("nan")]], "finite"), ([1, 2, 3], "pairs"),
+                     ("[[0, 0", "JSON")):
+        with pytest.raises(EBMError, match=msg):
+            T.landscape_step(pg, sid, "custom", points=bad)
     pts = [[-0.5 + 0.01 * i, 0.5] for i in range(20)] + [[0.5, -0.5 + 0.01 * i] for i in range(20)]
-    st = client.predict(sid, "custom", points=pts, steps=5, api_name="/landscape_step")
-    assert st["state"] == "paused" and st["step"] == 5 and st["points"] == 40 and st["custom_points"] == 40
-    with pytest.raises(AppError, match="square"):
-        client.predict(sid, "custom", points=[[0, 3]], api_name="/landscape_step")
+    st = T.landscape_step(pg, sid, "custom", points=pts, steps=5)
+    assert st["points"] == 40 and st["custom_points"] == 40 and st["dataset"] == "custom"
+    st = wait_for(pg, sid, lambda s: s["step"] == 5 and s["pending_steps"] == 0, what="5 steps on the points")
+    assert st["state"] == "paused" and math.isfinite(st["last"]["loss"])
 
 
-def test_bad_input_gives_a_clear_error(client):
-    sid = new_session()
-    with pytest.raises(AppError, match="learning rate must be between"):
-        client.predict(sid, "two_moons", lr=-1, api_name="/landscape_train_start")
-    with pytest.raises(AppError, match="Langevin steps must be between 0 and 200"):
-        client.predict(sid, "two_moons", sampler_steps=10_000, api_name="/landscape_train_start")
-    with pytest.raises(AppError, match="unknown data set"):
-        client.predict(sid, "mnist", api_name="/landscape_train_start")
-    with pytest.raises(AppError, match="no landscape run"):
-        client.predict(sid, api_name="/landscape_pause")
-    with pytest.raises(AppError, match="session"):
-        client.predict("x", api_name="/landscape_status")
-    with pytest.raises(AppError, match="chains must be between 1 and 1000"):
-        client.predict(sid, "ring", chains=5000, api_name="/landscape_sample")
-    with pytest.raises(AppError, match="unknown sampler 'gibbs' for sampler A"):
-        client.predict(sid, "ring", sampler_a="gibbs", api_name="/landscape_sample")
-    with pytest.raises(AppError, match="no trained landscape"):
-        client.predict(sid, "trained", api_name="/landscape_sample")
-    with pytest.raises(AppError, match="no composed landscape"):
-        client.predict(sid, "composed", api_name="/landscape_sample")
-    with pytest.raises(AppError, match="weight 1 must be between"):
-        client.predict(sid, "ring", 50, api_name="/landscape_compose")
-    with pytest.raises(AppError, match="no sampling run"):
-        client.predict(sid, "sampling", api_name="/landscape_gif")
+def test_a_click_adds_points_and_a_bad_click_is_refused(pg, sid):
+    with pytest.raises(EBMError, match="click coordinate"):
+        T.click(pg, sid, 10, SHOW, {}, SimpleNamespace(index=[float("nan"), float("nan")]))
+    with pytest.raises(EBMError, match="two coordinates"):
+        T.click(pg, sid, 10, SHOW, {}, SimpleNamespace(index=None))
+    out = T.click(pg, sid, 10, SHOW, {}, SimpleNamespace(index=[V.SIZE / 2, V.SIZE / 4]))  # the plane's (0, 0.5)
+    assert out[0] == "custom" and out[1].endswith(".jpg")
+    pts = pg.sessions.get(sid).choices[T.POINTS]
+    assert pts.shape == (10, 2) and abs(float(pts[:, 0].mean())) < 0.06 and abs(float(pts[:, 1].mean()) - 0.5) < 0.06
+    T.landscape_step(pg, sid, "custom")
+    wait_for(pg, sid, lambda s: s["step"] == 1 and s["pending_steps"] == 0)
+    out = T.click(pg, sid, 5, SHOW, {}, SimpleNamespace(index=[0, V.SIZE]))  # a corner: clamped into the square
+    assert T.landscape_status(pg, sid)["custom_points"] == 15 and out[1].endswith(".jpg")
+    T.landscape_step(pg, sid, "custom")  # the live run trains on all 15 from its next step
+    wait_for(pg, sid, lambda s: s["step"] == 2 and s["pending_steps"] == 0)
+    assert len(pg.run_of(sid, "landscape").view.data) == 15
 
 
-def test_two_samplers_side_by_side_on_the_double_well(client):
+@pytest.mark.parametrize("call,msg", [
+    (lambda pg, sid: T.landscape_train_start(pg, sid, "two_moons", lr=-1), "learning rate must be between"),
+    (lambda pg, sid: T.landscape_train_start(pg, sid, "two_moons", sampler_steps=10_000),
+     "Langevin steps must be between 0 and 200"),
+    (lambda pg, sid: T.landscape_train_start(pg, sid, "mnist"), "data set: unknown value 'mnist'"),
+    (lambda pg, sid: T.landscape_step(pg, sid, "two_moons", steps=11), "steps must be between 1 and 10"),
+    (lambda pg, sid: T.landscape_pause(pg, sid), "no landscape run"),
+    (lambda pg, sid: T.landscape_status(pg, "x"), "session"),
+    (lambda pg, sid: sample(pg, sid, "ring", chains=5000), "chains must be between 1 and 1000"),
+    (lambda pg, sid: sample(pg, sid, "ring", a=("gibbs", None, None, None)), "sampler A: unknown value 'gibbs'"),
+    (lambda pg, sid: sample(pg, sid, "ring", a=("mala", float("nan"), None, None)), "A step size must be a finite"),
+    (lambda pg, sid: sample(pg, sid, "trained"), "no trained landscape"),
+    (lambda pg, sid: sample(pg, sid, "composed"), "no composed landscape"),
+    (lambda pg, sid: T.landscape_compose(pg, sid, "ring", 50), "weight 1 must be between"),
+    (lambda pg, sid: T.landscape_compose(pg, sid, "none", 1, "none", 1, "none", 1), "at least one term"),
+    (lambda pg, sid: T.landscape_gif(pg, sid, "sampling"), "no sampling run"),
+    (lambda pg, sid: T.landscape_gif(pg, sid, "training"), "no training run"),
+])
+def test_bad_input_gives_one_clear_message(pg, sid, call, msg):
+    with pytest.raises(EBMError, match=msg):
+        call(pg, sid)
+
+
+def test_two_samplers_side_by_side_on_the_double_well(pg, sid):
     """MALA at T = 1 stays in the well it starts in; annealed MALA reaches both; the GIF animates it."""
-    sid = new_session()
-    job = client.submit(sid, "double_well", "mala", 0.005, None, 1.0, "annealed", 0.005, None, 1.0, 600, 300, 0,
-                        "first_mode", 20.0, api_name="/landscape_sample")
-    img_a, img_b, table, result = job.result(timeout=90)
-    assert len(job.outputs()) >= 2  # streamed frames before the final one
+    outs = sample(pg, sid)
+    assert len(outs) >= 2 and outs[0][3] is None  # streamed frames first (the old result cleared), then the final
+    img_a, img_b, table, result = outs[-1]
     assert Image.open(img_a).size == Image.open(img_b).size == (400, 400)
     a, b = result["samplers"]
     assert a["sampler"] == "mala" and b["sampler"] == "annealed" and result["modes"] == 2
     assert a["mode_share"][1] < 0.05 and b["mode_share"][0] > 0.25 and b["mode_share"][1] > 0.25
     assert b["chains_hopped"] > a["chains_hopped"] and 0.5 < a["accept_rate"] <= 1
-    assert {"accept", "mode shares", "chains that hopped"} <= set(table["headers"])
-
-    gif = client.predict(sid, "sampling", api_name="/landscape_gif")
+    header = table.splitlines()[0]
+    assert all(h in header for h in ("accept", "mean E", "modes", "hopped", "1st hop"))
+    assert not re.findall(r"\d\.\d{5,}", table)  # numbers as people read them (4 significant digits)
+    gif = T.landscape_gif(pg, sid, "sampling")
     with Image.open(gif) as im:
         assert im.format == "GIF" and im.n_frames > 10 and im.width > im.height  # A and B side by side
 
 
-def test_compose_then_sample_the_product_of_experts(client, sessions):
-    sid = new_session()
-    sessions.append(sid)
-    img, info = client.predict(sid, "ring", 1.0, "half_plane_up", 1.0, "none", 1.0, api_name="/landscape_compose")
+def test_compose_then_sample_the_composition(pg, sid):
+    img, info = T.landscape_compose(pg, sid, "ring", 1.0, "half_plane_up", 1.0, "none", 1.0)
     assert info["composed"] == "1×Ring + 1×Half-plane y > 0" and len(info["terms"]) == 2
     with Image.open(img) as im:
         assert im.width > 2 * im.height  # two terms and their sum
-    *_, result = client.predict(sid, "composed", "ula", 0.002, None, 1.0, "none", None, None, None, 200, 100, 0,
-                                "uniform", 20.0, api_name="/landscape_sample")
+    *_, result = sample(pg, sid, "composed", a=("ula", 0.002, None, 1.0), b=("none", None, None, None), steps=200,
+                        chains=100, start="uniform")[-1]
     assert len(result["samplers"]) == 1 and result["landscape"].startswith("composed")
     # a trained landscape composes too, with a negative weight
-    client.predict(sid, "gaussians8", steps=5, api_name="/landscape_step")
-    _, info = client.predict(sid, "trained", 1.0, "ring", -0.5, "none", 1.0, api_name="/landscape_compose")
+    T.landscape_step(pg, sid, "gaussians8", steps=5)
+    wait_for(pg, sid, lambda s: s["step"] == 5 and s["pending_steps"] == 0)
+    _, info = T.landscape_compose(pg, sid, "trained", 1.0, "ring", -0.5, "none", 1.0)
     assert "− 0.5×Ring" in info["composed"]
-
-
-def test_training_gif(client, sessions):
-    sid = new_session()
-    sessions.append(sid)
-    with pytest.raises(AppError, match="no training run"):
-        client.predict(sid, "training", api_name="/landscape_gif")
-    for _ in range(3):
-        client.predict(sid, "spiral", steps=10, api_name="/landscape_step")
-    gif = client.predict(sid, "training", api_name="/landscape_gif")
+    gif = T.landscape_gif(pg, sid, "training")
     with Image.open(gif) as im:
-        assert im.format == "GIF" and im.n_frames >= 3
+        assert im.format == "GIF" and im.n_frames >= 2
+
+
+def test_the_view_sends_only_what_changed_and_its_timer_stops(pg, sid):
+    out = T.refresh(pg, sid, SHOW, "two_moons", None)  # a page with no run: a preview, no timer
+    assert out[0].endswith(".jpg") and "No run yet" in out[1] and out[5].active is False
+    again = T.poll(pg, sid, SHOW, "two_moons", out[4])
+    assert again[:4] == [SKIP] * 4 and again[5].active is False
+    out = T.step_once(pg, sid, "two_moons", 5e-3, 20, 0.002, 0.0632, 0.1, 0.05, 64, 256, 0, SHOW, {})
+    assert out[5].active is True  # the step is taken in the background: watch for it
+    seen, deadline = out[4], time.monotonic() + 60
+    while out[5].active:
+        assert time.monotonic() < deadline, "the timer never stopped"
+        time.sleep(T.POLL_S)
+        out = T.poll(pg, sid, SHOW, "two_moons", seen)
+        seen = out[4]
+    assert "step 1" in seen["md"] and seen["canvas"][2] >= 1
+    quiet = T.poll(pg, sid, SHOW, "two_moons", seen)
+    assert quiet[:4] == [SKIP] * 4 and quiet[5].active is False
+    shown = T.poll(pg, sid, ["data"], "two_moons", seen)  # other layers: a new picture, nothing else
+    assert shown[0].endswith(".jpg") and shown[1:4] == [SKIP] * 3
+
+
+def test_presets_fill_the_form_and_clear_the_last_results(pg):
+    out = T.sample_preset(pg, "noise")
+    assert out[:4] == ["gmm", "uniform", 400, 20.0] and out[4] == "langevin" and out[6].value == 0.0632
+    assert out[-4:] == [None, None, "", None]  # pictures, statistics and JSON of another run: gone
+    a = T.sampler_fields(pg, "langevin")
+    assert a[1].interactive is True and a[2].interactive is False
+    assert [x.interactive for x in T.sampler_fields(pg, "none")[1:]] == [False, False]

@@ -203,3 +203,56 @@ def test_two_moons_fit_within_the_budget():
     occupancy = L.modes_for("two_moons", data=data, labels=labels).occupancy(trainer.buffer.x)
     assert min(occupancy[:2]) > 0.35  # both moons, not one
     assert seconds < 45  # generous: the target is < 30 s on an idle 2-core machine
+
+
+def test_named_landscapes_cached_data_sets_and_clicked_points():
+    assert L.dataset("spiral")[0] is L.dataset("spiral")[0]  # made once per process
+    assert torch.equal(L.dataset("rings")[0], L.make_dataset("rings", 2000, seed=0)[0])
+    up, right = L.landscape("half_plane_up"), L.landscape("half_plane_right")
+    p = torch.tensor([[0.0, 0.5], [0.5, 0.0]])
+    assert up(p)[0] < up(p)[1] and right(p)[1] < right(p)[0]  # low on the side the name says
+    with pytest.raises(EBMError, match="unknown landscape"):
+        L.landscape("volcano")
+    pts = L.points_around(0.99, -0.2, 10, seed=1)
+    assert pts.shape == (10, 2) and pts.abs().max() <= 0.98 and torch.equal(pts, L.points_around(0.99, -0.2, 10, 1))
+    assert L.points_around(0.3, 0.4, 1).tolist() == [[pytest.approx(0.3), pytest.approx(0.4)]]
+    with pytest.raises(EBMError, match="finite"):
+        L.points_around(float("nan"), 0.0, 3)
+
+
+def test_modes_of_a_composition_and_the_starting_points():
+    well = L.landscape("double_well")
+    composed = ebm_play.compose((L.landscape("ring"), 1.0), (L.landscape("gmm"), -1.0), (well, 0.5))
+    assert L.modes_of(composed).k == 2  # the first positively weighted term with modes: the double well
+    assert L.modes_of(L.landscape("ring")) is None and L.modes_of(L.landscape("gmm")).k == 8
+    modes = L.modes_of(well)
+    x = L.start_points("first_mode", modes, 200, seed=0)
+    assert (modes.assign(x) == 0).all() and torch.equal(x, L.start_points("first_mode", modes, 200, seed=0))
+    u = L.start_points("uniform", None, 2000, seed=0)
+    assert u.abs().max() <= 1 and abs(float(u.mean())) < 0.05  # mean of 4,000 U(−1, 1): σ = 0.013, 4σ ≈ 0.05
+    assert L.start_points("first_mode", None, 10).abs().max() < 0.1  # no modes: the centre
+
+
+def test_force_grids_from_several_threads_at_once():
+    """Forward-mode AD state is process-wide: two runs publishing forces at once must not break each
+    other (without the lock, 4 threads × 10 grids failed ~2 times in 3)."""
+    import threading
+
+    errors = []
+
+    def publish(seed):
+        g = torch.Generator().manual_seed(seed)
+        model, data = ebm_play.MLPEnergy(32), torch.rand(64, 2, generator=g) * 2 - 1
+        for _ in range(10):
+            try:
+                L.cd_force_grid(model, data, data.flip(0), 0.1, 20)
+            except RuntimeError as e:
+                errors.append(e)
+
+    with job_threads(1):
+        threads = [threading.Thread(target=publish, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors[0]

@@ -70,7 +70,7 @@ def _layout(pg: Playground, session: gr.BrowserState) -> dict:
         with gr.Tab("Classify (JEM)", id="classify") as page:
             classify_tab.create_tab(registry, session, page)
         with gr.Tab("Landscape", id="landscape"):
-            landscape_tab.create_tab(registry, session)
+            parts["landscape"] = landscape_tab.create_tab(pg, session)
     return parts
 
 
@@ -92,6 +92,7 @@ def build_app(device: str | None = None, max_runs: int | None = None) -> gr.Bloc
         loaded = on(demo.load, on_load, pg, session, [session, parts["tabs"]], show_progress_on=[])
         loaded.then(**refresh)
         on(loaded.then, train_tab.poll, pg, *parts["train"]["poll"], **PRIVATE)  # a reload finds its run
+        on(loaded.then, landscape_tab.poll, pg, *parts["landscape"]["poll"], **landscape_tab.QUICK)
         parts["sample_page"].select(**refresh)
         parts["train"]["use_event"].then(**refresh)
     demo.playground = pg

@@ -40,6 +40,7 @@ CSS = """
 .ebm-running {color: #16a34a;} .ebm-paused {color: #d97706;} .ebm-stopped, .ebm-finished {color: #475569;}
 .ebm-failed {color: #b91c1c;}
 footer {visibility: visible;}
+.ebm-table th, .ebm-table td {word-break: normal; overflow-wrap: normal;} .ebm-table th {white-space: nowrap;}
 """
 
 HEADER = """\
@@ -54,16 +55,18 @@ pushes the energy down on real digits and up on the model's own samples.
 """
 
 
-def picture(img: Image.Image) -> str:
+def picture(img: Image.Image, jpeg: bool = False) -> str:
     """A picture as a PNG file in gradio's cache folder, for an image output. gradio would write a
     returned PIL image itself, in place under the hash of its bytes, so two users getting the same
     picture raced (one downloaded while the other rewrote the file). Files already in its cache folder
-    are served as they are: this one is written once, to a temporary name, then renamed into place."""
+    are served as they are: this one is written once, to a temporary name, then renamed into place.
+    ``jpeg``: for live views of smooth pictures (a 520 px heat map: 6 ms and 90 kB, against 230 ms
+    and 210 kB as PNG)."""
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    img.save(buf, format="JPEG", quality=85) if jpeg else img.save(buf, format="PNG")
     data = buf.getvalue()
     folder = Path(get_upload_folder()) / "ebm_play"
-    path = folder / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:32]}.{'jpg' if jpeg else 'png'}"
     if path.exists():
         with contextlib.suppress(OSError):
             os.utime(path)  # gradio's delete_cache ages files by their time stamps

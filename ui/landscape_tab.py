@@ -1,1131 +1,704 @@
 """Landscape tab: 2-D energy landscapes that people can see and shape.
 
-Three parts, all on the same engine (``ebm_play.landscapes`` plus the trainer, the samplers and
-``compose``, reused as they are):
+- **Train**: a small MLP energy learns a 2-D data set (or points clicked onto the canvas) in the
+  session's run of kind "landscape" (:class:`ebm_play.runs.Run` with ``LandscapeViews``, which
+  publishes the energy grid, the forces of the loss and the particles). Play also applies changed
+  settings to a live run; Pause and Step are flags the run's worker reads. A 0.15 s timer, on only
+  while the run has something new, renders the newest grid.
+- **Sample**: two samplers side by side on a trained or hand-made landscape, streamed, with
+  acceptance, mode shares and mode hopping (:class:`ebm_play.landscape_sampling.Comparison`).
+- **Compose**: E = Σ wᵢ Eᵢ of landscapes, sampled with annealed MALA.
 
-- **Train**: a small MLP energy learns a 2-D data set (or points clicked onto the canvas) with the
-  contrastive-divergence trainer, live. A worker thread per session steps the trainer and publishes
-  grids (the energy, one batched call; the change one step makes to it, one Jacobian-vector
-  product) ~8 times a second; a fast ``gr.Timer`` (active only while training) renders the newest
-  grid with matplotlib and sends it as a JPEG. Play (also applies changed settings to a live run),
-  pause, single step, reset.
-- **Sample**: any two samplers side by side on a trained or hand-made landscape, streamed frame by
-  frame, with acceptance rates, the share of particles in each mode and mode-hopping statistics.
-  Presets show what a too-large step, too little noise or no annealing does.
-- **Compose**: add, subtract and weight landscapes (trained, double well, ring, mixture,
-  half-planes) and sample the product of experts.
-
-Per-session state lives here (``LandscapeManager``), keyed by the same session id as the rest of
-the app (``ui.sessions``). Endpoints (``api_name``): ``/landscape_train_start``,
-``/landscape_status``, ``/landscape_pause``, ``/landscape_step``, ``/landscape_reset``,
-``/landscape_sample``, ``/landscape_compose``, ``/landscape_gif``.
+Endpoints: ``/landscape_train_start``, ``/landscape_status``, ``/landscape_pause``,
+``/landscape_step``, ``/landscape_reset``, ``/landscape_sample``, ``/landscape_compose``,
+``/landscape_gif``. What a session keeps besides its run (clicked points, the composed landscape,
+the last comparison for its GIF) lives in its ``choices``.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import html
-import logging
-import math
 import secrets
-import threading
 import time
-import weakref
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
-import pandas as pd
 import torch
-from PIL import Image
 
 import ebm_play
 from ebm_play import EBMError
 from ebm_play import landscapes as L
-from ebm_play.runtime import background_priority, job_threads, make_generator
-from ebm_play.samplers import SAMPLERS
+from ebm_play.landscape_sampling import MAX_CHAINS, MAX_STEPS, Comparison, describe, sampler_options
+from ebm_play.playground import Playground
+from ebm_play.runs import MAX_PENDING_STEPS, Run
+from ebm_play.runtime import job_threads
 
 from . import landscape_view as V
-from .common import number, thin, user_errors, whole
-from .sessions import Registry, check_session
-
-log = logging.getLogger("ebm_play.app")
+from .boundary import (
+    PRIVATE,
+    AnySession,
+    Choice,
+    Choices,
+    Click,
+    Flag,
+    Json,
+    Kept,
+    Number,
+    Session,
+    Whole,
+    api,
+    endpoint,
+    on,
+)
+from .common import fmt, picture
 
 DATASET_CHOICES = [("Two moons", "two_moons"), ("Concentric rings", "rings"), ("Mixture of 8 Gaussians", "gaussians8"),
                    ("Checkerboard", "checkerboard"), ("Spiral", "spiral"), ("My points (click the canvas)", "custom")]
-DATASET_NAMES = dict((v, k) for k, v in DATASET_CHOICES)
+DATASET_NAMES = {v: k for k, v in DATASET_CHOICES}
 LANDSCAPE_CHOICES = [("Trained in this session", "trained"), ("Double well", "double_well"), ("Ring", "ring"),
                      ("Mixture of 8 Gaussians", "gmm"), ("Half-plane y > 0", "half_plane_up"),
                      ("Half-plane x > 0", "half_plane_right"), ("Composed (see Compose)", "composed")]
-LANDSCAPE_NAMES = dict((v, k) for k, v in LANDSCAPE_CHOICES)
+LANDSCAPE_NAMES = {v: k for k, v in LANDSCAPE_CHOICES}
 TERM_CHOICES = [("(none)", "none")] + [c for c in LANDSCAPE_CHOICES if c[1] != "composed"]
 SAMPLER_CHOICES = [("Langevin, reference form (noise σ)", "langevin"), ("Langevin, textbook (ULA, temperature)", "ula"),
                    ("MALA", "mala"), ("HMC", "hmc"), ("Annealed MALA", "annealed")]
-SAMPLER_NAMES = dict((v, k) for k, v in SAMPLER_CHOICES)
+SAMPLER_NAMES = {v: k for k, v in SAMPLER_CHOICES}
 SHOW_CHOICES = [("Contours", "contours"), ("Data", "data"), ("Replay buffer", "buffer"),
                 ("Fresh chains from noise", "fresh"), ("Force arrows", "arrows")]
-SHOW_DEFAULT = [v for _, v in SHOW_CHOICES]
-CURVES = {"e_real": "E(data)", "e_fake": "E(negatives)", "loss": "loss"}
-CURVE_COLORS = {"E(data)": (37, 99, 235), "E(negatives)": (249, 115, 22), "loss": (100, 116, 139)}
-
+SHOW_NAMES = [v for _, v in SHOW_CHOICES]
 # 2-D training defaults (ebm_play.landscapes.train_config): two moons fits in ~10 s on one thread.
-TRAIN_DEFAULTS = dict(dataset="two_moons", lr=5e-3, sampler_steps=20, step_size=0.002, noise=round(math.sqrt(0.004), 4),
-                      alpha=0.1, reinit=0.05, hidden=64, batch_size=256, seed=0)
-# Sampler settings that suit the square at temperature 1 (the trained landscapes are fitted at T = 1).
-SAMPLER_DEFAULTS = {
-    "langevin": dict(step_size=0.002, noise=round(math.sqrt(0.004), 4), temperature=None),
-    "ula": dict(step_size=0.002, noise=None, temperature=1.0),
-    "mala": dict(step_size=0.005, noise=None, temperature=1.0),
-    "hmc": dict(step_size=0.03, noise=None, temperature=1.0),
-    "annealed": dict(step_size=0.005, noise=None, temperature=1.0),
+TRAIN_DEFAULTS = dict(dataset="two_moons", lr=5e-3, sampler_steps=20, step_size=0.002, noise=0.0632, alpha=0.1,
+                      reinit=0.05, hidden=64, batch_size=256, seed=0)
+SETTINGS = list(TRAIN_DEFAULTS)
+LIVE = ("lr", "sampler_steps", "step_size", "noise", "alpha", "reinit", "batch_size")  # Play changes them on the fly
+# Sampling presets: what goes wrong, and what helps. (landscape, start, steps, A, B); a side is
+# (sampler, step size, noise, temperature).
+PRESETS = {
+    "anneal": ("double_well", "first_mode", 600, ("mala", 0.005, None, 1.0), ("annealed", 0.005, None, 1.0)),
+    "step": ("gmm", "uniform", 400, ("mala", 0.005, None, 1.0), ("mala", 0.1, None, 1.0)),
+    "noise": ("gmm", "uniform", 400, ("langevin", 0.002, 0.0632, None), ("langevin", 0.002, 0.002, None)),
+    "hmc": ("double_well", "first_mode", 300, ("mala", 0.005, None, 1.0), ("hmc", 0.03, None, 1.0)),
 }
-N_POINTS = 2000  # points per built-in data set
+PRESET_LABELS = {"anneal": "No annealing: stuck chains", "step": "Too large a step",
+                 "noise": "Too little noise: collapse", "hmc": "MALA vs HMC"}
+POINTS, COMPOSED, SAMPLED = "landscape_points", "landscape_composed", "landscape_sampled"  # session choices
 MAX_CUSTOM = 5000  # clicked points per session
-MAX_CHAINS = 1000
-MAX_SAMPLE_STEPS = 5000
-PUBLISH_EVERY_S = 0.15  # the worker refreshes the grids at most this often (≈ what a page can show)
-FRESH_EVERY_S = 1.5  # ... and the fresh chains from noise at most this often
-FRESH_CHAINS, FRESH_STEPS = 150, 120
-SNAPSHOT_EVERY_S = 0.5  # training GIF frames
-MAX_SNAPSHOTS = 120
-POLL_S = 0.1  # the page's fast timer while training
+IDLE_PAUSE_S = 120.0  # a run nobody watches pauses itself (it would keep a core busy)
+POLL_S = 0.15  # the page's timer while something runs
 TEXT_EVERY_S = 1.0  # ... which refreshes the status text and the chart only this often
+SETTLE_S = 1.0  # ... and keeps ticking this long after the run went quiet (the final picture of a pause)
 FRAME_EVERY_S = 0.15  # sampling frames
-IDLE_PAUSE_S = 120.0  # a run nobody looks at pauses itself (it would keep a core busy)
-MAX_STATES = 500
-GRID_RES, FORCE_RES = 80, 40
-N_SHOW_DATA, N_SHOW_BUFFER = 800, 400
-GIF_SIZE = 300
-LEAPFROG = 10
-YIELD_S = 0.002  # the worker pauses this long after each step (see _loop)
-GRAD_CLAMP = 50.0  # the reference-form Langevin's gradient clamp, as in training (never binds in practice)
+GRID, SAMPLE_SIZE, N_SHOW = 80, 400, 800
+
+CONFIG_SPECS = dict(
+    dataset=Choice(DATASET_NAMES).named("data set"), lr=Number(1e-6, 0.1).named("learning rate"),
+    sampler_steps=Whole(0, 200).named("Langevin steps"), step_size=Number(1e-6, 0.1).named("step size"),
+    noise=Number(0, 1), alpha=Number(0, 10), reinit=Number(0, 1).named("re-init probability"),
+    hidden=Whole(4, 256).named("hidden units"), batch_size=Whole(8, 1024).named("batch size"),
+    seed=Whole(0, 2**31 - 1))
+POINTS_SPEC = Json(MAX_CUSTOM, optional=True).named("points")
 
 
-# --- hand-made landscapes ---------------------------------------------------------------------------
-def hand_made(name: str) -> ebm_play.EnergyModel:
-    if name == "half_plane_up":
-        return L.hand_made("half_plane", angle=90.0)
-    if name == "half_plane_right":
-        return L.hand_made("half_plane", angle=0.0)
-    return L.hand_made(name)
+def _side_specs(side: str) -> dict:
+    s = side.lower()
+    return {f"sampler_{s}": Choice([*SAMPLER_NAMES, "none"] if s == "b" else SAMPLER_NAMES).named(f"sampler {side}"),
+            f"step_{s}": Number(1e-7, 1.0, optional=True).named(f"{side} step size"),
+            f"noise_{s}": Number(0, 1, optional=True).named(f"{side} noise"),
+            f"temp_{s}": Number(1e-4, 1e4, optional=True).named(f"{side} temperature")}
 
 
-# --- one training run -------------------------------------------------------------------------------
-@dataclass
-class View:
-    """What the worker last published: grids and particles as numpy arrays, never live tensors."""
-
-    step: int = 0
-    xs: np.ndarray | None = None
-    ys: np.ndarray | None = None
-    E: np.ndarray | None = None
-    arrows: dict | None = None
-    buffer: np.ndarray | None = None
-    fresh: np.ndarray | None = None
-    data: np.ndarray | None = None
-    fit: dict = field(default_factory=dict)
+# --- the session's run --------------------------------------------------------------------------
+def _run(pg: Playground, session) -> Run | None:
+    s = pg.sessions.peek(session)
+    return s.runs.get("landscape") if s is not None else None
 
 
-class LandscapeRun:
-    """A 2-D training run. States: paused, running, stopped (reset), failed. The worker thread exists
-    only while running; single steps run in the request thread while paused. Every touch of the
-    trainer happens with ``cond`` held."""
-
-    def __init__(self, trainer: ebm_play.Trainer, dataset: str, labels: torch.Tensor, key: tuple):
-        self.trainer, self.dataset, self.labels, self.key = trainer, dataset, labels, key
-        self.id = secrets.token_hex(4)
-        self.cond = threading.Condition()
-        self.state = "paused"
-        self.state_t = time.monotonic()  # when the state last changed
-        self.error: str | None = None
-        self.history: list[dict] = []
-        self.log: list[str] = []
-        self.view = View()
-        self.version = 0
-        self.publish_times: list[float] = []
-        self.snapshots: list[tuple[int, np.ndarray, np.ndarray]] = []
-        self._snapshot_every = SNAPSHOT_EVERY_S
-        self._last_publish = self._last_fresh = self._last_snapshot = 0.0
-        self._fresh: np.ndarray | None = None
-        self._thread: threading.Thread | None = None
-        self.seen = time.monotonic()
-        self.rendered: tuple | None = None  # (key, picture): one render per published version
-        self._show_idx = torch.randperm(len(trainer.data), generator=torch.Generator().manual_seed(0))[:N_SHOW_DATA]
-        c = trainer.config
-        self.say(f"new run: MLP energy (hidden {c.hidden}) on {len(trainer.data)} points of "
-                 f"{DATASET_NAMES.get(dataset, dataset)}")
-        with job_threads(1):
-            self._publish(force_fresh=True)
-
-    # --- control (request threads) -------------------------------------------------------------------
-    def play(self) -> None:
-        with self.cond:
-            if self.state not in ("paused", "running"):
-                raise EBMError(f"the run is {self.state}: reset to start a new one")
-            if self.state == "paused":
-                self.say(f"playing from step {self.trainer.state.step}")
-                self.state_t = time.monotonic()
-            self.state = "running"
-            self.seen = time.monotonic()
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name=f"ebm-landscape-{self.id}", daemon=True)
-                self._thread.start()
-
-    def pause(self, why: str = "") -> None:
-        with self.cond:
-            if self.state != "running":
-                raise EBMError(f"the run is {self.state}, not running: nothing to pause")
-            self.state, self.state_t = "paused", time.monotonic()
-            self.say(f"paused at step {self.trainer.state.step}" + (f" ({why})" if why else ""))
-            with job_threads(1):
-                self._publish(force_fresh=True)
-
-    def stop(self) -> None:
-        with self.cond:
-            self.state, self.state_t = "stopped", time.monotonic()
-            self.cond.notify_all()
-
-    def step_once(self, n: int = 1) -> dict:
-        with self.cond:
-            if self.state != "paused":
-                raise EBMError(f"the run is {self.state}: pause it to take single steps")
-            with job_threads(1):
-                for _ in range(n):
-                    m = self._step()
-                self._publish(force_fresh=True)
-            return m
-
-    def apply(self, config: ebm_play.TrainConfig) -> list[str]:
-        """Take new settings (learning rate, Langevin steps, step size, noise, α, re-init, batch) on
-        the fly; returns what changed."""
-        with self.cond:
-            tr = self.trainer
-            old = tr.config
-            changed = [f"{k} {getattr(old, k):g} → {getattr(config, k):g}" for k in
-                       ("lr", "sampler_steps", "step_size", "noise", "alpha", "reinit", "batch_size")
-                       if getattr(old, k) != getattr(config, k)]
-            if changed:
-                tr.update_config(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
-                self.say("settings: " + ", ".join(changed))
-            return changed
-
-    def add_points(self, pts: torch.Tensor) -> None:
-        with self.cond:
-            tr = self.trainer
-            tr.set_data(torch.cat([tr.data, pts.to(tr.data.device)]))
-            self.labels = torch.zeros(len(tr.data), dtype=torch.long)
-            self._show_idx = torch.randperm(len(tr.data), generator=torch.Generator().manual_seed(0))[:N_SHOW_DATA]
-            self.view = View(**{**self.view.__dict__, "data": tr.data[self._show_idx].cpu().numpy()})
-            self.version += 1
-
-    # --- the worker ------------------------------------------------------------------------------------
-    def _loop(self) -> None:
-        background_priority()  # requests first: this thread gets a core only when they leave one idle
-        try:
-            with job_threads(1):
-                while True:
-                    with self.cond:
-                        if self.state != "running":
-                            self._thread = None
-                            return
-                        if time.monotonic() - self.seen > IDLE_PAUSE_S:
-                            self.state, self.state_t = "paused", time.monotonic()
-                            self.say(f"paused at step {self.trainer.state.step}: nobody watched for "
-                                     f"{IDLE_PAUSE_S:.0f} s")
-                            self._thread = None
-                            return
-                        self._step()
-                        if time.monotonic() - self._last_publish >= PUBLISH_EVERY_S:
-                            self._publish()
-                    time.sleep(YIELD_S)  # let control requests take the lock, and page requests the GIL
-        except Exception as e:
-            msg = str(e) if isinstance(e, EBMError) else f"{type(e).__name__}: {e}"
-            log.exception("landscape run %s failed", self.id)
-            with self.cond:
-                self.state, self.error, self._thread, self.state_t = "failed", msg, None, time.monotonic()
-                self.say(f"failed at step {self.trainer.state.step}: {msg}")
-
-    def _step(self) -> dict:
-        m = self.trainer.step()
-        self.history.append(m)
-        del self.history[:-5000]
-        if m.get("rolled_back"):
-            self.say(m.get("event") or f"diverged at step {m['step']}: rolled back")
-        return m
-
-    def _publish(self, force_fresh: bool = False) -> None:
-        """Grids and particles for the page (``cond`` held, or from the constructor)."""
-        tr = self.trainer
-        started = time.monotonic()
-        model = tr.model
-        model.eval()
-        try:
-            xs, ys, E = L.energy_grid(model, GRID_RES)
-            data = tr.data[self._show_idx]
-            negatives = tr.buffer.x[torch.randint(len(tr.buffer.x), (256,), generator=torch.Generator().manual_seed(
-                tr.state.step))]
-            fx, fy, fE, dE = L.cd_force_grid(model, data[:256], negatives, tr.config.alpha, FORCE_RES)
-            now = time.monotonic()
-            if force_fresh or self._fresh is None or now - self._last_fresh >= FRESH_EVERY_S:
-                self._fresh = tr.fresh_samples(FRESH_CHAINS, FRESH_STEPS, seed=tr.state.step).cpu().numpy()
-                self._last_fresh = now
-        finally:
-            model.train()
-        buf = tr.buffer.x[:N_SHOW_BUFFER].cpu().numpy()
-        fit = L.fit_quality(tr.buffer.x[:1000], data)
-        self.view = View(tr.state.step, xs, ys, E, V.force_arrows(fx, fy, dE, E=fE), buf, self._fresh,
-                         data.cpu().numpy(), fit)
-        self.version += 1
-        now = time.monotonic()
-        self._last_publish = started  # a steady rhythm: the next one is due PUBLISH_EVERY_S after this began
-        self.publish_times.append(now)
-        del self.publish_times[:-50]
-        if now - self._last_snapshot >= self._snapshot_every or force_fresh:
-            self._last_snapshot = now
-            self.snapshots.append((tr.state.step, E.astype(np.float16), buf[:300].copy()))
-            if len(self.snapshots) > MAX_SNAPSHOTS:  # keep the whole run: every other frame, half as often
-                self.snapshots = self.snapshots[::2]
-                self._snapshot_every *= 2
-
-    # --- reading (any thread) -------------------------------------------------------------------------
-    def say(self, msg: str) -> None:
-        self.log.append(f"[{time.strftime('%H:%M:%S')}] {msg}")
-        del self.log[:-200]
-
-    @property
-    def live(self) -> bool:
-        return self.state in ("running", "paused")
-
-    def updates_per_s(self) -> float:
-        t = [x for x in self.publish_times if x > time.monotonic() - 3]
-        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 2 and t[-1] > t[0] else 0.0
-
-    def model_copy(self) -> ebm_play.EnergyModel:
-        """A private CPU copy of the current weights (sampling in the plane is cheap on a CPU)."""
-        with self.cond:
-            return copy.deepcopy(self.trainer.model).cpu().eval()
-
-    def status(self) -> dict:
-        hist = self.history
-        last = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in hist[-1].items()} if hist else None
-        recent = hist[-30:]  # real throughput (publishing and pauses included), not 1 / step time
-        dt = recent[-1]["elapsed"] - recent[0]["elapsed"] if len(recent) > 1 else 0.0
-        speed = (recent[-1]["step"] - recent[0]["step"]) / dt if dt > 0 and self.state == "running" else 0.0
-        c = self.trainer.config
-        return {"run": self.id, "state": self.state, "step": self.trainer.state.step, "steps_per_s": round(speed, 1),
-                "updates_per_s": round(self.updates_per_s(), 2), "view_version": self.version,
-                "dataset": self.dataset, "points": len(self.trainer.data), "last": last,
-                "fit": {k: round(v, 4) for k, v in self.view.fit.items()},
-                "rollbacks": [e.message for e in self.trainer.state.events][-10:], "error": self.error,
-                "config": {k: v for k, v in asdict(c).items() if k in (
-                    "hidden", "batch_size", "sampler_steps", "step_size", "noise", "grad_clamp", "alpha", "lr",
-                    "buffer_size", "reinit", "seed")},
-                "log": self.log[-5:]}
+def _points(pg: Playground, session) -> torch.Tensor | None:
+    s = pg.sessions.peek(session)
+    return s.choices.get(POINTS) if s is not None else None
 
 
-# --- per-session state -------------------------------------------------------------------------------
-@dataclass
-class LState:
-    id: str
-    run: LandscapeRun | None = None
-    custom: list[list[float]] = field(default_factory=list)
-    composed: ebm_play.ComposedEnergy | None = None
-    composed_label: str = ""
-    sampling: dict | None = None  # the last sampling run, for its GIF
-    seen: float = field(default_factory=time.monotonic)
+def _dataset(run: Run) -> str:
+    return run.spec.info.get("dataset", "")
 
 
-class LandscapeManager:
-    """All sessions' landscape state, and the cap on landscape runs training at once."""
-
-    def __init__(self, registry: Registry):
-        self.registry = registry
-        self.max_running = max(1, registry.max_runs)
-        self._states: dict[str, LState] = {}
-        self._lock = threading.Lock()
-
-    def state(self, sid) -> LState:
-        sid = check_session(sid)
-        with self._lock:
-            st = self._states.get(sid)
-            if st is None:
-                if len(self._states) >= MAX_STATES:
-                    idle = sorted((s for s in self._states.values() if not (s.run and s.run.state == "running")),
-                                  key=lambda s: s.seen)
-                    for s in idle[: len(self._states) - MAX_STATES + 1]:
-                        if s.run is not None:
-                            s.run.stop()
-                        del self._states[s.id]
-                st = self._states[sid] = LState(sid)
-            st.seen = time.monotonic()
-            return st
-
-    def peek(self, sid) -> LState | None:
-        return self._states.get(sid) if isinstance(sid, str) else None
-
-    def running(self) -> int:
-        with self._lock:
-            return sum(1 for s in self._states.values() if s.run is not None and s.run.state == "running")
-
-    def stop_all(self) -> None:
-        with self._lock:
-            runs = [s.run for s in self._states.values() if s.run is not None]
-        for r in runs:
-            r.stop()
+def _ensure_run(pg: Playground, session, dataset, lr, sampler_steps, step_size, noise, alpha, reinit, hidden,
+                batch_size, seed, points, start: bool) -> Run:
+    """The session's run, made to match these settings: the live run with the new settings when only
+    live ones changed (and new points, if given), else a new run."""
+    s = pg.sessions.get(session)
+    if points is not None:
+        s.choices[POINTS] = L.check_points(points, "points", MAX_CUSTOM)
+    own = s.choices.get(POINTS) if dataset == "custom" else None
+    if dataset == "custom" and own is None:
+        raise EBMError("no points yet: click on the canvas to add some (API: pass points=[[x, y], …])")
+    cfg = L.train_config(lr=lr, sampler_steps=sampler_steps, step_size=step_size, noise=noise, alpha=alpha,
+                         reinit=reinit, hidden=hidden, batch_size=batch_size, seed=seed)
+    run = s.runs.get("landscape")
+    same = run is not None and _dataset(run) == dataset and (run.config.hidden, run.config.seed) == (hidden, seed)
+    if same and run.live:
+        run.change(**{k: getattr(cfg, k) for k in LIVE})
+        if own is not None and points is not None:
+            run.set_data(own)
+        return run
+    if run is not None and run.live:
+        run.stop()
+    data = own if own is not None else L.dataset(dataset)[0].clone()
+    return pg.start_run(session, "landscape", cfg, data, source=DATASET_NAMES[dataset], start=start,
+                        idle_pause_s=IDLE_PAUSE_S, info={"dataset": dataset}, own_data=own is not None)
 
 
-MANAGERS: weakref.WeakSet = weakref.WeakSet()  # every tab's manager, so a host or a test can stop all runs
+def status_of(pg: Playground, session) -> dict:
+    run, own = _run(pg, session), _points(pg, session)
+    mine = 0 if own is None else len(own)
+    if run is None:
+        return {"state": "none", "step": 0, "custom_points": mine}
+    dataset = _dataset(run)
+    return {**run.status(), "dataset": dataset, "points": mine if dataset == "custom" else len(L.dataset(dataset)[0]),
+            "custom_points": mine, "view_version": run.version, "fit": {k: round(v, 4) for k, v in run.view.fit.items()}}
 
 
-# --- validation --------------------------------------------------------------------------------------
-def make_config(lr, sampler_steps, step_size, noise, alpha, reinit, hidden, batch_size, seed) -> ebm_play.TrainConfig:
-    return L.train_config(
-        lr=number("learning rate", lr, 1e-6, 0.1), sampler_steps=whole("Langevin steps", sampler_steps, 0, 200),
-        step_size=number("step size", step_size, 1e-6, 0.1), noise=number("noise", noise, 0, 1),
-        alpha=number("alpha", alpha, 0, 10), reinit=number("re-init probability", reinit, 0, 1),
-        hidden=whole("hidden units", hidden, 4, 256), batch_size=whole("batch size", batch_size, 8, 1024),
-        seed=whole("seed", seed, 0, 2**31 - 1))
+# --- the API: each call answers at once ---------------------------------------------------------
+@endpoint(session=Session(), **CONFIG_SPECS, points=POINTS_SPEC)
+def landscape_train_start(pg: Playground, session: str, dataset: str = "two_moons", lr: float = 5e-3,
+                          sampler_steps: int = 20, step_size: float = 0.002, noise: float = 0.0632,
+                          alpha: float = 0.1, reinit: float = 0.05, hidden: int = 64, batch_size: int = 256,
+                          seed: int = 0, points: list | None = None) -> dict:
+    """Play: train a 2-D MLP energy on a data set (two_moons, rings, gaussians8, checkerboard, spiral,
+    or custom with points=[[x, y], …] in [-1, 1]²) in the background. A live run on the same data
+    set, hidden size and seed takes the new settings from its next step; otherwise a new run starts."""
+    run = _ensure_run(pg, session, dataset, lr, sampler_steps, step_size, noise, alpha, reinit, hidden, batch_size,
+                      seed, points, start=True)
+    if run.state == "paused":
+        pg.resume_run(session, "landscape")
+    elif run.state == "starting":
+        try:  # a paused run (made by Step) still being built: it starts running once built
+            run.resume()
+        except EBMError:
+            pass  # already meant to run
+    return status_of(pg, session)
 
 
-def _check_dataset(dataset) -> str:
-    if dataset not in DATASET_NAMES:
-        raise EBMError(f"unknown data set {dataset!r}; choose one of: {', '.join(DATASET_NAMES)}")
-    return dataset
+@endpoint(session=Session())
+def landscape_status(pg: Playground, session: str) -> dict:
+    """The session's landscape run: state, step, speed, last metrics, fit of the buffer to the data
+    (a run nobody asks about for 2 minutes pauses itself)."""
+    run = _run(pg, session)
+    if run is not None:
+        run.touch()
+    return status_of(pg, session)
 
 
-def _check_sampler(name, side: str) -> str:
-    if name not in SAMPLER_NAMES:
-        raise EBMError(f"unknown sampler {name!r} for {side}; choose one of: {', '.join(SAMPLER_NAMES)}")
-    return name
+def _live_run(pg: Playground, session) -> Run:
+    run = _run(pg, session)
+    if run is None:
+        raise EBMError("no landscape run in this session: press Play first")
+    return run
 
 
-def sampler_options(name: str, step_size, noise, temperature, t_start, side: str) -> dict:
-    """UI values → options for ``SAMPLERS[name]`` on the square (None: the 2-D default)."""
-    d = SAMPLER_DEFAULTS[name]
-    step = number(f"{side} step size", d["step_size"] if step_size is None else step_size, 1e-7, 1.0)
-    opts: dict = {"step_size": step, "bounds": L.BOUNDS}
-    if name == "langevin":
-        opts["noise"] = number(f"{side} noise", d["noise"] if noise is None else noise, 0, 1)
-        opts["grad_clamp"] = GRAD_CLAMP
-        return opts
-    t = number(f"{side} temperature", 1.0 if temperature is None else temperature, 1e-4, 1e4)
-    if name == "annealed":
-        opts.update(base="mala", t_end=t, t_start=number("annealing start temperature",
-                                                          20.0 if t_start is None else t_start, 1e-4, 1e5))
+@endpoint(session=Session())
+def landscape_pause(pg: Playground, session: str) -> dict:
+    """Pause the session's landscape run (within one sampler step)."""
+    _live_run(pg, session).pause()
+    return status_of(pg, session)
+
+
+@endpoint(session=Session(), **CONFIG_SPECS, points=POINTS_SPEC, steps=Whole(1, MAX_PENDING_STEPS))
+def landscape_step(pg: Playground, session: str, dataset: str = "two_moons", lr: float = 5e-3, sampler_steps: int = 20,
+                   step_size: float = 0.002, noise: float = 0.0632, alpha: float = 0.1, reinit: float = 0.05,
+                   hidden: int = 64, batch_size: int = 256, seed: int = 0, points: list | None = None,
+                   steps: int = 1) -> dict:
+    """Ask a paused run (a new paused one if needed) for ``steps`` training steps; the run takes them
+    at once in the background (see ``pending_steps``, then ``step`` in ``/landscape_status``)."""
+    run = _ensure_run(pg, session, dataset, lr, sampler_steps, step_size, noise, alpha, reinit, hidden, batch_size,
+                      seed, points, start=False)
+    for _ in range(steps):
+        run.step_once()
+    return status_of(pg, session)
+
+
+@endpoint(session=Session(), clear_points=Flag())
+def landscape_reset(pg: Playground, session: str, clear_points: bool = False) -> dict:
+    """Reset: discard the session's landscape run (and, with clear_points, the clicked points)."""
+    s = pg.sessions.get(session)
+    run = s.runs.pop("landscape", None)
+    if run is not None and run.live:
+        run.stop()
+    if clear_points:
+        s.choices.pop(POINTS, None)
+    return status_of(pg, session)
+
+
+def _landscape(pg: Playground, session, name: str) -> tuple[torch.nn.Module, L.Modes | None, str]:
+    """A landscape by name (this session's trained or composed one included), its modes and a label."""
+    s = pg.sessions.get(session)
+    if name == "trained":
+        run = s.runs.get("landscape")
+        if run is None or run.weights_step < 0:
+            raise EBMError("no trained landscape in this session yet: train one above (Play)")
+        dataset = _dataset(run)
+        modes = L.modes_for(dataset, data=s.choices.get(POINTS) if dataset == "custom" else None)
+        return run.model_copy(), modes, f"trained on {DATASET_NAMES[dataset]}, step {run.weights_step:,}"
+    if name == "composed":
+        if COMPOSED not in s.choices:
+            raise EBMError("no composed landscape yet: compose one below first")
+        energy, label = s.choices[COMPOSED]
+        return energy, L.modes_of(energy), f"composed: {label}"
+    energy = L.landscape(name)
+    return energy, L.modes_of(energy), LANDSCAPE_NAMES[name]
+
+
+def _stats(cmp: Comparison) -> str:
+    """The comparison so far as a table people read: short headers, rounded numbers."""
+    head = ["sampler", "accept", "mean E"] + (["modes", "outside", "hopped", "hops/chain", "1st hop"]
+                                               if cmp.modes is not None else [])
+    rows = []
+    for side in cmp.sides:
+        s = side.summary()
+        row = [f"**{side.label}** {describe(side.sampler, side.options)}",
+               "–" if s["accept_rate"] is None else f"{s['accept_rate']:.0%}", fmt(s["mean_energy"])]
+        if side.tracker is not None:
+            row += [" · ".join(f"{v:.0%}" for v in s["mode_share"]), f"{s['outside_share']:.0%}",
+                    f"{s['chains_hopped']:.0%}", fmt(s["hops_per_chain"], 3), fmt(s["mean_first_hop"], 3)]
+        rows.append(row)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    foot = ("*modes*: share of chains in each mode now · *hopped*: chains that changed mode at least once · "
+            "*1st hop*: mean step of the first change · ") if cmp.modes is not None else ""
+    return "\n".join(lines) + f"\n\n{foot}step {cmp.step:,} of {cmp.steps:,}"
+
+
+@endpoint(session=Session(), landscape=Choice(LANDSCAPE_NAMES), **_side_specs("A"), **_side_specs("B"),
+          steps=Whole(1, MAX_STEPS), chains=Whole(1, MAX_CHAINS), seed=Whole(0, 2**31 - 1),
+          start=Choice(["uniform", "first_mode"]), t_start=Number(1e-4, 1e5, optional=True).named("start temperature"))
+def landscape_sample(pg: Playground, session, landscape="double_well", sampler_a="mala", step_a=None, noise_a=None,
+                     temp_a=None, sampler_b="annealed", step_b=None, noise_b=None, temp_b=None, steps=600, chains=300,
+                     seed=0, start="first_mode", t_start=20.0):
+    """Run sampler A and B (B may be 'none') on the same landscape from the same start, streaming
+    both; the last output holds acceptance rates, mode shares and mode-hopping statistics."""
+    sides = [("A", sampler_a, sampler_options(sampler_a, step_a, noise_a, temp_a, t_start, "A"))]
+    if sampler_b != "none":
+        sides.append(("B", sampler_b, sampler_options(sampler_b, step_b, noise_b, temp_b, t_start, "B")))
+    energy, modes, label = _landscape(pg, session, landscape)
+    cmp = Comparison(energy, sides, steps, chains, seed, start, modes)
+    with job_threads(1):
+        grid = L.energy_grid(energy, GRID)
+    bg = V.background(*grid, size=SAMPLE_SIZE)
+
+    def pictures():
+        pics = [picture(V.compose_frame(bg, particles=x, particle_color=side[0].lower(),
+                                        text=f"{SAMPLER_NAMES[side[1]].split(' (')[0]} · step {cmp.step:,}"), jpeg=True)
+                for side, x in zip(sides, cmp.particles())]
+        return pics[0], pics[1] if len(pics) > 1 else None
+
+    first = True
+    for _ in cmp.run(FRAME_EVERY_S):
+        if not cmp.done:
+            yield *pictures(), _stats(cmp), (None if first else gr.skip())
+            first = False
+    pg.sessions.get(session).choices[SAMPLED] = {"grid": grid, "frames": cmp.frames, "sides": [s[0] for s in sides]}
+    yield *pictures(), _stats(cmp), {"landscape": label, **cmp.result()}
+
+
+@endpoint(session=Session(), term1=Choice([v for _, v in TERM_CHOICES]).named("term 1"),
+          weight1=Number(-10, 10).named("weight 1"), term2=Choice([v for _, v in TERM_CHOICES]).named("term 2"),
+          weight2=Number(-10, 10).named("weight 2"), term3=Choice([v for _, v in TERM_CHOICES]).named("term 3"),
+          weight3=Number(-10, 10).named("weight 3"))
+def landscape_compose(pg: Playground, session, term1="ring", weight1=1.0, term2="half_plane_up", weight2=1.0,
+                      term3="none", weight3=1.0) -> tuple:
+    """Compose E = Σ wᵢ Eᵢ from up to three landscapes (trained, double_well, ring, gmm,
+    half_plane_up, half_plane_right; 'none' to skip), keep it as this session's 'composed'
+    landscape and sample it (annealed MALA); returns the picture and a summary."""
+    chosen = [(n, w) for n, w in ((term1, weight1), (term2, weight2), (term3, weight3)) if n != "none"]
+    if not chosen:
+        raise EBMError("choose at least one term to compose")
+    energies = [_landscape(pg, session, n)[0] for n, _ in chosen]
+    composed = ebm_play.compose(*[(e, w) for e, (_, w) in zip(energies, chosen)], names=[n for n, _ in chosen])
+    label = " ".join(f"{'+' if w >= 0 else '−'} {abs(w):g}×{LANDSCAPE_NAMES[n]}" for n, w in chosen).lstrip("+ ")
+    pg.sessions.get(session).choices[COMPOSED] = (composed, label)
+    cmp = Comparison(composed, [("A", "annealed", sampler_options("annealed"))], steps=400, chains=300, start="uniform")
+    for _ in cmp.run():
+        pass
+    with job_threads(1):
+        terms = [(L.energy_grid(e, GRID), f"{w:g} × {LANDSCAPE_NAMES[n]}") for e, (n, w) in zip(energies, chosen)]
+        total = L.energy_grid(composed, GRID)
+    strip = V.composition(terms, total, cmp.particles()[0])
+    side = cmp.result()["samplers"][0]
+    info = {"composed": label, "terms": [{"landscape": n, "weight": w} for n, w in chosen],
+            "energy_min": round(float(total[2].min()), 4), "sample_mean_energy": side["mean_energy"],
+            "accept_rate": side["accept_rate"]}
+    return picture(strip, jpeg=True), info
+
+
+@endpoint(session=Session(), what=Choice(["training", "sampling"]))
+def landscape_gif(pg: Playground, session, what="training") -> str:
+    """An animated GIF of this session's training run ('training') or last sampling run ('sampling')."""
+    s = pg.sessions.get(session)
+    with job_threads(1):
+        if what == "training":
+            run = s.runs.get("landscape")
+            if run is None or not run.views.snapshots:
+                raise EBMError("no training run to animate: press Play first")
+            frames = V.training_frames(list(run.views.snapshots), run.view.xs, run.view.ys, run.view.data)
+        else:
+            if SAMPLED not in s.choices:
+                raise EBMError("no sampling run to animate: press Sample first")
+            done = s.choices[SAMPLED]
+            frames = V.sampling_frames(done["grid"], done["frames"], done["sides"])
+    folder = Path(pg.tmp) / session
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("landscape-*.gif"):
+        old.unlink(missing_ok=True)
+    return V.save_gif(frames, folder / f"landscape-{what}-{secrets.token_hex(3)}.gif", fps=8)
+
+
+# --- what the page shows -------------------------------------------------------------------------
+def _canvas(run: Run | None, show, dataset, own) -> tuple[tuple, Callable]:
+    """What the canvas shows now, as (a key that changes when the picture would, a painter): a live
+    run (or the last run on the chosen data set), else the chosen data set."""
+    n_own = 0 if own is None else len(own)
+    if run is not None and run.view.E is not None and (run.live or _dataset(run) == dataset):
+        custom = _dataset(run) == "custom" and own is not None
+        key = ("run", run.id, run.version, run.state, tuple(sorted(show)), n_own if custom else 0)
+        return key, lambda: V.run_picture(run.view, show, run.state, own.numpy() if custom else None)
+    if dataset == "custom":
+        return ("custom", n_own), lambda: V.preview(None if own is None else own.numpy(), f"{n_own} points: click to add")
+    return ("set", dataset), lambda: V.preview(L.dataset(dataset)[0][:N_SHOW].numpy(),
+                                                f"{DATASET_NAMES[dataset]}: press Play")
+
+
+def status_markdown(run: Run | None, own) -> str:
+    if run is None:
+        n = 0 if own is None else len(own)
+        return ("**No run yet.** Pick a data set (or click points onto the canvas) and press **Play**."
+                + (f"  \n{n:,} points of your own." if n else ""))
+    st = run.status()
+    parts = [f'<span class="ebm-dot ebm-{run.state}">●</span> **{run.state.capitalize()}**', f"step {st['step']:,}"]
+    if run.state == "running":
+        parts.append(f"{fmt(st['steps_per_s'], 3)} steps/s")
+    lines = [" · ".join(parts)]
+    if st["last"]:
+        m = st["last"]
+        lines.append(f"loss {fmt(m['loss'])} · E(data) {fmt(m['e_real'])} · E(negatives) {fmt(m['e_fake'])}")
+    fit = run.view.fit
+    if fit:
+        lines.append(f"{fit['precision']:.0%} of buffer particles on the data · "
+                     f"{fit['coverage']:.0%} of the data covered (within 0.1)")
+    lines.append(f"{DATASET_NAMES.get(_dataset(run), '?')} · MLP hidden {run.config.hidden}")
+    if run.error:
+        lines.append(f'<span class="ebm-error">Error: {html.escape(run.error)}</span>')
+    return "  \n".join(lines)
+
+
+N_VIEW = 6  # canvas, status, curve, log, seen, timer
+
+
+def refresh(pg: Playground, session, show, dataset, seen: dict | None) -> list:
+    """What changed on the page since it last looked (everything for ``seen`` None); the timer
+    stays on only while the run has more to show."""
+    out = [gr.skip()] * N_VIEW
+    run, own = _run(pg, session), _points(pg, session)
+    seen = {} if seen is None else dict(seen)
+    now = time.monotonic()
+    if seen.get("run", "?") != (run.id if run else None):
+        seen = {"run": run.id if run else None}
+        out[2], out[3] = None, ""
+    key, paint = _canvas(run, show, dataset, own)
+    if key != seen.get("canvas"):
+        out[0], seen["canvas"] = picture(paint(), jpeg=True), key
+    state, at = (run.state, run.step) if run else ("none", 0)
+    moved = state != "running" and at != seen.get("at")  # a single step: show its numbers at once
+    if now - seen.get("text_t", 0) >= TEXT_EVERY_S or state != seen.get("state") or moved:
+        seen["text_t"], seen["state"], seen["at"] = now, state, at
+        md = status_markdown(run, own)
+        if md != seen.get("md"):
+            out[1] = seen["md"] = md
+        if run is not None and run.history and len(run.history) != seen.get("n"):
+            seen["n"] = len(run.history)
+            out[2] = picture(V.energy_curves(run.history[:]))
+    if run is not None:
+        run.touch()
+        tail = [len(run.log), run.log[-1] if run.log else ""]
+        if tail != seen.get("log"):
+            seen["log"], out[3] = tail, "\n".join(run.log[-30:])
+    busy = run is not None and (run.state in ("starting", "running") or run.status()["pending_steps"] > 0
+                                or (run.live and run.view.step != run.step))
+    quiet = seen["quiet"] = None if busy else seen.get("quiet") or now
+    settling = not busy and run is not None and run.live and now - quiet < SETTLE_S
+    out[4], out[5] = seen, gr.Timer(active=busy or settling)
+    return out
+
+
+VIEW_SPECS = dict(show=Choices(SHOW_NAMES), dataset=Choice(DATASET_NAMES).named("data set"))
+
+
+@endpoint(session=AnySession(), **VIEW_SPECS, seen=Kept())
+def poll(pg: Playground, session, show, dataset, seen) -> list:
+    return refresh(pg, session, show, dataset, seen)
+
+
+def _answer(pg: Playground, session, show, dataset, seen) -> list:
+    """A control's answer: what changed, and the timer on to follow what the run does next."""
+    return refresh(pg, session, show, dataset, {**(seen or {}), "quiet": None})
+
+
+@endpoint(session=Session(), **CONFIG_SPECS, show=Choices(SHOW_NAMES), seen=Kept())
+def play(pg: Playground, session, dataset, lr, sampler_steps, step_size, noise, alpha, reinit, hidden, batch_size,
+         seed, show, seen) -> list:
+    landscape_train_start(pg, session, dataset, lr, sampler_steps, step_size, noise, alpha, reinit, hidden,
+                          batch_size, seed)
+    return _answer(pg, session, show, dataset, seen)
+
+
+@endpoint(session=Session(), **CONFIG_SPECS, show=Choices(SHOW_NAMES), seen=Kept())
+def step_once(pg: Playground, session, dataset, lr, sampler_steps, step_size, noise, alpha, reinit, hidden,
+              batch_size, seed, show, seen) -> list:
+    landscape_step(pg, session, dataset, lr, sampler_steps, step_size, noise, alpha, reinit, hidden, batch_size, seed)
+    return _answer(pg, session, show, dataset, seen)
+
+
+@endpoint(session=Session(), **VIEW_SPECS, seen=Kept())
+def pause(pg: Playground, session, show, dataset, seen) -> list:
+    landscape_pause(pg, session)
+    return _answer(pg, session, show, dataset, seen)
+
+
+@endpoint(session=Session(), **VIEW_SPECS, seen=Kept())
+def reset(pg: Playground, session, show, dataset, seen) -> list:
+    landscape_reset(pg, session)
+    return _answer(pg, session, show, dataset, seen)
+
+
+@endpoint(session=Session(), **VIEW_SPECS, seen=Kept())
+def clear_points(pg: Playground, session, show, dataset, seen) -> list:
+    """Forget the clicked points (and a run on them)."""
+    run = _run(pg, session)
+    if run is not None and _dataset(run) == "custom":
+        landscape_reset(pg, session, clear_points=True)
     else:
-        opts["temperature"] = t
-        if name == "hmc":
-            opts["leapfrog"] = LEAPFROG
-    return opts
+        pg.sessions.get(session).choices.pop(POINTS, None)
+    return _answer(pg, session, show, dataset, seen)
 
 
-def _describe(name: str, opts: dict) -> str:
-    bits = [f"step {opts['step_size']:g}"]
-    if "noise" in opts:
-        bits.append(f"σ {opts['noise']:g}")
-    if "temperature" in opts:
-        bits.append(f"T {opts['temperature']:g}")
-    if "t_start" in opts:
-        bits.append(f"T {opts['t_start']:g}→{opts['t_end']:g}")
-    if "leapfrog" in opts:
-        bits.append(f"{opts['leapfrog']} leapfrog")
-    return f"{name} ({', '.join(bits)})"
+@endpoint(session=Session(), per_click=Whole(1, 50).named("points per click"), show=Choices(SHOW_NAMES),
+          seen=Kept(), where=Click())
+def click(pg: Playground, session, per_click, show, seen, where: gr.SelectData) -> list:
+    """A click on the canvas adds points around it to the session's own points (and to a live run
+    on them); the data set becomes 'My points'."""
+    s = pg.sessions.get(session)
+    old = s.choices.get(POINTS)
+    have = 0 if old is None else len(old)
+    if have + per_click > MAX_CUSTOM:
+        raise EBMError(f"at most {MAX_CUSTOM:,} points of your own: clear them to start over")
+    new = L.points_around(*V.pixel_to_point(*where), per_click, seed=have)
+    s.choices[POINTS] = new if old is None else torch.cat([old, new])
+    run = s.runs.get("landscape")
+    if run is not None and run.live and _dataset(run) == "custom":
+        run.set_data(s.choices[POINTS])
+    return ["custom", *_answer(pg, session, show, "custom", seen)]
 
 
-# --- the tab -----------------------------------------------------------------------------------------
-def create_tab(registry: Registry, session: gr.BrowserState) -> dict:
-    """Build the Landscape tab inside the current ``gr.Blocks``; returns what the app may wire to."""
-    mgr = LandscapeManager(registry)
-    MANAGERS.add(mgr)
-    empty_bg = V.compose_frame(Image.new("RGB", (V.SIZE, V.SIZE), (30, 27, 75)))
-    datasets: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+@endpoint(name=Choice([*SAMPLER_NAMES, "none"]))
+def sampler_fields(pg: Playground, name) -> tuple:
+    """A sampler's 2-D defaults in the form; the fields it does not have are greyed out."""
+    if name == "none":
+        return gr.Number(value=None), gr.Number(value=None, interactive=False), gr.Number(value=None, interactive=False)
+    d = sampler_options(name)
+    t = d.get("temperature", d.get("t_end"))
+    return (gr.Number(value=d["step_size"], interactive=True),
+            gr.Number(value=d.get("noise"), interactive="noise" in d),
+            gr.Number(value=t, interactive=t is not None))
 
-    def dataset_points(name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if name not in datasets:
-            datasets[name] = L.make_dataset(name, N_POINTS, seed=0)
-        return datasets[name]
 
-    gr.Markdown("A 2-D energy landscape shows *why* an EBM produces what it does: the heat map is the energy "
-                "E(x) over the square (dark valleys = low energy = data-like), the white dots are the data, "
-                "orange dots the replay buffer (the negatives), pink crosses fresh chains from noise. Arrows show "
-                "the two forces of the loss as the change one training step makes to the landscape: "
-                "<span style='color:#0891b2'>**cyan**</span> where energy is pulled down (at the data), "
-                "<span style='color:#dc2626'>**red**</span> where it is pushed up (at the negatives), pointing "
-                "down the slope of that change.")
-    # --- train ----------------------------------------------------------------------------------------
+@endpoint(name=Choice(PRESETS))
+def sample_preset(pg: Playground, name) -> list:
+    """A preset's settings, and empty pictures and statistics: they showed another run."""
+    land, start, steps, a, b = PRESETS[name]
+    sides = [[s[0], s[1], gr.Number(value=s[2], interactive=s[2] is not None),
+              gr.Number(value=s[3], interactive=s[3] is not None)] for s in (a, b)]
+    return [land, start, steps, 20.0, *sides[0], *sides[1], None, None, "", None]
+
+
+# --- layout and wiring -------------------------------------------------------------------------
+INTRO = ("A 2-D energy landscape shows *why* an EBM produces what it does: the heat map is the energy E(x) over the "
+         "square (dark valleys = low energy = data-like), the white dots are the data, orange dots the replay buffer "
+         "(the negatives), pink crosses fresh chains from noise. Arrows show the two forces of the loss as the change "
+         "one training step makes to the landscape: <span style='color:#0891b2'>**cyan**</span> where energy is pulled "
+         "down (at the data), <span style='color:#dc2626'>**red**</span> where it is pushed up (at the negatives), "
+         "pointing down the slope of that change.")
+
+
+def _train_column() -> dict:
+    d, c = TRAIN_DEFAULTS, {}
+    gr.Markdown("### Train a 2-D energy")
+    c["dataset"] = gr.Dropdown(DATASET_CHOICES, value=d["dataset"], label="Data set", elem_id="landscape-dataset",
+                               info="or click on the canvas to add your own points")
     with gr.Row():
-        with gr.Column(scale=1, min_width=300):
-            gr.Markdown("### Train a 2-D energy")
-            dataset = gr.Dropdown(DATASET_CHOICES, value="two_moons", label="Data set",
-                                  info="or click on the canvas to add your own points", elem_id="landscape-dataset")
-            with gr.Row():
-                brush = gr.Slider(1, 50, 10, step=1, label="Points per click", min_width=120)
-                clear_btn = gr.Button("Clear my points", size="sm", min_width=100)
-            with gr.Row():
-                lr = gr.Number(TRAIN_DEFAULTS["lr"], label="Learning rate", min_width=100)
-                sampler_steps = gr.Number(TRAIN_DEFAULTS["sampler_steps"], precision=0, label="Langevin steps",
-                                          min_width=100)
-            with gr.Row():
-                step_size = gr.Number(TRAIN_DEFAULTS["step_size"], label="Step size", min_width=100)
-                noise = gr.Number(TRAIN_DEFAULTS["noise"], label="Noise σ", min_width=100,
-                                  info="√(2·step) = temperature 1")
-            with gr.Row():
-                alpha = gr.Number(TRAIN_DEFAULTS["alpha"], label="α (energy penalty)", min_width=100)
-                reinit = gr.Slider(0, 1, TRAIN_DEFAULTS["reinit"], step=0.01, label="Buffer re-init probability",
-                                   min_width=100)
-            with gr.Accordion("Model and batch (a change starts a new run)", open=False):
-                with gr.Row():
-                    hidden = gr.Number(TRAIN_DEFAULTS["hidden"], precision=0, label="Hidden units", min_width=90)
-                    batch_size = gr.Number(TRAIN_DEFAULTS["batch_size"], precision=0, label="Batch", min_width=90)
-                    seed = gr.Number(TRAIN_DEFAULTS["seed"], precision=0, label="Seed", min_width=90)
-            show = gr.CheckboxGroup(SHOW_CHOICES, value=SHOW_DEFAULT, label="Show")
-        with gr.Column(scale=2):
-            with gr.Row():
-                play_btn = gr.Button("▶ Play", variant="primary", elem_id="landscape-play")
-                pause_btn = gr.Button("❚❚ Pause", elem_id="landscape-pause")
-                step_btn = gr.Button("Step", elem_id="landscape-step")
-                reset_btn = gr.Button("↺ Reset", variant="stop", elem_id="landscape-reset")
-            with gr.Row():
-                canvas = gr.Image(empty_bg, label="Energy landscape (click to add points)", type="pil", format="jpeg",
-                                  height=V.SIZE, width=V.SIZE, interactive=False, show_label=False,
-                                  elem_id="landscape-canvas", scale=3, buttons=["download", "fullscreen"])
-                with gr.Column(scale=2, min_width=260):
-                    status_md = gr.Markdown("**No run yet.** Pick a data set and press **Play**.",
-                                            elem_classes="ebm-status", elem_id="landscape-status")
-                    curve = gr.Image(None, label="Energies and loss", show_label=False, type="pil", format="png",
-                                     height=200, interactive=False, elem_id="landscape-curve", buttons=["download"])
-                    log_box = gr.Textbox(label="Log", lines=4, max_lines=6, interactive=False, autoscroll=True)
-    fast = gr.Timer(POLL_S, active=False)
-    watch = gr.Timer(1.0)
-    fast_on = gr.State(False)
-    seen = gr.State({})
+        c["brush"] = gr.Slider(1, 50, 10, step=1, label="Points per click", min_width=120)
+        c["clear"] = gr.Button("Clear my points", size="sm", min_width=100)
+    with gr.Row():
+        c["lr"] = gr.Number(d["lr"], label="Learning rate", min_width=100)
+        c["sampler_steps"] = gr.Number(d["sampler_steps"], precision=0, label="Langevin steps", min_width=100)
+    with gr.Row():
+        c["step_size"] = gr.Number(d["step_size"], label="Step size", min_width=100)
+        c["noise"] = gr.Number(d["noise"], label="Noise σ", min_width=100, info="√(2·step) = temperature 1")
+    with gr.Row():
+        c["alpha"] = gr.Number(d["alpha"], label="α (energy penalty)", min_width=100)
+        c["reinit"] = gr.Slider(0, 1, d["reinit"], step=0.01, label="Buffer re-init probability", min_width=100)
+    with gr.Accordion("Model and batch (a change of hidden units or seed starts a new run)", open=False), gr.Row():
+        c["hidden"] = gr.Number(d["hidden"], precision=0, label="Hidden units", min_width=90)
+        c["batch_size"] = gr.Number(d["batch_size"], precision=0, label="Batch", min_width=90)
+        c["seed"] = gr.Number(d["seed"], precision=0, label="Seed", min_width=90)
+    c["show"] = gr.CheckboxGroup(SHOW_CHOICES, value=SHOW_NAMES, label="Show")
+    return c
 
-    # --- sample ---------------------------------------------------------------------------------------
+
+def _train_view() -> dict:
+    v = {}
+    with gr.Row():
+        v["play"] = gr.Button("▶ Play", variant="primary", elem_id="landscape-play")
+        v["pause"] = gr.Button("❚❚ Pause", elem_id="landscape-pause")
+        v["step"] = gr.Button("Step", elem_id="landscape-step")
+        v["reset"] = gr.Button("↺ Reset", variant="stop", elem_id="landscape-reset")
+    with gr.Row():
+        first = V.preview(L.dataset("two_moons")[0][:N_SHOW].numpy(), f"{DATASET_NAMES['two_moons']}: press Play")
+        v["canvas"] = gr.Image(picture(first, jpeg=True), type="filepath", height=V.SIZE, width=V.SIZE,
+                               interactive=False, show_label=False, elem_id="landscape-canvas", scale=3,
+                               buttons=["download", "fullscreen"])
+        with gr.Column(scale=2, min_width=260):
+            v["status"] = gr.Markdown(status_markdown(None, None), elem_classes="ebm-status", elem_id="landscape-status")
+            v["curve"] = gr.Image(None, type="filepath", show_label=False, height=200, interactive=False,
+                                  elem_id="landscape-curve", buttons=["download"])
+            v["log"] = gr.Textbox(label="Log", lines=4, max_lines=6, interactive=False, autoscroll=True)
+    return v
+
+
+def _sampler_fields(side: str, value: str, choices: list) -> dict:
+    d = sampler_options(value)
+    s = side.lower()
+    return {f"sampler_{s}": gr.Dropdown(choices, value=value, label=f"Sampler {side}"),
+            f"step_{s}": gr.Number(d["step_size"], label=f"{side}: step size"),
+            f"noise_{s}": gr.Number(None, label=f"{side}: noise σ (Langevin)", interactive=False),
+            f"temp_{s}": gr.Number(1.0, label=f"{side}: temperature T")}
+
+
+def _sample_section() -> dict:
     gr.Markdown("### Sample on a landscape: two samplers side by side\nSame landscape, same start, same seed. "
-                "Mode shares and hops count particles near each mode (data clusters, wells, mixture means); "
+                "Mode shares and hops count chains near each mode (data clusters, wells, mixture means); "
                 "the GIF button below exports the last run.")
+    c = {}
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
-            landscape = gr.Dropdown(LANDSCAPE_CHOICES, value="double_well", label="Landscape",
-                                    elem_id="landscape-sample-on")
-            start = gr.Radio([("Uniform over the square", "uniform"), ("All in the first mode", "first_mode")],
-                             value="first_mode", label="Start")
+            c["landscape"] = gr.Dropdown(LANDSCAPE_CHOICES, value="double_well", label="Landscape",
+                                         elem_id="landscape-sample-on")
+            c["start"] = gr.Radio([("Uniform over the square", "uniform"), ("All in the first mode", "first_mode")],
+                                  value="first_mode", label="Start")
             with gr.Row():
-                chains = gr.Number(300, precision=0, label="Chains", min_width=90)
-                steps = gr.Number(600, precision=0, label="Steps", min_width=90)
-                sample_seed = gr.Number(0, precision=0, label="Seed", min_width=90)
-            t_start = gr.Number(20.0, label="Annealing: start temperature", info="annealed MALA cools to T")
+                c["chains"] = gr.Number(300, precision=0, label="Chains", min_width=90)
+                c["steps"] = gr.Number(600, precision=0, label="Steps", min_width=90)
+                c["seed"] = gr.Number(0, precision=0, label="Seed", min_width=90)
+            c["t_start"] = gr.Number(20.0, label="Annealing: start temperature", info="annealed MALA cools to T")
             with gr.Row():
                 with gr.Column(min_width=140):
-                    sampler_a = gr.Dropdown(SAMPLER_CHOICES, value="mala", label="Sampler A")
-                    step_a = gr.Number(0.005, label="A: step size")
-                    noise_a = gr.Number(None, label="A: noise σ (Langevin)", interactive=False)
-                    temp_a = gr.Number(1.0, label="A: temperature T")
+                    c.update(_sampler_fields("A", "mala", SAMPLER_CHOICES))
                 with gr.Column(min_width=140):
-                    sampler_b = gr.Dropdown(SAMPLER_CHOICES + [("(none: A only)", "none")], value="annealed",
-                                            label="Sampler B")
-                    step_b = gr.Number(0.005, label="B: step size")
-                    noise_b = gr.Number(None, label="B: noise σ (Langevin)", interactive=False)
-                    temp_b = gr.Number(1.0, label="B: temperature T")
+                    c.update(_sampler_fields("B", "annealed", SAMPLER_CHOICES + [("(none: A only)", "none")]))
             gr.Markdown("**Presets** (what goes wrong, and what helps):")
             with gr.Row():
-                demo_anneal = gr.Button("No annealing: stuck chains", size="sm")
-                demo_step = gr.Button("Too large a step", size="sm")
-                demo_noise = gr.Button("Too little noise: collapse", size="sm")
-                demo_hmc = gr.Button("MALA vs HMC", size="sm")
-            sample_btn = gr.Button("Sample", variant="primary", elem_id="landscape-sample")
+                for key, text in PRESET_LABELS.items():
+                    c[f"preset_{key}"] = gr.Button(text, size="sm")
+            c["go"] = gr.Button("Sample", variant="primary", elem_id="landscape-sample")
         with gr.Column(scale=2):
             with gr.Row():
-                img_a = gr.Image(label="Sampler A", type="pil", format="jpeg", height=400, interactive=False,
-                                 elem_id="landscape-a")
-                img_b = gr.Image(label="Sampler B", type="pil", format="jpeg", height=400, interactive=False,
-                                 elem_id="landscape-b")
-            stats_df = gr.Dataframe(label="Statistics", interactive=False, wrap=True, elem_id="landscape-stats")
+                pics = dict(type="filepath", height=SAMPLE_SIZE, interactive=False)
+                c["img_a"] = gr.Image(label="Sampler A", elem_id="landscape-a", **pics)
+                c["img_b"] = gr.Image(label="Sampler B", elem_id="landscape-b", **pics)
+            c["stats"] = gr.Markdown("", elem_id="landscape-stats", elem_classes="ebm-table")
             with gr.Accordion("Result as JSON (what /landscape_sample returns last)", open=False):
-                sample_json = gr.JSON(label="result")
+                c["json"] = gr.JSON(label="result")
+    return c
 
-    # --- compose --------------------------------------------------------------------------------------
-    gr.Markdown("### Compose landscapes: a product of experts\nE = Σ wᵢ Eᵢ: adding energies multiplies "
-                "densities (both must agree), a negative weight carves a landscape out. The composed landscape "
-                "can then be sampled above (*Composed*).")
+
+def _compose_section() -> dict:
+    gr.Markdown("### Compose landscapes: a product of experts\nE = Σ wᵢ Eᵢ: adding energies multiplies densities "
+                "(both must agree), a negative weight carves a landscape out. The composed landscape can then be "
+                "sampled above (*Composed*).")
+    c = {"terms": []}
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
-            terms = []
             for i, (v, w) in enumerate((("ring", 1.0), ("half_plane_up", 1.0), ("none", 1.0))):
                 with gr.Row():
-                    terms.append(gr.Dropdown(TERM_CHOICES, value=v, label=f"Term {i + 1}", min_width=160, scale=2))
-                    terms.append(gr.Number(w, label="weight", min_width=80, scale=1))
-            compose_btn = gr.Button("Compose and sample", variant="primary", elem_id="landscape-compose")
+                    c["terms"].append(gr.Dropdown(TERM_CHOICES, value=v, label=f"Term {i + 1}", min_width=160, scale=2))
+                    c["terms"].append(gr.Number(w, label="weight", min_width=80, scale=1))
+            c["go"] = gr.Button("Compose and sample", variant="primary", elem_id="landscape-compose")
         with gr.Column(scale=2):
-            compose_img = gr.Image(label="Terms and their sum (particles: annealed MALA on the sum)", type="pil",
-                                   format="jpeg", interactive=False, elem_id="landscape-composed")
+            c["img"] = gr.Image(label="Terms and their sum (particles: annealed MALA on the sum)", type="filepath",
+                                interactive=False, elem_id="landscape-composed")
             with gr.Accordion("Composition as JSON (what /landscape_compose returns)", open=False):
-                compose_json = gr.JSON(label="composition")
+                c["json"] = gr.JSON(label="composition")
     with gr.Row():
-        gif_what = gr.Radio([("Training", "training"), ("Last sampling run", "sampling")], value="training",
-                            label="Export an animation (GIF)")
-        gif_btn = gr.Button("Export GIF", elem_id="landscape-gif-btn")
-        gif_file = gr.File(label="GIF", interactive=False, elem_id="landscape-gif")
+        c["gif_what"] = gr.Radio([("Training", "training"), ("Last sampling run", "sampling")], value="training",
+                                 label="Export an animation (GIF)")
+        c["gif_go"] = gr.Button("Export GIF", elem_id="landscape-gif-btn")
+        c["gif"] = gr.File(label="GIF", interactive=False, elem_id="landscape-gif")
+    return c
 
-    # =====================================================================================================
-    # training actions
-    def _key(dataset, cfg, pts_hash) -> tuple:
-        return (dataset, cfg.hidden, cfg.seed, pts_hash)
 
-    def _ensure_run(session, dataset, lr, sampler_steps, step_size, noise, alpha, reinit, hidden, batch_size,
-                    seed, points) -> tuple[LState, LandscapeRun]:
-        """The session's run, made to match these settings: the same run with new live settings when
-        only those changed, else a new (paused) run."""
-        st = mgr.state(session)
-        dataset = _check_dataset(dataset)
-        cfg = make_config(lr, sampler_steps, step_size, noise, alpha, reinit, hidden, batch_size, seed)
-        if dataset == "custom":
-            if points is not None:
-                pts = L.check_points(points, "points", MAX_CUSTOM)
-                st.custom = pts.tolist()
-            if not st.custom:
-                raise EBMError("no points yet: click on the canvas to add some (API: pass points=[[x, y], …])")
-            pts = torch.tensor(st.custom, dtype=torch.float32)
-            key = _key(dataset, cfg, "custom")
-        else:
-            pts = None
-            key = _key(dataset, cfg, None)
-        run = st.run
-        same_points = dataset != "custom" or (run is not None and run.trainer.data.shape == pts.shape
-                                              and torch.equal(run.trainer.data.cpu(), pts))
-        if run is not None and run.live and run.key == key and same_points:
-            run.apply(cfg)
-            return st, run
-        if run is not None:
-            run.stop()
-        if dataset == "custom":
-            data, labels = pts, torch.zeros(len(pts), dtype=torch.long)
-        else:
-            data, labels = dataset_points(dataset)
-        with job_threads(1), torch.random.fork_rng(devices=[]):
-            trainer = ebm_play.Trainer(cfg, data.clone(), None, device=registry.device)
-        st.run = LandscapeRun(trainer, dataset, labels, key)
-        if run is not None:
-            st.run.log[:0] = run.log[-20:]
-        return st, st.run
+QUICK = {**PRIVATE, "queue": False, "show_progress_on": []}  # answers at once: no queue round trip, no spinners
+# (show_progress_on=[]: the page re-reads every component in its loading-status table on each status
+# message of every event; issue #21)
 
-    def full_status(sid) -> dict:
-        st = mgr.state(sid)
-        if st.run is None:
-            return {"state": "none", "step": 0, "custom_points": len(st.custom)}
-        return {**st.run.status(), "custom_points": len(st.custom)}
 
-    @user_errors
-    def landscape_train_start(session: str, dataset: str = "two_moons", lr: float = 5e-3, sampler_steps: int = 20,
-                              step_size: float = 0.002, noise: float = 0.0632, alpha: float = 0.1,
-                              reinit: float = 0.05, hidden: int = 64, batch_size: int = 256, seed: int = 0,
-                              points: list | None = None) -> dict:
-        """Play: train a 2-D MLP energy on a data set (two_moons, rings, gaussians8, checkerboard,
-        spiral, or custom with points=[[x, y], …] in [-1, 1]²) in the background. A paused run with
-        the same data set, hidden size and seed resumes with the new settings; otherwise a new run starts."""
-        _, run = _ensure_run(session, dataset, lr, sampler_steps, step_size, noise, alpha, reinit, hidden,
-                             batch_size, seed, points)
-        if run.state != "running" and mgr.running() >= mgr.max_running:
-            raise EBMError(f"the server is busy: {mgr.max_running} landscape runs are training; pause yours or "
-                           "try again shortly")
-        run.play()
-        return full_status(session)
+def _wire_train(pg: Playground, session, c: dict, v: dict) -> tuple[list, list]:
+    seen, timer = gr.State({}), gr.Timer(POLL_S, active=False)
+    view = [v["canvas"], v["status"], v["curve"], v["log"], seen, timer]
+    settings = [c[k] for k in SETTINGS]
+    on(v["play"].click, play, pg, [session, *settings, c["show"], seen], view, **QUICK)
+    on(v["step"].click, step_once, pg, [session, *settings, c["show"], seen], view, **QUICK)
+    for key, fn in (("pause", pause), ("reset", reset)):
+        on(v[key].click, fn, pg, [session, c["show"], c["dataset"], seen], view, **QUICK)
+    on(c["clear"].click, clear_points, pg, [session, c["show"], c["dataset"], seen], view, **QUICK)
+    for trigger in (c["dataset"].input, c["show"].input):
+        on(trigger, poll, pg, [session, c["show"], c["dataset"], seen], view, **QUICK)
+    on(v["canvas"].select, click, pg, [session, c["brush"], c["show"], seen], [c["dataset"], *view], **QUICK)
+    # the timer's own inputs: never a picture (a picture input is uploaded with every tick)
+    on(timer.tick, poll, pg, [session, c["show"], c["dataset"], seen], view, **QUICK)
+    for fn, name in ((landscape_train_start, "landscape_train_start"), (landscape_status, "landscape_status"),
+                     (landscape_pause, "landscape_pause"), (landscape_step, "landscape_step"),
+                     (landscape_reset, "landscape_reset")):
+        api(fn, pg, name, concurrency_limit=None)
+    return [session, c["show"], c["dataset"], seen], view
 
-    @user_errors
-    def landscape_status(session: str) -> dict:
-        """The session's landscape run: state, step, speed, last metrics, fit of the buffer to the data."""
-        st = mgr.state(session)
-        if st.run is not None:
-            st.run.seen = time.monotonic()
-        return full_status(session)
 
-    @user_errors
-    def landscape_pause(session: str) -> dict:
-        """Pause the session's landscape run after the step in progress."""
-        run = mgr.state(session).run
-        if run is None:
-            raise EBMError("no landscape run in this session: press Play first")
-        run.pause()
-        return full_status(session)
+def _wire_sample(pg: Playground, session, s: dict, k: dict) -> None:
+    for side in ("a", "b"):
+        on(s[f"sampler_{side}"].input, sampler_fields, pg, s[f"sampler_{side}"],
+           [s[f"step_{side}"], s[f"noise_{side}"], s[f"temp_{side}"]], **QUICK)
+    fields = [s[name] for name in ("landscape", "start", "steps", "t_start", "sampler_a", "step_a", "noise_a", "temp_a",
+                                   "sampler_b", "step_b", "noise_b", "temp_b")]
+    shown = [s["img_a"], s["img_b"], s["stats"], s["json"]]
+    for key in PRESETS:
+        on(s[f"preset_{key}"].click, sample_preset, pg, gr.State(key), [*fields, *shown], **QUICK)
+    compute = dict(concurrency_limit=2, concurrency_id="compute")
+    inputs = [session, s["landscape"], s["sampler_a"], s["step_a"], s["noise_a"], s["temp_a"], s["sampler_b"],
+              s["step_b"], s["noise_b"], s["temp_b"], s["steps"], s["chains"], s["seed"], s["start"], s["t_start"]]
+    on(s["go"].click, landscape_sample, pg, inputs, shown, api_name="landscape_sample", show_progress="minimal",
+       **compute)
+    on(k["go"].click, landscape_compose, pg, [session, *k["terms"]], [k["img"], k["json"]],
+       api_name="landscape_compose", **compute)
+    on(k["gif_go"].click, landscape_gif, pg, [session, k["gif_what"]], k["gif"], api_name="landscape_gif", **compute)
 
-    @user_errors
-    def landscape_step(session: str, dataset: str = "two_moons", lr: float = 5e-3, sampler_steps: int = 20,
-                       step_size: float = 0.002, noise: float = 0.0632, alpha: float = 0.1, reinit: float = 0.05,
-                       hidden: int = 64, batch_size: int = 256, seed: int = 0, points: list | None = None,
-                       steps: int = 1) -> dict:
-        """Single step: ``steps`` training steps (1 to 100) on a paused run (a new paused run if needed)."""
-        n = whole("steps", steps, 1, 100)
-        _, run = _ensure_run(session, dataset, lr, sampler_steps, step_size, noise, alpha, reinit, hidden,
-                             batch_size, seed, points)
-        run.step_once(n)
-        return full_status(session)
 
-    @user_errors
-    def landscape_reset(session: str, clear_points: bool = False) -> dict:
-        """Reset: discard the session's landscape run (and, with clear_points, the clicked points)."""
-        st = mgr.state(session)
-        if st.run is not None:
-            st.run.stop()
-            st.run = None
-        if clear_points:
-            st.custom = []
-        return full_status(session)
-
-    quick = dict(concurrency_limit=None, queue=True)
-    gr.api(landscape_train_start, api_name="landscape_train_start", **quick)
-    gr.api(landscape_status, api_name="landscape_status", **quick)
-    gr.api(landscape_pause, api_name="landscape_pause", **quick)
-    gr.api(landscape_step, api_name="landscape_step", **quick)
-    gr.api(landscape_reset, api_name="landscape_reset", **quick)
-
-    # --- rendering --------------------------------------------------------------------------------------
-    def render_run(run: LandscapeRun, show) -> Image.Image:
-        show = tuple(sorted(show or ()))
-        key = (run.version, show)
-        cached = run.rendered
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        v = run.view
-        bg = V.background(v.xs, v.ys, v.E, contours=12 if "contours" in show else 0)
-        text = f"step {v.step}" + ("" if run.state == "running" else f" · {run.state}")
-        img = V.compose_frame(bg, data=v.data if "data" in show else None,
-                              buffer=v.buffer if "buffer" in show else None,
-                              fresh=v.fresh if "fresh" in show else None,
-                              arrows=v.arrows if "arrows" in show else None, text=text)
-        run.rendered = (key, img)
-        return img
-
-    def preview(st: LState | None, dataset: str) -> Image.Image:
-        """The canvas without a run: the chosen data set (or the clicked points) on a blank square."""
-        if dataset == "custom":
-            pts = np.asarray(st.custom, dtype=np.float32) if st is not None and st.custom else None
-            text = f"{0 if pts is None else len(pts)} points: click to add"
-        else:
-            pts = dataset_points(dataset)[0].numpy()[:N_SHOW_DATA] if dataset in DATASET_NAMES else None
-            text = f"{DATASET_NAMES.get(dataset, dataset)}: press Play"
-        return V.compose_frame(empty_bg, data=pts, text=text)
-
-    def status_markdown(run: LandscapeRun | None, st: LState | None) -> str:
-        if run is None:
-            n = len(st.custom) if st is not None else 0
-            return ("**No run yet.** Pick a data set (or click points onto the canvas) and press **Play**."
-                    + (f"  \n{n} points of your own." if n else ""))
-        s = run.status()
-        head = f'<span class="ebm-dot ebm-{run.state}">●</span> **{run.state.capitalize()}**'
-        parts = [head, f"step {s['step']:,}"]
-        if run.state == "running":
-            parts.append(f"{s['steps_per_s']:.0f} steps/s · view {s['updates_per_s']:.1f} updates/s")
-        lines = [" · ".join(parts)]
-        if s["last"]:
-            m = s["last"]
-            lines.append(f"loss {m['loss']:+.3f} · E(data) {m['e_real']:+.2f} · E(negatives) {m['e_fake']:+.2f}")
-        if s["fit"]:
-            lines.append(f"{s['fit']['precision']:.0%} of buffer particles on the data · "
-                         f"{s['fit']['coverage']:.0%} of the data covered (within 0.1)")
-        lines.append(f"{DATASET_NAMES.get(run.dataset, run.dataset)}, {s['points']:,} points · "
-                     f"MLP hidden {s['config']['hidden']}")
-        if run.error:
-            lines.append(f'<span class="ebm-error">Error: {html.escape(run.error)}</span>')
-        return "  \n".join(lines)
-
-    def curve_frame(run: LandscapeRun) -> Image.Image:
-        hist = run.history[:]
-        smooth = {k: pd.Series([r[k] for r in hist], dtype="float64").rolling(10, min_periods=1).mean().tolist()
-                  for k in CURVES}  # mean of 10 steps: one CD step is noisy
-        rows = thin([{"step": r["step"], **{k: smooth[k][i] for k in CURVES}} for i, r in enumerate(hist)], 300)
-        x = np.array([r["step"] for r in rows])
-        series = {label: (x, np.array([r[k] for r in rows])) for k, label in CURVES.items()}
-        return V.line_chart(series, CURVE_COLORS, title="mean of 10 steps")
-
-    # --- the live view ----------------------------------------------------------------------------------
-    live_outputs = [canvas, status_md, curve, log_box, seen, fast, fast_on]
-
-    def poll(sid, show, seen, dataset):
-        """Send what changed since this page last looked; switch the fast timer off when idle."""
-        out = [gr.skip()] * len(live_outputs)
-        st = mgr.peek(sid)
-        run = st.run if st is not None else None
-        seen = dict(seen or {})
-        if run is None:
-            out[4:7] = [seen, gr.Timer(active=False), False]
-            return out
-        run.seen = time.monotonic()
-        if seen.get("run") != run.id:
-            seen = {"run": run.id}
-        key = [run.version, sorted(show or ())]
-        if key != seen.get("view"):
-            seen["view"] = key
-            out[0] = render_run(run, show)
-        # Text and chart at most every TEXT_EVERY_S (and at once when the state changes): re-rendering
-        # a Markdown block on every tick costs a busy browser more than the picture (measured: 2 instead
-        # of 5.5 canvas updates/s on a loaded 2-core machine).
-        now = time.monotonic()
-        due = now - seen.get("text_t", 0) >= TEXT_EVERY_S or run.state != seen.get("state")
-        if due:
-            seen["text_t"], seen["state"] = now, run.state
-            md = status_markdown(run, st)
-            if md != seen.get("md"):
-                out[1] = seen["md"] = md
-            if len(run.history) != seen.get("n"):
-                seen["n"] = len(run.history)
-                out[2] = curve_frame(run)
-        tail = (len(run.log), run.log[-1] if run.log else "")
-        if list(tail) != seen.get("log"):
-            seen["log"] = list(tail)
-            out[3] = "\n".join(run.log[-30:])
-        out[4] = seen
-        if run.state != "running" and now - run.state_t > 0.5:  # after the final picture of a pause is in
-            out[5:7] = [gr.Timer(active=False), False]
-        return out
-
-    def watcher(sid, on):
-        """Every second: switch the fast timer on if this session trains (e.g. after a reload)."""
-        st = mgr.peek(sid)
-        if st is not None and st.run is not None and st.run.state == "running" and not on:
-            return gr.Timer(active=True), True
-        return gr.skip(), gr.skip()
-
-    # queue=False: a plain request per tick, no queue round trip (measured: the queued version managed
-    # only ~2 ticks/s in the full app under load, this one keeps up with the timer)
-    fast.tick(poll, [session, show, seen, dataset], live_outputs, api_visibility="private", queue=False,
-              show_progress="hidden")
-    watch.tick(watcher, [session, fast_on], [fast, fast_on], api_visibility="private", concurrency_limit=None,
-               show_progress="hidden", queue=False)
-
-    settings = [dataset, lr, sampler_steps, step_size, noise, alpha, reinit, hidden, batch_size, seed]
-
-    def now_view(sid, show, dataset):
-        """Canvas, status and log for this moment (after a button)."""
-        st = mgr.peek(sid)
-        run = st.run if st is not None else None
-        if run is None:
-            return preview(st, dataset), status_markdown(None, st), gr.skip(), ""
-        return render_run(run, show), status_markdown(run, st), curve_frame(run), "\n".join(run.log[-30:])
-
-    ui_outputs = [canvas, status_md, curve, log_box]
-
-    @user_errors
-    def play_ui(sid, *args):
-        *values, show = args
-        landscape_train_start(sid, *values, None)
-        return (*now_view(sid, show, values[0]), gr.Timer(active=True), True)
-
-    @user_errors
-    def pause_ui(sid, show, dataset):
-        landscape_pause(sid)
-        return now_view(sid, show, dataset)
-
-    @user_errors
-    def step_ui(sid, *args):
-        *values, show = args
-        landscape_step(sid, *values, None, 1)
-        return now_view(sid, show, values[0])
-
-    @user_errors
-    def reset_ui(sid, show, dataset):
-        landscape_reset(sid)
-        return now_view(sid, show, dataset)
-
-    ctl = dict(api_visibility="private", concurrency_limit=None, show_progress="hidden")
-    play_btn.click(play_ui, [session, *settings, show], [*ui_outputs, fast, fast_on], **ctl)
-    pause_btn.click(pause_ui, [session, show, dataset], ui_outputs, **ctl)
-    step_btn.click(step_ui, [session, *settings, show], ui_outputs, **ctl)
-    reset_btn.click(reset_ui, [session, show, dataset], ui_outputs, **ctl)
-
-    def on_dataset(sid, name, show):
-        st = mgr.peek(sid)
-        if st is not None and st.run is not None and st.run.dataset == name:
-            return render_run(st.run, show)
-        if st is not None and st.run is not None and st.run.live:
-            return gr.skip()  # keep showing the run; Play will switch data sets
-        return preview(st, name)
-
-    dataset.input(on_dataset, [session, dataset, show], canvas, **ctl)
-    show.input(lambda sid, s, d: now_view(sid, s, d)[0], [session, show, dataset], canvas, **ctl)
-
-    @user_errors
-    def on_click(sid, name, n, show, evt: gr.SelectData):
-        """A click on the canvas adds ``n`` points around it to the session's own data set."""
-        st = mgr.state(sid)
-        idx = evt.index if isinstance(evt.index, (list, tuple)) and len(evt.index) == 2 else None
-        if idx is None:
-            return gr.skip(), gr.skip(), gr.skip()
-        x, y = V.pixel_to_point(float(idx[0]), float(idx[1]))
-        n = whole("points per click", n, 1, 50)
-        if len(st.custom) + n > MAX_CUSTOM:
-            raise EBMError(f"at most {MAX_CUSTOM} points of your own: clear them to start over")
-        g = torch.Generator().manual_seed(len(st.custom))
-        pts = (torch.tensor([[x, y]]) + 0.03 * torch.randn(n, 2, generator=g) * (n > 1)).clamp(-0.98, 0.98)
-        st.custom.extend(pts.tolist())
-        run = st.run
-        if run is not None and run.live and run.dataset == "custom":
-            run.add_points(pts)
-            if run.state != "running":
-                return render_run(run, show), "custom", status_markdown(run, st)
-            return gr.skip(), "custom", gr.skip()
-        if run is not None and run.state == "running":
-            return gr.skip(), "custom", gr.skip()  # the run on another set keeps going until Play
-        return preview(st, "custom"), "custom", status_markdown(run, st)
-
-    canvas.select(on_click, [session, dataset, brush, show], [canvas, dataset, status_md], **ctl)
-
-    def clear_points(sid, name, show):
-        st = mgr.state(sid)
-        st.custom = []
-        if st.run is not None and st.run.dataset == "custom":
-            st.run.stop()
-            st.run = None
-        return now_view(sid, show, name)
-
-    clear_btn.click(clear_points, [session, dataset, show], ui_outputs, **ctl)
-
-    # =====================================================================================================
-    # sampling
-    def landscape_energy(st: LState, name: str) -> tuple[torch.nn.Module, L.Modes | None, str]:
-        if name == "trained":
-            if st.run is None:
-                raise EBMError("no trained landscape in this session yet: train one above (Play)")
-            run = st.run
-            model = run.model_copy()
-            data = run.trainer.data.cpu()
-            if run.dataset == "custom":
-                modes = L.Modes.from_data(data, None, radius=0.1)
-            else:
-                modes = L.modes_for(run.dataset, data=data, labels=run.labels)
-            return model, modes, f"trained on {DATASET_NAMES.get(run.dataset, run.dataset)}, step {run.view.step}"
-        if name == "composed":
-            if st.composed is None:
-                raise EBMError("no composed landscape yet: compose one below first")
-            modes = None
-            for e in st.composed.experts:
-                if e.weight > 0 and hasattr(e.energy, "modes"):
-                    modes = L.modes_for(getattr(e.energy, "kind", ""), e.energy)
-                    break
-            return st.composed, modes, f"composed: {st.composed_label}"
-        if name not in LANDSCAPE_NAMES:
-            raise EBMError(f"unknown landscape {name!r}; choose one of: {', '.join(LANDSCAPE_NAMES)}")
-        e = hand_made(name)
-        return e, L.modes_for(getattr(e, "kind", name), e), LANDSCAPE_NAMES[name]
-
-    def first_mode_start(modes: L.Modes | None, n: int, g: torch.Generator) -> torch.Tensor:
-        if modes is None:
-            return torch.zeros(n, 2) + 0.02 * torch.randn(n, 2, generator=g)
-        anchors = modes.anchors[modes.labels == 0]
-        centre = anchors.mean(0, keepdim=True)
-        spot = anchors[torch.cdist(centre, anchors).argmin()]  # a point of the mode itself (an arc's mean may miss it)
-        return (spot + 0.02 * torch.randn(n, 2, generator=g)).clamp(-1, 1)
-
-    def stats_row(label: str, name: str, opts: dict, acc: list, tracker, energy: torch.Tensor) -> dict:
-        row = {"": label, "sampler": _describe(name, opts),
-               "accept": f"{np.mean(acc):.0%}" if acc else "–",
-               "mean E": f"{float(energy.mean()):.2f}"}
-        if tracker is not None:
-            s = tracker.summary()
-            row["mode shares"] = " · ".join(f"{v:.0%}" for v in s["mode_share"])
-            row["outside"] = f"{s['outside_share']:.0%}"
-            row["chains that hopped"] = f"{s['chains_hopped']:.0%}"
-            row["hops/chain"] = f"{s['hops_per_chain']:.2f}"
-            row["first hop (mean step)"] = "–" if s["mean_first_hop"] is None else f"{s['mean_first_hop']:.0f}"
-        return row
-
-    @user_errors
-    def landscape_sample(session=None, landscape="double_well", sampler_a="mala", step_a=None, noise_a=None,
-                         temp_a=None, sampler_b="annealed", step_b=None, noise_b=None, temp_b=None, steps=600,
-                         chains=300, seed=0, start="first_mode", t_start=20.0):
-        """Run sampler A and B (B may be 'none') on the same landscape from the same start, streaming
-        both; the last output holds acceptance rates, mode shares and mode-hopping statistics."""
-        st = mgr.state(session)
-        sampler_a = _check_sampler(sampler_a, "sampler A")
-        use_b = sampler_b not in (None, "", "none")
-        sampler_b = _check_sampler(sampler_b, "sampler B") if use_b else None
-        steps = whole("steps", steps, 1, MAX_SAMPLE_STEPS)
-        n = whole("chains", chains, 1, MAX_CHAINS)
-        seed = whole("seed", 0 if seed is None else seed, 0, 2**31 - 1)
-        if start not in ("uniform", "first_mode"):
-            raise EBMError("start must be 'uniform' or 'first_mode'")
-        opts_a = sampler_options(sampler_a, step_a, noise_a, temp_a, t_start, "A")
-        opts_b = sampler_options(sampler_b, step_b, noise_b, temp_b, t_start, "B") if use_b else None
-        energy, modes, label = landscape_energy(st, landscape)
-        with job_threads(1):
-            xs, ys, E = L.energy_grid(energy, GRID_RES)
-        bg = V.background(xs, ys, E, size=400)
-        gif_bg = V.background(xs, ys, E, size=GIF_SIZE)
-        g0 = torch.Generator().manual_seed(seed)
-        x0 = torch.rand(n, 2, generator=g0) * 2 - 1 if start == "uniform" else first_mode_start(modes, n, g0)
-        sides = [("A", sampler_a, opts_a)] + ([("B", sampler_b, opts_b)] if use_b else [])
-        gens, trackers, accepts, last = [], [], [], []
-        for _, name, opts in sides:
-            g = make_generator(seed + 1, torch.device("cpu"))
-            gens.append(SAMPLERS[name](energy, x0.clone(), steps, generator=g, **opts))
-            trackers.append(L.ModeTracker(modes, n) if modes is not None else None)
-            accepts.append([])
-            last.append(None)
-        frames: list[tuple[int, list[np.ndarray]]] = []
-        keep_every = max(1, steps // 60)
-        shown = 0.0
-
-        def pictures(k):
-            out = []
-            for (side, name, opts), rec in zip(sides, last):
-                out.append(V.compose_frame(bg, particles=rec.x.numpy(), particle_color=side.lower(),
-                                           text=f"{SAMPLER_NAMES[name].split(' (')[0]} · step {k}"))
-            return out
-
-        def table():
-            rows = [stats_row(side, name, opts, acc, tr, rec.energy)
-                    for (side, name, opts), acc, tr, rec in zip(sides, accepts, trackers, last)]
-            return pd.DataFrame(rows)
-
-        with job_threads(1):
-            for k in range(steps + 1):
-                for i, gen in enumerate(gens):
-                    rec = next(gen)
-                    if rec.accept is not None:
-                        accepts[i].append(float(rec.accept.mean()))
-                    if trackers[i] is not None:
-                        trackers[i].update(rec.x, step=k)
-                    last[i] = rec
-                if k % keep_every == 0 or k == steps:
-                    frames.append((k, [r.x.numpy().copy() for r in last]))
-                if k < steps and time.monotonic() - shown >= FRAME_EVERY_S:
-                    shown = time.monotonic()
-                    pics = pictures(k)
-                    yield pics[0], (pics[1] if use_b else None), table(), gr.skip()
-        st.sampling = {"bg": gif_bg, "frames": frames, "sides": [s[0] for s in sides], "label": label}
-        result = {"landscape": label, "steps": steps, "chains": n, "start": start,
-                  "modes": None if modes is None else modes.k, "samplers": []}
-        for (side, name, opts), acc, tr, rec in zip(sides, accepts, trackers, last):
-            r = {"side": side, "sampler": name,
-                 "options": {k: v for k, v in opts.items() if k not in ("bounds",)},
-                 "accept_rate": round(float(np.mean(acc)), 4) if acc else None,
-                 "mean_energy": round(float(rec.energy.mean()), 4)}
-            if tr is not None:
-                r.update(tr.summary())
-            result["samplers"].append(r)
-        pics = pictures(steps)
-        yield pics[0], (pics[1] if use_b else None), table(), result
-
-    sample_inputs = [session, landscape, sampler_a, step_a, noise_a, temp_a, sampler_b, step_b, noise_b, temp_b,
-                     steps, chains, sample_seed, start, t_start]
-    sample_btn.click(landscape_sample, sample_inputs, [img_a, img_b, stats_df, sample_json], api_name="landscape_sample",
-                     concurrency_limit=2, concurrency_id="compute", show_progress="minimal", preprocess=False)
-
-    def sampler_defaults(name):
-        if name not in SAMPLER_DEFAULTS:  # B switched off
-            return gr.Number(value=None), gr.Number(value=None, interactive=False), gr.Number(value=None,
-                                                                                              interactive=False)
-        d = SAMPLER_DEFAULTS[name]
-        return (gr.Number(value=d["step_size"], interactive=True),
-                gr.Number(value=d["noise"], interactive=d["noise"] is not None),
-                gr.Number(value=d["temperature"], interactive=d["temperature"] is not None))
-
-    sampler_a.input(sampler_defaults, sampler_a, [step_a, noise_a, temp_a], **ctl)
-    sampler_b.input(sampler_defaults, sampler_b, [step_b, noise_b, temp_b], **ctl)
-
-    preset_outputs = [landscape, start, steps, t_start, sampler_a, step_a, noise_a, temp_a, sampler_b, step_b,
-                      noise_b, temp_b]
-
-    def preset(land, start_, steps_, a, b, t0=20.0):
-        return [land, start_, steps_, t0, a[0], a[1], gr.Number(value=a[2], interactive=a[2] is not None),
-                gr.Number(value=a[3], interactive=a[3] is not None), b[0], b[1],
-                gr.Number(value=b[2], interactive=b[2] is not None), gr.Number(value=b[3], interactive=b[3] is not None)]
-
-    demo_anneal.click(lambda: preset("double_well", "first_mode", 600, ("mala", 0.005, None, 1.0),
-                                     ("annealed", 0.005, None, 1.0)), None, preset_outputs, **ctl)
-    demo_step.click(lambda: preset("gmm", "uniform", 400, ("mala", 0.005, None, 1.0), ("mala", 0.1, None, 1.0)),
-                    None, preset_outputs, **ctl)
-    demo_noise.click(lambda: preset("gmm", "uniform", 400, ("langevin", 0.002, 0.0632, None),
-                                    ("langevin", 0.002, 0.002, None)), None, preset_outputs, **ctl)
-    demo_hmc.click(lambda: preset("double_well", "first_mode", 300, ("mala", 0.005, None, 1.0),
-                                  ("hmc", 0.03, None, 1.0)), None, preset_outputs, **ctl)
-
-    # =====================================================================================================
-    # composition
-    @user_errors
-    def landscape_compose(session=None, term1="ring", weight1=1.0, term2="half_plane_up", weight2=1.0, term3="none",
-                          weight3=1.0):
-        """Compose E = Σ wᵢ Eᵢ from up to three landscapes (trained, double_well, ring, gmm,
-        half_plane_up, half_plane_right; 'none' to skip), keep it as this session's 'composed'
-        landscape and sample it (annealed MALA); returns the picture and a summary."""
-        st = mgr.state(session)
-        chosen = []
-        for i, (name, w) in enumerate(((term1, weight1), (term2, weight2), (term3, weight3)), 1):
-            if name in (None, "", "none"):
-                continue
-            if name not in LANDSCAPE_NAMES or name == "composed":
-                raise EBMError(f"unknown term {name!r}; choose one of: "
-                               f"{', '.join(v for _, v in TERM_CHOICES)}")
-            w = number(f"weight {i}", w, -10, 10)
-            energy, _, label = landscape_energy(st, name)
-            chosen.append((name, label, energy, w))
-        if not chosen:
-            raise EBMError("choose at least one term to compose")
-        composed = ebm_play.compose(*[(e, w) for _, _, e, w in chosen], names=[n for n, _, _, _ in chosen])
-        st.composed = composed
-        st.composed_label = " ".join(f"{'+' if w >= 0 else '−'} {abs(w):g}×{LANDSCAPE_NAMES[n]}"
-                                     for n, _, _, w in chosen).lstrip("+ ")
-        panel = 300
-        pics = []
-        with job_threads(1):
-            for name, label, e, w in chosen:
-                xs, ys, E = L.energy_grid(e, GRID_RES)
-                img = V.background(xs, ys, E, size=panel)
-                V.label(img, f"{w:g} × {LANDSCAPE_NAMES[name]}")
-                pics.append(img)
-            xs, ys, E = L.energy_grid(composed, GRID_RES)
-            g = make_generator(0, torch.device("cpu"))
-            x0 = torch.rand(300, 2, generator=g) * 2 - 1
-            res = ebm_play.samplers.run("annealed", composed, x0, 400, generator=g, base="mala", t_start=20.0,
-                                        t_end=1.0, step_size=0.005, bounds=L.BOUNDS)
-        total = V.compose_frame(V.background(xs, ys, E, size=panel), particles=res.x.numpy(), particle_color="a",
-                                text="= sum (+ samples)")
-        strip = pics[0]
-        for p in [*pics[1:], total]:
-            strip = V.side_by_side(strip, p)
-        info = {"composed": st.composed_label, "terms": [{"landscape": n, "weight": w} for n, _, _, w in chosen],
-                "energy_min": round(float(E.min()), 4), "sample_mean_energy": round(float(res.energy.mean()), 4),
-                "accept_rate": None if res.accept_rate is None else round(res.accept_rate, 4)}
-        return strip, info
-
-    compose_btn.click(landscape_compose, [session, *terms], [compose_img, compose_json], api_name="landscape_compose",
-                      concurrency_limit=2, concurrency_id="compute", preprocess=False)
-
-    # =====================================================================================================
-    # GIF export
-    @user_errors
-    def landscape_gif(session=None, what="training"):
-        """An animated GIF of this session's training run ('training') or last sampling run ('sampling')."""
-        st = mgr.state(session)
-        folder = Path(registry.tmp) / st.id
-        folder.mkdir(parents=True, exist_ok=True)
-        frames: list[Image.Image] = []
-        with job_threads(1):
-            if what == "training":
-                run = st.run
-                if run is None or not run.snapshots:
-                    raise EBMError("no training run to animate: press Play first")
-                xs, ys = run.view.xs, run.view.ys
-                data = run.view.data
-                for step, E, buf in list(run.snapshots):
-                    bg = V.background(xs, ys, E.astype(np.float32), size=GIF_SIZE, contours=8)
-                    frames.append(V.compose_frame(bg, data=data, buffer=buf, text=f"step {step}"))
-            elif what == "sampling":
-                s = st.sampling
-                if s is None:
-                    raise EBMError("no sampling run to animate: press Sample first")
-                for k, xs_ in s["frames"]:
-                    pics = [V.compose_frame(s["bg"], particles=x, particle_color=side.lower(),
-                                            text=f"{side} · step {k}") for side, x in zip(s["sides"], xs_)]
-                    frames.append(pics[0] if len(pics) == 1 else V.side_by_side(*pics))
-            else:
-                raise EBMError("what must be 'training' or 'sampling'")
-        for old in folder.glob("landscape-*.gif"):
-            old.unlink(missing_ok=True)
-        return V.save_gif(frames, folder / f"landscape-{what}-{secrets.token_hex(3)}.gif", fps=8)
-
-    gif_btn.click(landscape_gif, [session, gif_what], gif_file, api_name="landscape_gif", concurrency_limit=2,
-                  concurrency_id="compute", preprocess=False)
-
-    return {"manager": mgr, "poll": poll, "canvas": canvas}
+def create_tab(pg: Playground, session: gr.BrowserState) -> dict:
+    """Lay out the Landscape tab and wire its events; returns what the app wires to (``poll``: the
+    inputs and outputs of the view's refresh, for the page load)."""
+    gr.Markdown(INTRO)
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            c = _train_column()
+        with gr.Column(scale=2):
+            v = _train_view()
+    poll_inputs, view = _wire_train(pg, session, c, v)
+    _wire_sample(pg, session, _sample_section(), _compose_section())
+    return {"poll": (poll_inputs, view)}

@@ -1,5 +1,5 @@
 """Pictures of 2-D landscapes for the Landscape tab: heat map with contour lines, particles and
-force arrows, and GIFs.
+force arrows, a run's canvas, the chart of its energies, composition strips and GIFs.
 
 The plot fills the whole picture (no margins, no axes): pixel (px, py) of a ``size``² picture is the
 point x = −1 + 2·px/size, y = 1 − 2·py/size, so a click on the picture maps straight to the plane
@@ -18,7 +18,10 @@ from pathlib import Path
 import contourpy
 import matplotlib
 import numpy as np
+import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
+
+from .common import thin
 
 SIZE = 520
 CMAP = "viridis"  # low energy (data-like) = dark valleys, high energy = bright
@@ -32,6 +35,9 @@ COLORS = {
     "b": (236, 72, 153),
     "custom": (255, 255, 255),
 }
+BLANK = (30, 27, 75)  # the canvas before there is a landscape to show
+CURVES = {"e_real": "E(data)", "e_fake": "E(negatives)", "loss": "loss"}
+CURVE_COLORS = {"E(data)": (37, 99, 235), "E(negatives)": (249, 115, 22), "loss": (100, 116, 139)}
 _LUT = (matplotlib.colormaps[CMAP](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
 
 
@@ -237,3 +243,66 @@ def line_chart(series: dict[str, tuple[np.ndarray, np.ndarray]], colors: dict[st
     if title:
         draw.text((right - draw.textlength(title, font=font), 2), title, fill=(71, 85, 105), font=font)
     return img
+
+
+# --- what the tab shows ----------------------------------------------------------------------------
+def run_picture(view, show, state: str, data=None) -> Image.Image:
+    """The canvas for a run's published view (``ebm_play.runs.LandscapeView``) with the layers in
+    ``show``; ``data`` replaces the view's points (points clicked since its last update)."""
+    bg = background(view.xs, view.ys, view.E, contours=12 if "contours" in show else 0)
+    arrows = None
+    if "arrows" in show and view.forces is not None:
+        fx, fy, fE, dE = view.forces
+        arrows = force_arrows(fx, fy, dE, E=fE)
+    text = f"step {view.step:,}" + ("" if state == "running" else f" · {state}")
+    return compose_frame(bg, data=(view.data if data is None else data) if "data" in show else None,
+                         buffer=view.buffer if "buffer" in show else None,
+                         fresh=view.fresh if "fresh" in show else None, arrows=arrows, text=text)
+
+
+def preview(points, text: str) -> Image.Image:
+    """The canvas without a run: a data set (or clicked points) on a blank square."""
+    return compose_frame(Image.new("RGB", (SIZE, SIZE), BLANK), data=points, text=text)
+
+
+def energy_curves(history: list[dict]) -> Image.Image:
+    """E(data), E(negatives) and the loss against the step, each the mean of 10 steps (one
+    contrastive-divergence step is noisy)."""
+    smooth = {k: pd.Series([r[k] for r in history], dtype="float64").rolling(10, min_periods=1).mean().tolist()
+              for k in CURVES}
+    rows = thin([{"step": r["step"], **{k: smooth[k][i] for k in CURVES}} for i, r in enumerate(history)], 300)
+    x = np.array([r["step"] for r in rows])
+    return line_chart({label: (x, np.array([r[k] for r in rows])) for k, label in CURVES.items()}, CURVE_COLORS,
+                      title="mean of 10 steps")
+
+
+def composition(terms: list[tuple[tuple, str]], total: tuple, samples: np.ndarray, size: int = 300) -> Image.Image:
+    """Each term's landscape ((xs, ys, E), caption), then their sum with samples on it, in a row."""
+    pics = []
+    for grid, caption in terms:
+        img = background(*grid, size=size)
+        label(img, caption)
+        pics.append(img)
+    pics.append(compose_frame(background(*total, size=size), particles=samples, particle_color="a",
+                              text="= sum (+ samples)"))
+    strip = pics[0]
+    for p in pics[1:]:
+        strip = side_by_side(strip, p)
+    return strip
+
+
+def training_frames(snapshots, xs, ys, data, size: int = 300) -> list[Image.Image]:
+    """GIF frames of a training run: its snapshots (step, energy grid, buffer particles)."""
+    return [compose_frame(background(xs, ys, E.astype(np.float32), size=size, contours=8), data=data, buffer=buf,
+                          text=f"step {step:,}") for step, E, buf in snapshots]
+
+
+def sampling_frames(grid: tuple, frames, sides: list[str], size: int = 300) -> list[Image.Image]:
+    """GIF frames of a comparison: each kept state of every side, side by side."""
+    bg = background(*grid, size=size)
+    out = []
+    for k, states in frames:
+        pics = [compose_frame(bg, particles=x.astype(np.float32), particle_color=side.lower(), text=f"{side} · step {k}")
+                for side, x in zip(sides, states)]
+        out.append(pics[0] if len(pics) == 1 else side_by_side(*pics))
+    return out

@@ -21,6 +21,7 @@ from .errors import EBMError
 from .images import grid
 from .recording import Recording, RecordStore
 
+
 def grid_layout(chains: int) -> tuple[int, int]:
     """(columns, scale) so a grid stays around 400–900 pixels wide whatever the number of chains."""
     cols = max(1, math.ceil(math.sqrt(chains)))
@@ -86,7 +87,7 @@ def write_gif(images: list[Image.Image], path: str | Path, fps: float = 10.0) ->
 
 def video_available() -> bool:
     try:
-        import av  # noqa: F401
+        import av
     except ImportError:
         return False
     return True

@@ -2,8 +2,17 @@ import pytest
 import torch
 
 import ebm_play
-from ebm_play.composition import (ClassEnergy, ComposedEnergy, Expert, InkEnergy, SketchEnergy, SymmetryEnergy,
-                                  build_energy, compose, evaluations)
+from ebm_play.composition import (
+    ClassEnergy,
+    ComposedEnergy,
+    Expert,
+    InkEnergy,
+    SketchEnergy,
+    SymmetryEnergy,
+    build_energy,
+    compose,
+    evaluations,
+)
 from ebm_play.errors import EBMError
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_recording import fake_recording
 
 import ebm_play
 from ebm_play import media, recording
-from test_recording import fake_recording
 
 
 def test_recorder_and_every_export_format(tmp_path):

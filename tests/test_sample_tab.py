@@ -76,15 +76,18 @@ def test_a_run_streams_frames_and_is_kept_for_scrubbing_and_downloads(pg):
         P.sample_files(pg, "no-such-record", 5)
 
 
-def test_play_ticks_through_the_frames_and_stops_at_the_last(pg):
-    record = run(pg, steps=4, frames=3)[2]["record"]  # frames at steps 0, 2, 4
-    timer, _slider = P.play(pg, record, 4)
-    assert timer.active is True
-    timer, step, _grid, status = P.tick(pg, record, 0)
-    assert step == 2 and status.startswith("frame 2 of 3")
-    timer, step, _grid, _status = P.tick(pg, record, 2)
-    assert step == 4 and timer.active is False  # the last frame: the timer goes off by itself
-    assert P.tick(pg, "gone", 0)[0].active is False and P.pause(pg).active is False
+def test_play_ticks_through_the_frames_in_time_and_stops_at_the_last(pg):
+    record = run(pg, steps=8, frames=5)[2]["record"]  # frames at steps 0, 2, 4, 6, 8
+    timer, _slider, clock = P.play(pg, record, 8)
+    assert timer.active is True and isinstance(clock, float)
+    _timer, step, _grid, status, clock = P.tick(pg, record, 0, 10, time.monotonic())
+    assert step == 2 and status.startswith("frame 2 of 5")  # on time: the next frame
+    timer, step, _grid, _status, _clock = P.tick(pg, record, 2, 10, clock - 0.2)
+    assert step == 6 and timer == gr.skip()  # 0.2 s late at 10 frames/s: two frames on, still playing
+    timer, step, _grid, _status, _clock = P.tick(pg, record, 6, 10, clock)
+    assert step == 8 and timer.active is False  # the last frame: the timer goes off by itself
+    assert P.tick(pg, record, 8, 10, clock)[0].active is False
+    assert P.tick(pg, "gone", 0, 10, None)[0].active is False and P.pause(pg).active is False
 
 
 def test_samplers_are_offered_only_for_the_models_they_apply_to(pg, tmp_path):
@@ -139,6 +142,8 @@ def test_start_from_a_drawing_on_the_pad(pg, tmp_path):
     assert P.digit_of(None) is None and P.digit_of({"background": None, "layers": [], "composite": None}) is None
     with pytest.raises(EBMError, match="draw a digit on the pad"):
         run(pg, start="image", start_image={"id": "strokes1"})  # nothing under that id any more
+    with pytest.raises(EBMError, match="must be sent as an uploaded file"):
+        run(pg, start="image", start_image=png)  # a path typed by a caller is never opened
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -35,7 +35,7 @@ from ebm_play.playground import TRAINED_MODEL, Playground
 from ebm_play.recording import MAX_FRAMES, ChainJob, Recording
 
 from . import playback as P
-from .boundary import PRIVATE, AnySession, Choice, Flag, Json, Number, Picture, Text, Whole, endpoint, on
+from .boundary import AnySession, Choice, Flag, Json, Number, Picture, Text, Whole, endpoint, on
 from .common import fmt
 
 COMPOSED = types.SimpleNamespace(kind="composed", info={})  # any composed energy, for its sampler settings
@@ -95,7 +95,7 @@ def _compose(pg: Playground, session=None, experts=None, sketch=None, sampler="l
 
 
 @endpoint(**SPECS)
-@functools.wraps(_compose)
+@P.like(_compose)
 def compose(pg: Playground, *args, **kwargs):
     for recorder, result in _compose(pg, *args, **kwargs):
         x = recorder.latest if result is None else recorder.rec.x
@@ -103,7 +103,7 @@ def compose(pg: Playground, *args, **kwargs):
 
 
 @endpoint(**SPECS)
-@functools.wraps(_compose)
+@P.like(_compose)
 def compose_page(pg: Playground, *args, **kwargs):
     """/compose for the page: also the status line, the record and the slider."""
     for recorder, result in _compose(pg, *args, **kwargs):
@@ -237,7 +237,7 @@ def _row(r: dict, key: str, label: str, control=None, **check) -> None:
     """One expert: a switch with its name, its own setting (if any) and its weight."""
     d = r["defaults"]
     with gr.Row(equal_height=True):
-        r[f"{key}_on"] = gr.Checkbox(d[f"{key}_on"], label=label, min_width=170, scale=2 if control else 5, **check)
+        r[f"{key}_on"] = gr.Checkbox(d[f"{key}_on"], label=label, min_width=150, scale=2 if control else 4, **check)
         if control is not None:
             name, make = control
             r[name] = make()
@@ -257,7 +257,7 @@ def _experts(pg: Playground) -> dict:
         _row(r, "b", "another digit", ("b_label", lambda: gr.Dropdown(digits, value=d["b_label"], **pick)),
              interactive=bool(jems))
         _row(r, "ink", "ink amount", ("ink_t", lambda: gr.Slider(0.02, 0.5, d["ink_t"], step=0.01, min_width=120,
-                                                                scale=2, label="target (MNIST ≈ 0.12)")))
+                                                                scale=2, label="target (MNIST 0.12)")))
         _row(r, "sym", "left–right symmetry")
         _row(r, "sk", "close to the sketch (pad below)")
     r["jem"] = gr.Dropdown(jems, value=d["jem"], label="JEM model for the class experts", visible=len(jems) > 1)
@@ -292,7 +292,7 @@ def _view(pg: Playground) -> dict:
                               elem_id="compose-status", elem_classes="ebm-status")
     with gr.Row():
         v["grid"] = gr.Image(type="filepath", format="png", height=320, interactive=False, scale=2, min_width=240,
-                             show_label=False, elem_classes="ebm-grid", elem_id="compose-grid", buttons=["download"])
+                             show_label=False, elem_classes="ebm-grid", elem_id="compose-grid", buttons=[])
         v["terms"] = gr.LinePlot(x="step", y="value", color="series", color_title="", y_title="wᵢ·Eᵢ",
                                  label="Each expert's weighted energy wᵢEᵢ (mean over chains) vs step",
                                  elem_id="compose-terms", scale=3, min_width=360)
@@ -320,10 +320,10 @@ def create_tab(pg: Playground, session: gr.BrowserState) -> dict:
     gr.Markdown("Add energies: **E(x) = Σ wᵢ Eᵢ(x)**. A positive weight asks for what an expert likes, a "
                 "negative one for what it dislikes; switch experts on and off, or start from a recipe.")
     with gr.Row():
-        with gr.Column(scale=5, min_width=440):
+        with gr.Column(scale=1, min_width=480):
             r = _experts(pg)
             c = _run_settings()
-        with gr.Column(scale=6):
+        with gr.Column(scale=1, min_width=480):
             v = _view(pg)
     _api(pg, session, c, v)
     pb, rows, kn = v["pb"], [r[k] for k in ROWS], c["knobs"]
@@ -335,12 +335,12 @@ def create_tab(pg: Playground, session: gr.BrowserState) -> dict:
                     v["status"], record, pb.slider, v["spec"], v["json"]], concurrency_limit=2, concurrency_id="compute")
         on(loaded.success, P.show_files, pg, [record, c["fps"]], pb.downloads, **media)
     for trigger in (c["sampler"].input, kn[5].input):
-        on(trigger, compose_knobs, pg, [c["sampler"], kn[5]], [c["sampler"], c["steps"], *kn], queue=False, **PRIVATE)
+        on(trigger, compose_knobs, pg, [c["sampler"], kn[5]], [c["sampler"], c["steps"], *kn], queue=False, **P.QUIET)
     started = on(c["run"].click, compose_start, pg, rows, [v["spec"], pb.timer, pb.slider, *pb.downloads, v["terms"]],
-                 queue=False, **PRIVATE)
+                 queue=False, **P.QUIET)
     run = on(started.then, compose_page, pg, [session, v["spec"], r["pad"], c["sampler"], c["steps"], *kn[:3],
              c["chains"], c["seed"], c["frames"], *kn[3:]], [v["grid"], v["terms"], v["status"], v["json"], record,
              pb.slider], show_progress="minimal", concurrency_limit=2, concurrency_id="compute")
     P.wire(pg, pb, record, c["fps"], v["grid"], v["status"], run)
-    on(c["stop"].click, compose_stop, pg, session, None, queue=False, **PRIVATE)
+    on(c["stop"].click, compose_stop, pg, session, None, queue=False, **P.QUIET)
     return {"refresh": ([session], [r["m1"], r["m2"], r["jem"]])}

@@ -8,7 +8,9 @@ recorded frames, play/pause on a ``gr.Timer`` that is on only while playing, the
 
 from __future__ import annotations
 
+import inspect
 import math
+import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +21,18 @@ import pandas as pd
 import torch
 
 import ebm_play
-from ebm_play import settings
+from ebm_play import EBMError, settings
 from ebm_play.media import chain_grid, export
 from ebm_play.playground import Playground
 from ebm_play.recording import MAX_FRAMES, ChainJob, Recorder, Recording
 
 from . import draw
-from .boundary import PRIVATE, Choice, Number, Text, Whole, endpoint, on
+from .boundary import PRIVATE, Choice, Kept, Number, Text, Whole, endpoint, on
 from .common import fmt, picture, thin
 
+# Quiet events show no progress on their outputs (without show_progress_on=[] Gradio 6 still puts a
+# running clock on them, e.g. on the status line at every playback tick).
+QUIET = {**PRIVATE, "show_progress_on": []}
 MAX_CHAINS = 256
 MAX_STEPS = 5000
 PLOT_CHAINS = 16  # chains drawn as their own line in the energy plot
@@ -97,9 +102,13 @@ def pad(**kw) -> gr.Sketchpad:
 
 
 def read_picture(value):
-    """The picture in a raw picture input (a pad's strokes, an upload, an API file), or None if empty."""
+    """The picture in a raw picture input (a pad's strokes, an upload, an API file), or None if empty.
+    A bare string is refused, not opened: pages and clients send files as file data, whose paths
+    gradio has checked, and a path typed by a caller could name any file on the server."""
     if value is None or value == "":
         return None
+    if isinstance(value, str):
+        raise EBMError("a picture must be sent as an uploaded file (gradio_client: handle_file(path))")
     blob = value.get("id") if isinstance(value, dict) else None
     holder = next((p for p in list(PADS) if blob is not None and blob in p.blob_storage), None)
     background, layers, composite = draw.editor_parts(holder, value)
@@ -121,6 +130,15 @@ def stream(pg: Playground, key: tuple, job: ChainJob):
         yield from job.snapshots()
     finally:
         pg.jobs.end(key, job)
+
+
+def like(fn):
+    """Give the decorated function ``fn``'s parameters, and its docstring if it has none (a page and
+    an API variant of one endpoint: their names stay their own)."""
+    def give(g):
+        g.__signature__, g.__doc__ = inspect.signature(fn), g.__doc__ or fn.__doc__
+        return g
+    return give
 
 
 def grid_file(x: torch.Tensor) -> str:
@@ -250,6 +268,7 @@ class Playback:
     pause: gr.Button
     downloads: list[gr.DownloadButton]
     timer: gr.Timer
+    clock: gr.State  # when the last frame was shown (for :func:`tick`)
 
 
 def controls(prefix: str) -> Playback:
@@ -262,7 +281,7 @@ def controls(prefix: str) -> Playback:
     with gr.Row():
         downloads = [gr.DownloadButton(text, visible=False, size="sm", elem_id=f"{prefix}-{key}")
                      for key, text in zip(FILES, ("GIF", "MP4", "PNG (final grid)", "Tensors (.npz)"))]
-    return Playback(slider, play, pause, downloads, gr.Timer(0.1, active=False))
+    return Playback(slider, play, pause, downloads, gr.Timer(0.1, active=False), gr.State(None))
 
 
 def cleared() -> tuple:
@@ -315,10 +334,11 @@ def scrub(pg: Playground, record, step) -> tuple:
 
 @endpoint(record=RECORD, step=STEP)
 def play(pg: Playground, record, step) -> tuple:
+    """Start the timer (from the first frame if at the end); the clock that :func:`tick` keeps time by."""
     i, rec = _frame(pg, record, step)
     if rec is None:
-        return gr.skip(), gr.skip()
-    return gr.Timer(active=True), (0 if i >= len(rec.frame_at) - 1 else gr.skip())
+        return gr.skip(), gr.skip(), gr.skip()
+    return gr.Timer(active=True), (0 if i >= len(rec.frame_at) - 1 else gr.skip()), time.monotonic()
 
 
 @endpoint()
@@ -326,19 +346,23 @@ def pause(pg: Playground) -> gr.Timer:
     return gr.Timer(active=False)
 
 
-@endpoint(record=RECORD, step=STEP)
-def tick(pg: Playground, record, step) -> tuple:
-    """The next frame; the timer goes off at the last one (it never turns itself on: a Pause may have
-    come in meanwhile)."""
+@endpoint(record=RECORD, step=STEP, fps=FPS, clock=Kept())
+def tick(pg: Playground, record, step, fps, clock) -> tuple:
+    """The frame due now at ``fps`` frames per second since the last tick (frames are skipped when
+    ticks come late, so playback keeps time on a busy server); the timer goes off at the last frame
+    (it never turns itself on: a Pause may have come in meanwhile)."""
+    off, skip = gr.Timer(active=False), gr.skip()
     i, rec = _frame(pg, record, step)
     if rec is None:
-        return gr.Timer(active=False), gr.skip(), gr.skip(), gr.skip()
-    nxt = i + 1 if rec.frame_at[i] <= (step or 0) else i
-    if nxt >= len(rec.frame_at):
-        return gr.Timer(active=False), gr.skip(), gr.skip(), gr.skip()
-    last = nxt == len(rec.frame_at) - 1
-    return (gr.Timer(active=False) if last else gr.skip(), rec.frame_at[nxt], grid_file(rec.frames[nxt]),
-            status_at(rec, nxt))
+        return off, skip, skip, skip, None
+    now, last = time.monotonic(), len(rec.frame_at) - 1
+    current = i if rec.frame_at[i] <= (step or 0) else i - 1
+    if current >= last:
+        return off, skip, skip, skip, None
+    due = max(1, round((now - clock) * fps)) if isinstance(clock, float) else 1
+    nxt = min(current + due, last)
+    return (off if nxt == last else skip, rec.frame_at[nxt], grid_file(rec.frames[nxt]), status_at(rec, nxt),
+            now)
 
 
 @endpoint(fps=FPS)
@@ -350,12 +374,12 @@ def wire(pg: Playground, pb: Playback, record_box, fps, grid_img, status, run_ev
     """Connect the controls to the recording whose id is in ``record_box``."""
     media = dict(concurrency_limit=2, concurrency_id="media")
     on(run_event.success, show_files, pg, [record_box, fps], pb.downloads, **media)
-    on(fps.release, show_files, pg, [record_box, fps], pb.downloads, **PRIVATE, **media)
+    on(fps.release, show_files, pg, [record_box, fps], pb.downloads, **QUIET, **media)
     on(pb.slider.input, scrub, pg, [record_box, pb.slider], [grid_img, status], trigger_mode="always_last",
-       concurrency_limit=None, **PRIVATE)
-    on(pb.play.click, play, pg, [record_box, pb.slider], [pb.timer, pb.slider], **PRIVATE)
-    on(pb.pause.click, pause, pg, None, pb.timer, queue=False, **PRIVATE)
-    on(pb.timer.tick, tick, pg, [record_box, pb.slider], [pb.timer, pb.slider, grid_img, status],
-       concurrency_limit=None, **PRIVATE)
-    on(fps.change, set_fps, pg, fps, pb.timer, queue=False, **PRIVATE)
+       concurrency_limit=None, **QUIET)
+    on(pb.play.click, play, pg, [record_box, pb.slider], [pb.timer, pb.slider, pb.clock], **QUIET)
+    on(pb.pause.click, pause, pg, None, pb.timer, queue=False, **QUIET)
+    on(pb.timer.tick, tick, pg, [record_box, pb.slider, fps, pb.clock], [pb.timer, pb.slider, grid_img, status,
+       pb.clock], concurrency_limit=None, **QUIET)
+    on(fps.change, set_fps, pg, fps, pb.timer, queue=False, **QUIET)
 

@@ -23,7 +23,6 @@ Endpoints (gradio_client names):
 
 from __future__ import annotations
 
-import functools
 import weakref
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from ebm_play.recording import MAX_FRAMES, STARTS, ChainJob, start_chains
 from ebm_play.runtime import job_threads
 
 from . import playback as P
-from .boundary import PRIVATE, AnySession, Choice, File, Flag, Picture, Text, Whole, endpoint, on
+from .boundary import AnySession, Choice, File, Flag, Picture, Text, Whole, endpoint, on
 from .common import fmt, picture
 
 LONG_RUN_STEPS = 2000
@@ -110,7 +109,7 @@ def _chains(pg: Playground, session=None, sampler="langevin", steps=60, step_siz
 
 
 @endpoint(**SPECS)
-@functools.wraps(_chains)
+@P.like(_chains)
 def sample(pg: Playground, *args, **kwargs):
     for recorder, marker, result in _chains(pg, *args, **kwargs):
         x = recorder.latest if result is None else recorder.rec.x
@@ -118,7 +117,7 @@ def sample(pg: Playground, *args, **kwargs):
 
 
 @endpoint(**SPECS)
-@functools.wraps(_chains)
+@P.like(_chains)
 def sample_page(pg: Playground, *args, **kwargs):
     """/sample for the page: also the acceptance plot, the status line, the record and the slider."""
     for recorder, marker, result in _chains(pg, *args, **kwargs):
@@ -241,7 +240,7 @@ def _view_column() -> dict:
                               elem_classes="ebm-status")
     with gr.Row():
         v["grid"] = gr.Image(type="filepath", format="png", height=340, interactive=False, scale=2, min_width=240,
-                             show_label=False, elem_classes="ebm-grid", elem_id="sample-grid", buttons=["download"])
+                             show_label=False, elem_classes="ebm-grid", elem_id="sample-grid", buttons=[])
         with gr.Column(scale=3, min_width=360):
             v["energy"] = gr.LinePlot(x="step", y="value", color="series", color_title="", y_title="energy",
                                       label="Energy of each chain vs step (grey) and the mean", elem_id="sample-energy")
@@ -299,22 +298,22 @@ def create_tab(pg: Playground, session: gr.BrowserState) -> dict:
     record, pb = _api(pg, session, c, v), v["pb"]
     knob_out = [c["sampler"], c["steps"], *c["knobs"], c["label"]]
     page = [session, c["model"], c["sampler"], c["knobs"][5], c["model_file"]]
-    on(c["model"].input, choose_model, pg, page, knob_out, **PRIVATE)
+    on(c["model"].input, choose_model, pg, page, knob_out, **P.QUIET)
     for trigger in (c["sampler"].input, c["knobs"][5].input, c["model_file"].upload, c["model_file"].clear):
-        on(trigger, knobs, pg, page, knob_out, **PRIVATE)
+        on(trigger, knobs, pg, page, knob_out, **P.QUIET)
     on(c["long"].input, long_toggle, pg, [c["long"], session, c["model"], c["sampler"], c["model_file"]],
-       [c["steps"], c["frames"]], **PRIVATE)
-    on(c["start"].change, show_pad, pg, c["start"], c["pad"], queue=False, **PRIVATE)
+       [c["steps"], c["frames"]], **P.QUIET)
+    on(c["start"].change, show_pad, pg, c["start"], c["pad"], queue=False, **P.QUIET)
 
     run_inputs = [session, c["sampler"], c["steps"], *c["knobs"][:3], c["chains"], c["seed"], c["start"], c["pad"],
                   c["label"], c["frames"], c["knobs"][3], c["knobs"][4], c["knobs"][5], c["model"], c["model_file"]]
     cleared = on(c["run"].click, P.reset, pg, None, [pb.timer, pb.slider, *pb.downloads, v["energy"]], queue=False,
-                 **PRIVATE)
+                 **P.QUIET)
     run = on(cleared.then, sample_page, pg, run_inputs,
              [v["grid"], v["energy"], v["accept"], v["status"], v["json"], record, pb.slider],
              show_progress="minimal", concurrency_limit=2, concurrency_id="compute")
     P.wire(pg, pb, record, c["fps"], v["grid"], v["status"], run)
-    on(c["stop"].click, sample_stop, pg, session, None, queue=False, **PRIVATE)
+    on(c["stop"].click, sample_stop, pg, session, None, queue=False, **P.QUIET)
     on(s["run"].click, score, pg, [session, s["image"]], [s["energy"], s["view"], s["note"]], api_name="score",
        concurrency_limit=2, concurrency_id="compute")
     return {"refresh": ([session, c["sampler"], c["model_file"]], [c["model"], *knob_out])}

@@ -14,7 +14,6 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
-from gradio.components.image_editor import EditorDataBlobs
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -25,6 +24,7 @@ from ebm_play import EBMError, media
 from ebm_play.playground import Playground
 from ui import playback as P
 from ui import sample_tab as S
+from ui.canvas_pad import data_url
 
 
 def chain_threads() -> int:
@@ -130,19 +130,17 @@ def test_start_from_the_replay_buffer_of_the_sessions_run(pg):
 
 def test_start_from_a_drawing_on_the_pad(pg, tmp_path):
     png = digit_png(tmp_path / "digit.png")
-    pad = P.pad(render=False)
-    with open(png, "rb") as f:
-        pad.blob_storage["strokes1"] = EditorDataBlobs(background=None, layers=[], composite=f.read())
-    result = run(pg, start="image", start_image={"id": "strokes1"}, steps=0)[2]
-    assert "strokes1" not in pad.blob_storage  # taken, as gradio's own preprocessing would
+    big = Image.open(png).resize((280, 280))
+    result = run(pg, start="image", start_image=data_url(big), steps=0)[2]  # what the page's canvas pad sends
     x = pg.records.get(result["record"]).x
-    assert torch.allclose(x[0], ebm_play.preprocess(png)[0], atol=1e-6)
-    editor = {"background": None, "layers": [], "composite": {"path": png}}
-    assert torch.equal(P.digit_of(editor), ebm_play.preprocess(png))
-    assert P.digit_of(None) is None and P.digit_of({"background": None, "layers": [], "composite": None}) is None
+    assert torch.equal(x, ebm_play.preprocess(big).repeat(2, 1, 1, 1))  # 0 steps: the drawing itself
+    editor = {"background": None, "layers": [], "composite": {"path": png}}  # an API caller's editor value
+    assert torch.equal(P.digit_of(editor), ebm_play.preprocess(png)) and P.digit_of(None) is None
     with pytest.raises(EBMError, match="draw a digit on the pad"):
-        run(pg, start="image", start_image={"id": "strokes1"})  # nothing under that id any more
-    with pytest.raises(EBMError, match="must be sent as an uploaded file"):
+        run(pg, start="image", start_image="")  # an empty pad
+    with pytest.raises(EBMError, match="the image is empty"):
+        run(pg, start="image", start_image=data_url(Image.new("RGB", (280, 280))))  # a cleared, black pad
+    with pytest.raises(EBMError, match=r"expected a picture \(data:image"):
         run(pg, start="image", start_image=png)  # a path typed by a caller is never opened
 
 

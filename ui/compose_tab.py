@@ -262,7 +262,7 @@ def _experts(pg: Playground) -> dict:
         _row(r, "sk", "close to the sketch (pad below)")
     r["jem"] = gr.Dropdown(jems, value=d["jem"], label="JEM model for the class experts", visible=len(jems) > 1)
     with gr.Accordion("Sketch pad (for the sketch expert)", open=False):
-        r["pad"] = P.pad(label="Sketch", height=240, canvas_size=(280, 280), type="numpy", image_mode="RGBA")
+        r["pad"] = P.pad("compose-sketch", "Sketch")
     return r
 
 

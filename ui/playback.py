@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import math
 import time
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +20,14 @@ import pandas as pd
 import torch
 
 import ebm_play
-from ebm_play import EBMError, settings
+from ebm_play import settings
 from ebm_play.media import chain_grid, export
 from ebm_play.playground import Playground
 from ebm_play.recording import MAX_FRAMES, ChainJob, Recorder, Recording
 
 from . import draw
 from .boundary import PRIVATE, Choice, Kept, Number, Text, Whole, endpoint, on
+from .canvas_pad import canvas_pad, read_data_url
 from .common import fmt, picture, thin
 
 # Quiet events show no progress on their outputs (without show_progress_on=[] Gradio 6 still puts a
@@ -91,27 +91,21 @@ def knob_values(model, sampler: str, base: str | None = None) -> tuple:
 
 
 # --- pictures from pads and uploads ----------------------------------------------------------------------
-PADS: weakref.WeakSet = weakref.WeakSet()  # the tabs' sketch pads: a page sends a drawing as {"id": …} of strokes one holds
-
-
-def pad(**kw) -> gr.Sketchpad:
-    """A sketch pad whose drawings :func:`read_picture` can find."""
-    p = gr.Sketchpad(**kw)
-    PADS.add(p)
-    return p
+def pad(elem_id: str, label: str) -> gr.HTML:
+    """A drawing pad (:mod:`ui.canvas_pad`: its value is a PNG data URL, read only by the events
+    that need the drawing)."""
+    return canvas_pad(elem_id, label, draw.CANVAS, draw.BRUSH_SIZE, max_bytes=draw.MAX_UPLOAD_BYTES)
 
 
 def read_picture(value):
-    """The picture in a raw picture input (a pad's strokes, an upload, an API file), or None if empty.
-    A bare string is refused, not opened: pages and clients send files as file data, whose paths
-    gradio has checked, and a path typed by a caller could name any file on the server."""
+    """The picture in a raw picture input, or None if empty: a pad's PNG data URL, an uploaded file
+    (an API caller's file data, whose path gradio has checked) or an image editor value. Any other
+    string is refused, never opened as a path: a caller could name any file on the server."""
     if value is None or value == "":
         return None
     if isinstance(value, str):
-        raise EBMError("a picture must be sent as an uploaded file (gradio_client: handle_file(path))")
-    blob = value.get("id") if isinstance(value, dict) else None
-    holder = next((p for p in list(PADS) if blob is not None and blob in p.blob_storage), None)
-    background, layers, composite = draw.editor_parts(holder, value)
+        return read_data_url(value, "picture", draw.MAX_UPLOAD_BYTES)
+    background, layers, composite = draw.editor_parts(None, value)
     return composite or draw.flatten(background, layers)
 
 

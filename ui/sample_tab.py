@@ -195,8 +195,8 @@ def long_toggle(pg: Playground, long, session, model, sampler, upload) -> tuple:
 
 
 @endpoint(start=Choice(STARTS))
-def show_pad(pg: Playground, start) -> gr.Sketchpad:
-    return gr.Sketchpad(visible=start == "image")
+def show_pad(pg: Playground, start) -> gr.Column:
+    return gr.Column(visible=start == "image")
 
 
 # --- layout and wiring -------------------------------------------------------------------------------
@@ -222,8 +222,8 @@ def _settings_column(pg: Playground) -> dict:
         c["chains"] = gr.Slider(1, P.MAX_CHAINS, 16, step=1, label="Chains")
         c["seed"] = gr.Number(0, precision=0, label="Seed", min_width=90)
     c["start"] = gr.Radio(START_LABELS, value="uniform", label="Start from")
-    c["pad"] = P.pad(label="Start image: draw a digit (or upload)", sources=["upload"], height=260,
-                     canvas_size=(280, 280), visible=False, type="numpy", image_mode="RGBA")
+    with gr.Column(visible=False) as c["pad_box"]:  # (shown through its column: a gr.HTML update loses its props)
+        c["pad"] = P.pad("sample-start-pad", "Start image: draw a digit (or upload)")
     with gr.Accordion("Recording and downloads", open=False):
         c["frames"] = gr.Slider(2, MAX_FRAMES, FRAMES, step=1, label="Frames recorded",
                                 info="evenly spaced over the run; the GIF and MP4 have this many")
@@ -303,7 +303,7 @@ def create_tab(pg: Playground, session: gr.BrowserState) -> dict:
         on(trigger, knobs, pg, page, knob_out, **P.QUIET)
     on(c["long"].input, long_toggle, pg, [c["long"], session, c["model"], c["sampler"], c["model_file"]],
        [c["steps"], c["frames"]], **P.QUIET)
-    on(c["start"].change, show_pad, pg, c["start"], c["pad"], queue=False, **P.QUIET)
+    on(c["start"].change, show_pad, pg, c["start"], c["pad_box"], queue=False, **P.QUIET)
 
     run_inputs = [session, c["sampler"], c["steps"], *c["knobs"][:3], c["chains"], c["seed"], c["start"], c["pad"],
                   c["label"], c["frames"], c["knobs"][3], c["knobs"][4], c["knobs"][5], c["model"], c["model_file"]]

@@ -84,7 +84,9 @@ def build_app(device: str | None = None, max_runs: int | None = None) -> gr.Bloc
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
         session = gr.BrowserState(None, storage_key="ebm_play_session")
         parts = _layout(pg, session)
-        loaded = on(demo.load, on_load, pg, session, [session, parts["tabs"]])
+        # show_progress_on=[]: the Tabs must not join the page's loading-status table, or the page re-reads
+        # every component under them (each drawing pad included) on every status message of every event
+        loaded = on(demo.load, on_load, pg, session, [session, parts["tabs"]], show_progress_on=[])
         sample = (sample_tab.refresh, pg, *parts["sample"]["refresh"])
         on(loaded.then, *sample, **PRIVATE)
         on(loaded.then, train_tab.poll, pg, *parts["train"]["poll"], **PRIVATE)  # a reload finds its run

@@ -8,11 +8,13 @@ Composed energies are ordinary :class:`EnergyModel`s, so every sampler works on 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from . import validate
 from .api import score
 from .errors import EBMError
 from .models import EnergyModel, JEMEnergy, JEMEnsemble
@@ -155,3 +157,79 @@ def ensemble(jems: list[JEMEnergy], digits: torch.Tensor) -> JEMEnsemble:
         out.shift[i], out.scale[i] = e.mean(), e.std()
     out.check()
     return out.eval()
+
+
+# --- experts from a list of specs (the app's /compose, the Compose tab) --------------------------------
+EXPERT_KINDS = ("model", "class", "ink", "symmetry", "sketch")
+MAX_EXPERTS = 8
+MAX_WEIGHT = 10.0
+ModelOf = Callable[[str | None], tuple[nn.Module, str]]  # a model's name (None: the default) → (model, label)
+
+
+def _expert(i: int, e: dict, model_of: ModelOf, jem: str | None, sketch: torch.Tensor | None) \
+        -> tuple[nn.Module, str] | None:
+    """One expert spec → (energy, name); None for a sketch expert without a sketch that does not count."""
+    kind = e["expert"]
+    if kind == "model":
+        m, label = model_of(e.get("model") or None)
+        return m, label.split(" (")[0] + (" E(x)" if getattr(m, "has_classes", False) else "")
+    if kind == "class":
+        y = validate.whole(f"expert {i} class", e.get("label"), 0, 9)
+        key = e.get("model") or jem
+        if key is None:
+            raise EBMError("class experts need a JEM model, and none is loaded")
+        m, _ = model_of(key)
+        if not getattr(m, "has_classes", False):
+            raise EBMError(f"expert {i}: class experts need a JEM model; {key} is a {m.kind} model")
+        return ClassEnergy(m, y), f"{'an' if y == 8 else 'a'} {y}"
+    if kind == "ink":
+        t = validate.number(f"expert {i} ink target", e.get("target", 0.13), 0, 1)
+        return InkEnergy(t, validate.number(f"expert {i} ink scale", e.get("scale", 0.05), 1e-3, 1)), f"ink {t:g}"
+    if kind == "symmetry":
+        return SymmetryEnergy(), "symmetry"
+    if sketch is None:
+        if e["on"] and e["weight"] != 0:
+            raise EBMError("the sketch expert needs a sketch: draw on the pad (API: pass sketch=<image>)")
+        return None
+    return SketchEnergy(sketch), "sketch"
+
+
+def build_energy(experts, model_of: ModelOf, jem: str | None = None, sketch: torch.Tensor | None = None,
+                 device: str | torch.device = "cpu") -> tuple[ComposedEnergy, list[dict]]:
+    """A list of expert specs (from a page or an API caller) checked and built into a ComposedEnergy.
+    Each spec has ``expert`` (one of :data:`EXPERT_KINDS`), ``weight`` (±:data:`MAX_WEIGHT`), ``on``
+    (default true) and its own fields: ``model`` (a name for ``model_of``; for "class" the JEM, default
+    ``jem``), ``label`` (class 0–9), ``target`` and ``scale`` (ink). Returns the energy and the specs
+    with their weights checked and a unique ``name`` each (the names of :meth:`ComposedEnergy.terms`)."""
+    if not isinstance(experts, list) or not experts:
+        raise EBMError('experts must be a non-empty list, e.g. [{"expert": "class", "label": 3, "weight": 1}]')
+    if len(experts) > MAX_EXPERTS:
+        raise EBMError(f"at most {MAX_EXPERTS} experts, got {len(experts)}")
+    built, spec, names = [], [], set()
+    for i, e in enumerate(experts, 1):
+        if not isinstance(e, dict):
+            raise EBMError(f"expert {i} must be an object with 'expert' and 'weight'")
+        if e.get("expert") not in EXPERT_KINDS:
+            raise EBMError(f"expert {i}: unknown kind {str(e.get('expert'))[:40]!r}; use one of {', '.join(EXPERT_KINDS)}")
+        w = validate.number(f"expert {i} weight", e.get("weight", 1.0), -MAX_WEIGHT, MAX_WEIGHT)
+        on = e.get("on", True)
+        if not isinstance(on, bool):
+            raise EBMError(f"expert {i}: 'on' must be true or false")
+        e = {**e, "weight": w, "on": on}
+        made = _expert(i, e, model_of, jem, sketch)
+        if made is None:
+            continue
+        energy, name = made
+        base, k = name, 2
+        while name in names:
+            name, k = f"{base} #{k}", k + 1
+        names.add(name)
+        built.append(Expert(name, energy.to(device).eval(), w, on))
+        spec.append({**e, "name": name})
+    return ComposedEnergy(built), spec
+
+
+def evaluations(spec: list[dict]) -> int:
+    """Trained models a composed energy evaluates per chain and step (its constraints cost next to
+    nothing), at least 1: what a request's work budget counts."""
+    return max(1, sum(1 for e in spec if e["on"] and e["weight"] != 0 and e["expert"] in ("model", "class")))

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from . import validate
+from .errors import EBMError
 from .images import grid
-from .recording import Recording
+from .recording import Recording, RecordStore
+
 
 
 def grid_layout(chains: int) -> tuple[int, int]:
@@ -146,3 +151,26 @@ def write_all(rec: Recording, folder: str | Path, fps: float = 10.0, stem: str =
             "png": png, "npz": write_npz(rec, folder / f"{stem}.npz")}
 
 
+def export(store: RecordStore, rid, folder: str | Path, fps) -> dict[str, str | None]:
+    """GIF, MP4 (None without PyAV), PNG and ``.npz`` of the recording ``rid`` in ``store``, under
+    ``folder``/<id>/fps<fps>/: written once per recording and frame rate; the files of recordings the
+    store no longer keeps are removed."""
+    rec = store.get(rid)
+    if rec is None:
+        raise EBMError("unknown or expired recording: run the chains again (recordings are kept for a while only)")
+    fps = validate.number("frames per second", fps, 1, 60)
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.iterdir():
+        if old.is_dir() and store.get(old.name) is None:
+            shutil.rmtree(old, ignore_errors=True)
+    out = root / rec.id / f"fps{fps:g}"
+    kinds = ("gif", "mp4", "png", "npz")
+    if (out / ".done").exists():
+        files = {k: next(iter(out.glob(f"*.{k}")), None) for k in kinds}
+    else:
+        name = f"{rec.meta.get('model', 'model')}-{rec.meta.get('sampler', '')}-{rec.chains}x{rec.last_step}"
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")[:80] or "chains"
+        files = write_all(rec, out, fps, stem)
+        (out / ".done").touch()
+    return {k: None if files[k] is None else str(files[k]) for k in kinds}

@@ -9,6 +9,7 @@ nobody reads them any more; :class:`RecordStore` keeps the results within a coun
 
 from __future__ import annotations
 
+import math
 import secrets
 import threading
 import time
@@ -19,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .runtime import job_threads
+from .errors import EBMError
+from .runtime import job_threads, make_generator
 
 MAX_FRAMES = 200  # recorded frames per run, whatever the number of steps
 MAX_FRAME_BYTES = 48 * 2**20  # frames of one recording (float32) stay under this; fewer frames for many chains
@@ -57,6 +59,8 @@ class Recording:
     accept: list[float] = field(default_factory=list)  # mean acceptance of each update (MALA, HMC)
     terms: dict[str, list[float]] = field(default_factory=dict)  # mean per expert at ``frame_at`` (compose)
     x: torch.Tensor | None = None  # the final chains
+    step_size: float | None = None  # MALA, HMC: the step of the latest update (it adapts during warm-up)
+    adapting: bool = False  # the latest update was part of the step-size warm-up
     meta: dict = field(default_factory=dict)
     stopped: bool = False  # stopped before ``steps_planned``
     id: str = field(default_factory=lambda: secrets.token_urlsafe(9))
@@ -74,6 +78,18 @@ class Recording:
             raise IndexError("no frames recorded")
         a = np.asarray(self.frame_at)
         return int(np.abs(a - float(step)).argmin())
+
+    def summary(self) -> dict:
+        """JSON-able facts about a finished recording (what the app's /sample and /compose return)."""
+        last = self.energies[-1].tolist() if self.energies else []
+        energy = [round(v, 6) if math.isfinite(v) else None for v in last]
+        finite = [v for v in energy if v is not None]
+        acc = self.meta.get("accept_rate")
+        return {"record": self.id, "steps_done": self.last_step, "stopped": self.stopped,
+                "frames": len(self.frame_at), "frame_steps": list(self.frame_at), "energy": energy,
+                "mean_energy": float(np.mean(finite)) if finite else None,
+                "accept_rate": None if acc is None else round(float(acc), 4),
+                "step_size": self.step_size, "adapted": bool(self.meta.get("adapted", False))}
 
     def energy_matrix(self) -> np.ndarray:
         """(records, N) float array of the chains' energies."""
@@ -103,6 +119,8 @@ class Recorder:
             self.rec.energies.append(step.energy.detach().float().cpu())
             if step.accept is not None:
                 self.rec.accept.append(float(step.accept.float().mean()))
+            if getattr(step, "step_size", None) is not None:
+                self.rec.step_size, self.rec.adapting = float(step.step_size), bool(getattr(step, "adapting", False))
             if step.step in self.targets:
                 self.rec.frames.append(x.to("cpu", FRAME_DTYPE, copy=True))
                 self.rec.frame_at.append(int(step.step))
@@ -158,6 +176,30 @@ class RecordStore:
             return item[0]
 
 
+STARTS = ("uniform", "gaussian", "buffer", "image")  # where a run of chains may start
+
+
+def start_chains(start: str, n: int, seed: int | None, image: torch.Tensor | None = None,
+                 buffer: torch.Tensor | None = None) -> torch.Tensor | None:
+    """The chains' starting images (N×1×28×28 CPU): None for uniform noise (drawn by the sampler from
+    the run's seed), Gaussian noise (σ 0.5, clipped), ``image`` repeated, or chains picked from a
+    training run's replay ``buffer``. Random picks use ``seed + 1``, apart from the sampler's draws."""
+    if start not in STARTS:
+        raise EBMError(f"unknown start {str(start)[:40]!r}; use one of: {', '.join(STARTS)}")
+    if start == "uniform":
+        return None
+    g = make_generator(None if seed is None else seed + 1, torch.device("cpu"))
+    if start == "gaussian":
+        return (torch.randn((n, 1, 28, 28), generator=g) * 0.5).clamp(-1, 1)
+    if start == "image":
+        if image is None:
+            raise EBMError("start from an image: draw a digit on the pad or upload a picture first")
+        return image.reshape(1, 1, 28, 28).float().clamp(-1, 1).repeat(n, 1, 1, 1)
+    if buffer is None or not len(buffer):
+        raise EBMError("start from the replay buffer: the training run has no buffer to start from")
+    return buffer[torch.randint(len(buffer), (n,), generator=g)].clamp(-1, 1)
+
+
 STALL_S = 20.0  # a job's chains stop when nobody has read their progress for this long (page or client gone)
 SNAPSHOT_EVERY_S = 0.25  # a streamed snapshot at most this often
 
@@ -194,6 +236,8 @@ class ChainJob:
                                     callback=self.recorder, **self.options)
                 self.recording = self.recorder.finish(res.x)
                 self.recording.meta["accept_rate"] = res.accept_rate
+                self.recording.meta["adapted"] = bool(getattr(res, "adapted", False))
+                self.recording.adapting = False
         except BaseException as e:  # handed to the thread reading snapshots, which raises it
             self.error = e
         finally:

@@ -530,11 +530,11 @@ class Run:
         self.step = tr.state.step
         self._record(m)
         if self.max_steps and self.step >= self.max_steps:
+            self._publish(fresh=True)  # first: whoever sees "finished" finds the final weights
             with self._cond:
                 if self.state in LIVE:
                     self.state = "finished"
                     self.say(f"finished: reached {self.max_steps} steps")
-            self._publish(fresh=True)
         elif self.state == "paused":  # a single step, or the last update before a pause: show it all
             self._publish(fresh=True)
         elif self.views.due(tr, self.view):

@@ -43,7 +43,7 @@ def test_sample_scrub_then_compose_a_recipe(page, url, app):
 
     page.goto(url + "?tab=sample")
     status = page.locator("#sample-status")
-    expect(page.locator("#train-start")).to_be_enabled()  # the page has its session id
+    expect(page.locator("#train-start")).to_be_enabled(timeout=30_000)  # the page has its session id
     settle(page, page.locator("#sample-steps input"), "100")  # after the refresh of the recommended settings
     page.locator("#sample-run").click()
     expect(status).to_contain_text("done", timeout=60_000)

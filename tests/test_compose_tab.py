@@ -1,5 +1,6 @@
-"""The Compose tab: building composed energies from expert lists, the recipes, and /compose through
-a real server (conftest) driven by gradio_client."""
+"""The Compose tab: its endpoints called directly on a Playground (no server): the page's rows, the
+recipes and their kept results, plots that show the run they belong to; then /compose through a real
+server (conftest) driven by gradio_client."""
 
 from __future__ import annotations
 
@@ -12,84 +13,87 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-import ebm_play
-from ui import chains as C
-from ui import compose_tab
+from ebm_play import EBMError
+from ebm_play.playground import Playground
+from ui import compose_tab as C
+from ui import playback as P
 
 
-def test_experts_list_builds_the_weighted_sum(app):
-    reg = app.registry
-    energy, spec = compose_tab.build_energy(reg, None, [
-        {"expert": "model", "weight": 1.0},
-        {"expert": "symmetry", "weight": -0.5},
-        {"expert": "ink", "target": 0.2, "weight": 2.0, "on": False},
-        {"expert": "symmetry", "weight": 0.25},
-    ])
-    assert [e["name"] for e in spec][1:] == ["symmetry", "ink 0.2", "symmetry #2"]
-    x = ebm_play.sample_digits(train=False).x[:3]
-    model = reg.models[reg.default_model]
-    sym = ebm_play.SymmetryEnergy()(x)
-    with torch.no_grad():
-        want = model(x) - 0.5 * sym + 0.25 * sym  # the switched-off ink expert does not count
-        assert torch.allclose(energy(x), want, atol=1e-5)
-    assert set(energy.terms(x)) == {spec[0]["name"], "symmetry", "symmetry #2"}
+@pytest.fixture(scope="module")
+def pg():
+    return Playground("cpu")
 
 
-@pytest.mark.parametrize("experts,message", [
-    ([], "non-empty list"),
-    ("not json", "JSON list"),
-    ([{"expert": "unicorn", "weight": 1}], "unknown kind 'unicorn'"),
-    ([{"expert": "symmetry", "weight": 50}], "weight must be between -10 and 10"),
-    ([{"expert": "symmetry", "weight": float("inf")}], "weight must be a (finite )?number"),
-    ([{"expert": "symmetry", "weight": 1, "on": "yes"}], "'on' must be true or false"),
-    ([{"expert": "ink", "target": 2, "weight": 1}], "ink target must be between 0 and 1"),
-    ([{"expert": "class", "label": 11, "weight": 1}], "class must be between 0 and 9"),
-    ([{"expert": "sketch", "weight": 1}], "the sketch expert needs a sketch"),
-    ([{"expert": "symmetry", "weight": 1, "on": False}], "switched off or has weight 0"),
-    ([{"expert": "model", "model": "nope", "weight": 1}], "unknown model 'nope'"),
-    ([{"expert": "symmetry", "weight": 1}] * 9, "at most 8 experts"),
-])
-def test_bad_expert_lists_say_what_is_wrong(app, experts, message):
-    with pytest.raises(ebm_play.EBMError, match=message):
-        compose_tab.build_energy(app.registry, None, experts)
+def rows(pg, **changes) -> list:
+    v = {**C.defaults(pg), **changes}
+    return [v[k] for k in C.ROWS]
 
 
-def test_every_recipe_builds(app):
-    reg = app.registry
-    book = dict(compose_tab.recipes(reg))
-    if "mnist" in reg.models and "mnist-jem" in reg.models:
+def test_the_page_rows_become_an_experts_list_and_a_run_starts_clean(pg):
+    spec, timer, slider, *downloads, plot = C.compose_start(pg, *rows(pg, sym_on=True, ink_on=True, ink_w=-0.5))
+    assert [e["expert"] for e in spec if e["on"]] == ["model", "ink", "symmetry"]
+    assert "sketch" not in [e["expert"] for e in spec]  # a switched-off sketch is left out: no pad needed
+    assert timer.active is False and slider.interactive is False and not any(d.visible for d in downloads)
+    assert plot.value["data"] == [] and plot.colors_in_legend == []  # nothing of the last run's legend stays
+    with pytest.raises(EBMError, match="weight must be between -10 and 10"):
+        C.compose_start(pg, *rows(pg, m1_w=11))
+
+
+def test_a_composition_streams_and_the_plot_names_only_its_own_experts(pg):
+    experts = [{"expert": "model", "weight": 1.0}, {"expert": "symmetry", "weight": -0.5},
+               {"expert": "ink", "target": 0.2, "weight": 0.3, "on": False}]
+    outputs = list(C.compose(pg, None, experts, None, "ula", 10, chains=3, frames=3))
+    _grid, plot, result = outputs[-1]
+    names = [e["name"] for e in result["experts"]]
+    assert set(result["terms"]) == set(names[:2]) and result["steps_done"] == 10
+    assert plot.colors_in_legend == [f"{names[0]} (w +1)", "symmetry (w -0.5)", "total E"]
+    df = plot.value["data"]
+    assert {row[2] for row in df} == set(plot.colors_in_legend)
+    rec = pg.records.get(result["record"])
+    frame, _cmap, _legend = P.terms_frame(rec)
+    last = frame[frame["step"] == 10]
+    total = last[last["series"] == "total E"]["value"].iloc[0]
+    assert math.isclose(total, last[last["series"] != "total E"]["value"].sum(), rel_tol=1e-4, abs_tol=1e-4)
+
+
+def test_recipes_load_their_rows_and_a_result_kept_once(pg):
+    book = C.recipes(pg)
+    if "mnist" in pg.models and "mnist-jem" in pg.models:
         assert set(book) == {"3 AND 8", "3 but not 8", "any digit but 1", "symmetric digits", "thick 0"}
-    assert any(r[k] < 0 for r in book.values() for k in ("a_w", "b_w") if k in r and r.get(k[0] + "_on")) or \
-        "3 but not 8" not in book
-    jems = compose_tab.jem_names(reg)
-    for name, r in book.items():
-        row = {"m1_on": False, "m1": reg.default_model, "m1_w": 1.0, "m2_on": False, "m2": reg.default_model,
-               "m2_w": 1.0, "a_on": False, "a_label": 3, "a_w": 1.0, "b_on": False, "b_label": 8, "b_w": 1.0,
-               "ink_on": False, "ink_t": 0.25, "ink_w": 0.3, "sym_on": False, "sym_w": 0.05, "sk_on": False,
-               "sk_w": 1.0, "jem": jems[0] if jems else None, **r}
-        spec = compose_tab.to_spec(*(row[k] for k in ("m1_on", "m1", "m1_w", "m2_on", "m2", "m2_w", "a_on", "a_label",
-                                                      "a_w", "b_on", "b_label", "b_w", "ink_on", "ink_t", "ink_w",
-                                                      "sym_on", "sym_w", "sk_on", "sk_w", "jem")))
-        energy, _ = compose_tab.build_energy(reg, None, spec)
-        assert torch.isfinite(energy(torch.zeros(2, 1, 28, 28))).all(), name
+    name = "symmetric digits" if "symmetric digits" in book else next(iter(book))
+    out = C.load_recipe(pg, name)
+    values = dict(zip(C.KEYS, out[:len(C.KEYS)]))
+    _grid, plot, status, record, _slider, experts, _result = out[len(C.KEYS):]
+    assert values["sym_on"] and values["sym_w"] == 0.05 and status.startswith("Cached result of this recipe")
+    assert [e["name"] for e in experts if e["on"]] == [n.split(" (w")[0] for n in plot.colors_in_legend[:-1]]
+    assert C.load_recipe(pg, name)[len(C.KEYS) + 3] == record  # computed once, then kept
+    assert P.scrub(pg, record, 0)[1].startswith("frame 1 of")  # and scrubbed like any run
+    with pytest.raises(EBMError, match="unknown recipe"):
+        C.load_recipe(pg, "pizza")
 
 
-def test_terms_plot_has_one_line_per_expert_and_the_total():
-    r = ebm_play.compose((ebm_play.SymmetryEnergy(), 1.0), (ebm_play.InkEnergy(0.2), -0.5), names=["sym", "ink"])
-    rec_ = C.Recorder(10, 3, 4, terms=r.terms)
-    res = ebm_play.sample_chains(r, 3, 10, "ula", seed=0, callback=rec_, temperature=1e-3, step_size=1e-4)
-    rec = rec_.finish(res.x)
-    df, cmap = C.terms_plot_data(rec, {"sym": 1.0, "ink": -0.5})
-    assert set(df["series"]) == {"sym (w +1)", "ink (w -0.5)", "total E"} and set(cmap) == set(df["series"])
-    total = df[df["series"] == "total E"]["value"].iloc[-1]
-    parts = df[(df["step"] == 10) & (df["series"] != "total E")]["value"].sum()
-    assert math.isclose(total, parts, rel_tol=1e-4, abs_tol=1e-4)  # the weighted terms add up to E
+def test_every_recipe_builds_a_finite_energy(pg):
+    for name, v in C.recipes(pg).items():
+        job = C._job(pg, None, C.to_spec(*(v[k] for k in C.ROWS)), None, "langevin", 1, None, None, None, 2, 0, 2,
+                     None, None, None)
+        assert torch.isfinite(job.energy(torch.zeros(2, 1, 28, 28))).all(), name
 
 
+def test_only_gradient_samplers_are_offered(pg):
+    sampler, steps, *knobs = C.compose_knobs(pg, "hmc", None)
+    assert [c[0] for c in sampler.choices] == C.SAMPLERS and "gibbs" not in C.SAMPLERS
+    assert knobs[3].visible and knobs[3].value == 5 and steps == 100
+    with pytest.raises(EBMError, match="need a gradient sampler.*not 'gibbs'"):
+        list(C.compose(pg, None, [{"expert": "symmetry"}], None, "gibbs", 5))
+    with pytest.raises(EBMError, match="too much work"):
+        list(C.compose(pg, None, [{"expert": "model"}, {"expert": "model"}], None, "langevin", 5000, chains=40))
+
+
+# --- through the server ------------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_a_composition_with_a_negative_weight_streams_and_downloads(client, app):
-    jem = "mnist-jem" in app.registry.models
+    jem = "mnist-jem" in app.playground.models
     experts = ([{"expert": "class", "label": 3, "weight": 1.0}, {"expert": "class", "label": 8, "weight": -0.3},
                 {"expert": "model", "model": "mnist-jem", "weight": 0.3}] if jem else
                [{"expert": "model", "weight": 1.0}, {"expert": "symmetry", "weight": -0.5}])
@@ -128,8 +132,7 @@ def test_compose_checks_its_inputs_on_the_server(client):
         client.predict(None, [{"expert": "symmetry", "weight": 1}], None, "gibbs", 5, api_name="/compose")
     with pytest.raises(AppError, match="weight must be between"):
         client.predict(None, [{"expert": "symmetry", "weight": -11}], None, "langevin", 5, api_name="/compose")
-    with pytest.raises(AppError, match="too much work"):
-        client.predict(None, [{"expert": "model", "weight": 1}], None, "langevin", 5000, chains=256,
-                       api_name="/compose")
     with pytest.raises(AppError, match="non-empty list"):
         client.predict(None, None, None, "langevin", 5, api_name="/compose")
+    with pytest.raises(AppError, match="experts must be a JSON list"):
+        client.predict(None, "not json", None, "langevin", 5, api_name="/compose")

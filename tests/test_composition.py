@@ -2,7 +2,17 @@ import pytest
 import torch
 
 import ebm_play
-from ebm_play.composition import ClassEnergy, ComposedEnergy, Expert, InkEnergy, SketchEnergy, SymmetryEnergy, compose
+from ebm_play.composition import (
+    ClassEnergy,
+    ComposedEnergy,
+    Expert,
+    InkEnergy,
+    SketchEnergy,
+    SymmetryEnergy,
+    build_energy,
+    compose,
+    evaluations,
+)
 from ebm_play.errors import EBMError
 
 
@@ -61,3 +71,68 @@ def test_symmetry_expert_makes_samples_more_symmetric():
 def test_nothing_enabled_is_an_error():
     with pytest.raises(EBMError):
         ComposedEnergy([Expert("a", SymmetryEnergy(), 0.0)])
+
+
+# --- experts from spec lists (the app's /compose) -------------------------------------------------------
+def models_of(named: dict):
+    def model_of(name):
+        if name is None:
+            name = next(iter(named))
+        if name not in named:
+            raise EBMError(f"unknown model {name!r}")
+        return named[name], name
+    return model_of
+
+
+def test_an_experts_list_builds_the_weighted_sum(x):
+    cnn = ebm_play.CNNEnergy(width=2).eval()
+    energy, spec = build_energy([
+        {"expert": "model", "weight": 1.0},
+        {"expert": "symmetry", "weight": -0.5},
+        {"expert": "ink", "target": 0.2, "weight": 2.0, "on": False},
+        {"expert": "symmetry", "weight": 0.25},
+    ], models_of({"mnist": cnn}))
+    assert [e["name"] for e in spec] == ["mnist", "symmetry", "ink 0.2", "symmetry #2"]
+    sym = SymmetryEnergy()(x)
+    with torch.no_grad():
+        assert torch.allclose(energy(x), cnn(x) - 0.5 * sym + 0.25 * sym, atol=1e-5)  # the ink expert is off
+    assert set(energy.terms(x)) == {"mnist", "symmetry", "symmetry #2"}
+    assert evaluations(spec) == 1
+
+
+def test_class_experts_take_the_default_jem_and_sketches_come_as_images(x):
+    jem = ebm_play.JEMEnergy(width=2).eval()
+    sketch = torch.full((1, 1, 28, 28), -1.0)
+    sketch[..., 4:24, 13:15] = 1.0
+    energy, spec = build_energy([{"expert": "class", "label": 8, "weight": 1.0},
+                                 {"expert": "model", "model": "jem", "weight": -0.5},
+                                 {"expert": "sketch", "weight": 2.0}], models_of({"jem": jem}), jem="jem",
+                                sketch=sketch)
+    assert [e["name"] for e in spec] == ["an 8", "jem E(x)", "sketch"] and evaluations(spec) == 2
+    with torch.no_grad():
+        want = -jem.logits(x)[:, 8] - 0.5 * jem(x) + 2.0 * SketchEnergy(sketch)(x)
+        assert torch.allclose(energy(x), want, atol=1e-5)
+    _, spec = build_energy([{"expert": "symmetry"}, {"expert": "sketch", "weight": 0}], models_of({"jem": jem}))
+    assert [e["name"] for e in spec] == ["symmetry"]  # a sketch expert that does not count needs no sketch
+
+
+@pytest.mark.parametrize("experts,message", [
+    ([], "non-empty list"),
+    ("[]", "non-empty list"),
+    ([{"expert": "unicorn", "weight": 1}], "unknown kind 'unicorn'"),
+    ([{"expert": "symmetry", "weight": 50}], "weight must be between -10 and 10"),
+    ([{"expert": "symmetry", "weight": float("inf")}], "weight must be a finite number"),
+    ([{"expert": "symmetry", "weight": 1, "on": "yes"}], "'on' must be true or false"),
+    ([{"expert": "ink", "target": 2, "weight": 1}], "ink target must be between 0 and 1"),
+    ([{"expert": "class", "label": 11, "weight": 1}], "class must be between 0 and 9"),
+    ([{"expert": "class", "label": 1, "weight": 1}], "need a JEM model, and none is loaded"),
+    ([{"expert": "class", "label": 1, "model": "cnn", "weight": 1}], "class experts need a JEM model; cnn is a cnn"),
+    ([{"expert": "sketch", "weight": 1}], "the sketch expert needs a sketch"),
+    ([{"expert": "symmetry", "weight": 1, "on": False}], "switched off or has weight 0"),
+    ([{"expert": "model", "model": "nope", "weight": 1}], "unknown model 'nope'"),
+    ([{"expert": "symmetry", "weight": 1}] * 9, "at most 8 experts"),
+    ([["symmetry"]], "must be an object"),
+])
+def test_bad_expert_lists_say_what_is_wrong(experts, message):
+    with pytest.raises(EBMError, match=message):
+        build_energy(experts, models_of({"cnn": ebm_play.CNNEnergy(width=2)}))

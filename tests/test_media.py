@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 from PIL import Image
+from test_recording import fake_recording
 
 import ebm_play
 from ebm_play import media, recording
-from test_recording import fake_recording
 
 
 def test_recorder_and_every_export_format(tmp_path):
@@ -43,3 +46,21 @@ def test_grids_are_crisp_nearest_neighbour():
     assert set(np.unique(img)) <= {0, 64, 255}  # no interpolated greys: background, padding, ink
 
 
+
+
+def test_export_writes_once_per_recording_and_fps_and_forgets_dropped_ones(tmp_path):
+    store = recording.RecordStore(max_items=1)
+    rec = fake_recording(steps=6, chains=2, frames=4)
+    store.put(rec)
+    files = media.export(store, rec.id, tmp_path, 5)
+    assert set(files) == {"gif", "mp4", "png", "npz"} and Path(files["gif"]).parent.name == "fps5"
+    stamp = Path(files["npz"]).stat().st_mtime_ns
+    assert media.export(store, rec.id, tmp_path, 5) == files and Path(files["npz"]).stat().st_mtime_ns == stamp
+    other = fake_recording(steps=3, chains=1, frames=2)
+    store.put(other)  # the first recording is dropped: its files go with the next export
+    media.export(store, other.id, tmp_path, 5)
+    assert not (tmp_path / rec.id).exists()
+    with pytest.raises(ebm_play.EBMError, match="unknown or expired recording"):
+        media.export(store, rec.id, tmp_path, 5)
+    with pytest.raises(ebm_play.EBMError, match="frames per second must be between 1 and 60"):
+        media.export(store, other.id, tmp_path, 0)

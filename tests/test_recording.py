@@ -45,3 +45,31 @@ def test_stopping_early_keeps_a_consistent_recording():
     assert rec.stopped and rec.last_step == 37 and rec.frame_at[-1] == 37
 
 
+
+
+def test_chains_start_where_asked_with_their_own_seed():
+    assert recording.start_chains("uniform", 3, 0) is None  # the sampler draws it from the run's seed
+    g = recording.start_chains("gaussian", 5, 7)
+    assert g.shape == (5, 1, 28, 28) and g.abs().max() <= 1 and torch.equal(g, recording.start_chains("gaussian", 5, 7))
+    digit = torch.linspace(-1, 1, 784).reshape(1, 1, 28, 28)
+    assert torch.equal(recording.start_chains("image", 3, 0, image=digit), digit.repeat(3, 1, 1, 1))
+    buffer = torch.rand(10, 1, 28, 28) * 2 - 1
+    picked = recording.start_chains("buffer", 6, 1, buffer=buffer)
+    assert all(any(torch.equal(p, b) for b in buffer) for p in picked)  # chains of the buffer, as they are
+    for start, kw, msg in (("moon", {}, "unknown start 'moon'"), ("image", {}, "draw a digit"),
+                           ("buffer", {}, "no buffer")):
+        with pytest.raises(ebm_play.EBMError, match=msg):
+            recording.start_chains(start, 2, 0, **kw)
+
+
+def test_summary_reports_acceptance_and_the_step_size_of_the_last_update():
+    rec = fake_recording(steps=10, chains=3)
+    s = rec.summary()
+    assert s["steps_done"] == 10 and s["energy"] == [0.0] * 3 and s["mean_energy"] == 0.0 and not s["stopped"]
+    assert s["step_size"] is None and s["adapted"] is False
+    r = recording.Recorder(2, 1, 3)
+    for k in range(3):
+        step = ebm_play.samplers.Step(k, torch.zeros(1, 1, 28, 28), torch.zeros(1))
+        step.step_size, step.adapting = [1e-4, 2e-4, 3e-4][k], k < 2  # what MALA/HMC report while they adapt
+        r(step)
+    assert (r.rec.step_size, r.rec.adapting) == (3e-4, False)

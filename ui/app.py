@@ -58,9 +58,9 @@ def _layout(pg: Playground, session: gr.BrowserState) -> dict:
         with gr.Tab("Train", id="train"):
             parts["train"] = train_tab.create_tab(pg, session)
         with gr.Tab("Sample", id="sample") as parts["sample_page"]:
-            parts["sample"] = sample_tab.create_tab(registry, session)
-        with gr.Tab("Compose", id="compose"):
-            compose_tab.create_tab(registry, session)
+            parts["sample"] = sample_tab.create_tab(pg, session)
+        with gr.Tab("Compose", id="compose") as parts["compose_page"]:
+            parts["compose"] = compose_tab.create_tab(pg, session)
         with gr.Tab("Inpaint", id="inpaint") as page:
             inpaint_tab.create_tab(registry, session, page)
         with gr.Tab("Denoise", id="denoise") as page:
@@ -85,16 +85,16 @@ def build_app(device: str | None = None, max_runs: int | None = None) -> gr.Bloc
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
         session = gr.BrowserState(None, storage_key="ebm_play_session")
         parts = _layout(pg, session)
-        refresh = dict(fn=parts["sample"]["refresh"], inputs=parts["sample"]["refresh_inputs"],
-                       outputs=parts["sample"]["refresh_outputs"], **PRIVATE)
         # show_progress_on=[]: the Tabs must not join the page's loading-status table, or the page re-reads
         # every component under them (each drawing pad included) on every status message of every event
         loaded = on(demo.load, on_load, pg, session, [session, parts["tabs"]], show_progress_on=[])
-        loaded.then(**refresh)
+        sample = (sample_tab.refresh, pg, *parts["sample"]["refresh"])
+        on(loaded.then, *sample, **PRIVATE)
         on(loaded.then, train_tab.poll, pg, *parts["train"]["poll"], **PRIVATE)  # a reload finds its run
+        on(parts["sample_page"].select, *sample, **PRIVATE)
         on(loaded.then, landscape_tab.poll, pg, *parts["landscape"]["poll"], **landscape_tab.QUICK)
-        parts["sample_page"].select(**refresh)
-        parts["train"]["use_event"].then(**refresh)
+        on(parts["train"]["use_event"].then, *sample, **PRIVATE)
+        on(parts["compose_page"].select, compose_tab.refresh, pg, *parts["compose"]["refresh"], **PRIVATE)
     demo.playground = pg
     demo.registry = parts["registry"]  # TEMPORARY: the old tabs' tests
     return demo

@@ -39,11 +39,10 @@ import torch
 from PIL import Image
 
 import ebm_play
-from ebm_play import EBMError
+from ebm_play import EBMError, settings
 from ebm_play.images import MAX_PIXELS, open_image, to_uint8
 from ebm_play.runtime import job_threads
 
-from . import chains
 from .canvas_pad import canvas_pad, data_url, read_data_url
 from .common import whole
 from .sessions import Registry
@@ -369,16 +368,17 @@ def sampler_kwargs(model, sampler: str, step_size=None, noise=None, temperature=
     """Options for ``sampler`` on ``model``: the settings the Sample tab uses for it (the model file's
     recommendation, else a per-kind table, e.g. small temperatures for ula/mala/hmc), overridden by
     the tabs' optional knobs (None, "" or 0 = keep; knobs the sampler lacks are ignored; validated with names)."""
-    return chains.sampler_settings(model, sampler, _unset(step_size), _unset(noise), _unset(temperature))[1]
+    return settings.resolve(model, sampler, step_size=_unset(step_size), noise=_unset(noise),
+                            temperature=_unset(temperature)).options
 
 
 def recommended_steps(model, sampler: str) -> int:
-    return chains.recommended(model, sampler)["steps"]
+    return settings.recommended(model, sampler)["steps"]
 
 
 def check_work(n: int, steps: int, sampler: str, opts: dict) -> None:
     """Chains × steps × gradients per step within the per-request budget the Sample tab uses."""
-    chains.check_work(n, steps, sampler, opts)
+    settings.Settings(sampler, steps, opts).check_work(n)
 
 
 # --- the session's model ------------------------------------------------------------------------------

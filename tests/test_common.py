@@ -51,3 +51,11 @@ def test_the_session_patch_still_matches_gradio():
     state._update_value_in_config(box._id, "changed")  # what a request does with an input's value
     assert state.config_values[box._id]["props"]["value"] == "changed"
     assert state[box._id] is box  # blocks are still found through the session's copy of the config
+
+
+def test_live_pictures_cannot_fill_the_disk(monkeypatch):
+    monkeypatch.setattr(common, "MAX_PICTURE_BYTES", 20_000)
+    paths = [common.picture(Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 40), np.uint8)))
+             for i in range(20)]  # ~1.7 kB each, 34 kB in all
+    kept = [p for p in paths if Path(p).exists()]
+    assert paths[-1] in kept and paths[0] not in kept and sum(Path(p).stat().st_size for p in kept) <= 20_000

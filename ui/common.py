@@ -10,6 +10,8 @@ import logging
 import math
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,8 +57,38 @@ pushes the energy down on real digits and up on the model's own samples.
 """
 
 
+MAX_PICTURE_BYTES = 256 * 2**20  # pictures kept in the cache folder; live views make a few every second
+
+
+class _Pictures:
+    """The pictures this process wrote, oldest first, so that live views (several a second per
+    watching page) cannot fill the disk: past ``MAX_PICTURE_BYTES`` the oldest are deleted
+    (gradio's own ``delete_cache`` would keep them for two hours)."""
+
+    def __init__(self):
+        self.files: OrderedDict[Path, int] = OrderedDict()
+        self.bytes = 0
+        self.lock = threading.Lock()
+
+    def used(self, path: Path, size: int | None = None) -> None:
+        with self.lock:
+            if path in self.files:
+                self.files.move_to_end(path)
+            elif size is not None:
+                self.files[path] = size
+                self.bytes += size
+            while self.bytes > MAX_PICTURE_BYTES and len(self.files) > 1:
+                old, n = self.files.popitem(last=False)
+                self.bytes -= n
+                with contextlib.suppress(OSError):
+                    old.unlink()
+
+
+_PICTURES = _Pictures()
+
+
 def picture(img: Image.Image, jpeg: bool = False) -> str:
-    """A picture as a PNG file in gradio's cache folder, for an image output. gradio would write a
+    """A picture as a file in gradio's cache folder, for an image output. gradio would write a
     returned PIL image itself, in place under the hash of its bytes, so two users getting the same
     picture raced (one downloaded while the other rewrote the file). Files already in its cache folder
     are served as they are: this one is written once, to a temporary name, then renamed into place.
@@ -70,12 +102,14 @@ def picture(img: Image.Image, jpeg: bool = False) -> str:
     if path.exists():
         with contextlib.suppress(OSError):
             os.utime(path)  # gradio's delete_cache ages files by their time stamps
+        _PICTURES.used(path)
         return str(path)
     folder.mkdir(parents=True, exist_ok=True)
     fd, staging = tempfile.mkstemp(dir=folder, prefix=".picture.")
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(staging, path)
+    _PICTURES.used(path, len(data))
     return str(path)
 
 

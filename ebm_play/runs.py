@@ -341,7 +341,8 @@ class Run:
         self._cond = threading.Condition()
         self.state = "starting"
         self._after_start = "running" if start else "paused"
-        self._single = False  # the worker is taking a single step asked for while paused …
+        self._single = False  # the worker is taking a single step asked for while paused
+        self._note: str | None = None  # a pause the worker has yet to log …
         self._single_from = 0  # … from this step
         self._pending_steps = 0
         self._changes: dict = {}
@@ -368,7 +369,7 @@ class Run:
                 self._after_start = "paused"
             else:
                 self.state = "paused"
-                self.say(f"paused at step {self.step}" + (f" ({why})" if why else ""))
+                self._note = f" ({why})" if why else ""  # the worker logs the step it really stopped at
             self._cond.notify_all()
 
     def resume(self) -> None:
@@ -398,8 +399,7 @@ class Run:
         with self._cond:
             if self.state not in LIVE:
                 raise EBMError(f"the run is already {self.state}")
-            self.state = "stopped"
-            self.say(f"stopped at step {self.step}")
+            self.state = "stopped"  # the worker logs the step it really stopped at
             self._cond.notify_all()
 
     def change(self, **changes) -> None:
@@ -476,6 +476,9 @@ class Run:
         run has ended. ``_cond`` is held only to read and change flags, never while computing."""
         with self._cond:
             while True:
+                if self._note is not None and self.state == "paused":
+                    self.say(f"paused at step {self.step}{self._note}")
+                    self._note = None
                 changes, data = self._changes, self._new_data
                 self._changes, self._new_data = {}, None
                 if self.state in ENDED:
@@ -576,6 +579,8 @@ class Run:
         with self._cond:
             if self.state in LIVE:  # the loop ended without a state change: a bug, not a user's stop
                 self.state = "failed"
+            if self.state == "stopped":
+                self.say(f"stopped at step {self.step}")
             tr, self.trainer = self.trainer, None
         if tr is not None:
             tr.close()

@@ -113,6 +113,8 @@ def test_training_run_lifecycle(client, stopper, tmp_path):
 
     st = client.predict(sid, api_name="/train_pause")
     assert st["state"] == "paused"
+    # (an update already past its last check may still land: the log names the step it stopped at)
+    st = wait_for(client, sid, lambda s: any("paused at step" in line for line in s["log"]))
     paused_at = st["step"]
     time.sleep(0.3)
     assert status(client, sid)["step"] == paused_at  # really paused
@@ -127,9 +129,10 @@ def test_training_run_lifecycle(client, stopper, tmp_path):
 
     st = client.predict(sid, api_name="/train_stop")
     assert st["state"] == "stopped"
+    st = wait_for(client, sid, lambda s: any("stopped at step" in line for line in s["log"]))
     final = st["step"]
     time.sleep(0.3)
-    assert status(client, sid)["step"] == final  # the update in progress, if any, was dropped
+    assert status(client, sid)["step"] == final
     with pytest.raises(AppError, match="already stopped"):
         client.predict(sid, api_name="/train_stop")
 

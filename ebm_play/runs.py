@@ -342,8 +342,7 @@ class Run:
         self.state = "starting"
         self._after_start = "running" if start else "paused"
         self._single = False  # the worker is taking a single step asked for while paused
-        self._note: str | None = None  # a pause the worker has yet to log …
-        self._single_from = 0  # … from this step
+        self._note: str | None = None  # a pause the worker has yet to log
         self._pending_steps = 0
         self._changes: dict = {}
         self._new_data: tuple | None = None
@@ -496,7 +495,6 @@ class Run:
             self._single = not (changes or data is not None or fresh_first or behind) and self.state == "paused"
             if self._single:
                 self._pending_steps -= 1
-                self._single_from = self.step
         if changes or data is not None:
             self._apply(changes, data)
         elif behind and not fresh_first:  # just paused: show the exact state, fresh chains included
@@ -626,7 +624,7 @@ class Run:
         return {"run": self.id, "kind": self.kind, "state": self.state, "step": self.step,
                 "max_steps": self.max_steps, "steps_per_s": round(speed, 2),
                 # the single step being taken counts until ``step`` moves (a poll must not stop in between)
-                "pending_steps": self._pending_steps + (self._single and self.step == self._single_from),
+                "pending_steps": self._pending_steps + self._single,  # a single step counts until it is shown
                 "last": last, "quality": self.quality[-1] if self.quality else None,
                 "rollbacks": self.events[-20:], "error": self.error, "data": self.spec.source,
                 "resumed_from": self.spec.resumed_from, "device": str(self.spec.device),

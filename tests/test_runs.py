@@ -47,8 +47,8 @@ def test_a_run_trains_pauses_steps_and_stops(digits):
     before = run.step
     run.step_once()
     run.step_once()
-    wait_for(lambda: run.step == before + 2, what="two single steps")
-    assert run.state == "paused" and run.status()["pending_steps"] == 0
+    wait_for(lambda: run.status()["pending_steps"] == 0, what="two single steps, shown")
+    assert run.state == "paused" and run.step == before + 2 and run.view.step == run.step
     model = run.model_copy()
     wait_for(lambda: run.weights_step == run.step)
     assert model.kind == "cnn" and run.model_copy().info["train_steps"] == run.step

@@ -34,6 +34,8 @@ from PIL import Image
 from .archives import CLI_LIMITS, MB, UPLOAD_LIMITS, ImageFiles, Limits
 from .errors import EBMError
 from .images import open_image, preprocess
+from .landscapes import DATASETS as POINT_SETS
+from .landscapes import MAX_POINTS, make_dataset
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLE = ASSETS / "mnist_sample.npz"
@@ -41,7 +43,9 @@ BUNDLED = {"glyphs": ASSETS / "glyphs.npz"}  # sets shipped with the package, by
 # torchvision's grayscale 28×28 sets by name: (torchvision class, EMNIST split)
 TORCHVISION = {"mnist": ("MNIST", None), "fashion-mnist": ("FashionMNIST", None), "kmnist": ("KMNIST", None),
                "emnist-letters": ("EMNIST", "letters"), "emnist-digits": ("EMNIST", "digits")}
-NAMES = (*BUNDLED, *TORCHVISION)
+POINTS_PER_SET = 2000  # points of a named 2-D set (as the app's Landscape tab draws them, seed 0)
+NAMES = (*BUNDLED, *TORCHVISION, *POINT_SETS)
+MAX_CSV_BYTES = 5 * MB
 HELD_OUT = 0.1  # share of a data set without an official test split that is held out
 SPLIT_SEED = 0
 SHRINK_TO = 512  # larger pictures are shrunk to this side before preprocessing (bounded memory)
@@ -131,6 +135,10 @@ class Dataset:
         return len(self.train.x) + len(self.test.x)
 
     @property
+    def unit(self) -> str:
+        return "points" if self.train.x.dim() == 2 else "images"
+
+    @property
     def is_mnist(self) -> bool:
         return self.name == "mnist"
 
@@ -147,12 +155,12 @@ class Dataset:
         per = ", ".join(f"{c} {a + b}" for c, (a, b) in list(self.counts().items())[:12])
         more = f" … ({len(self.classes) - 12} more)" if len(self.classes) > 12 else ""
         labels = f"{len(self.classes)} classes ({per}{more})" if self.labelled else "no labels"
-        return (f"{self.name}: {self.size:,} images ({len(self.train.x):,} to train, {len(self.test.x):,} held out: "
+        return (f"{self.name}: {self.size:,} {self.unit} ({len(self.train.x):,} to train, {len(self.test.x):,} held out: "
                 f"{self.split}), {labels}, hash {self.hash[:12]}")
 
     def info(self) -> dict:
         """What a weights file records about its data (``info["dataset"]``)."""
-        return {"name": self.name, "arg": self.arg, "size": self.size, "train": len(self.train.x),
+        return {"name": self.name, "arg": self.arg, "size": self.size, "unit": self.unit, "train": len(self.train.x),
                 "held_out": len(self.test.x), "split": self.split, "held_out_fraction": self.held_out,
                 "hash": self.hash, "classes": list(self.classes), "labels_from_folders": self.labels_from_folders}
 
@@ -418,18 +426,21 @@ def _torchvision(name: str, root: str | os.PathLike | None, download: bool, arg:
 def source_kind(data: str | os.PathLike | None) -> str:
     """What ``--data`` names: ``mnist`` (a name, a folder that holds ``MNIST/raw``, nothing or a
     path that does not exist: torchvision's root, with the bundled fallback), ``torchvision``,
-    ``bundled``, ``zip``, ``npz`` or ``folder``."""
+    ``bundled``, ``zip``, ``npz``, ``folder``; 2-D points: ``points`` (a named set) or ``csv``."""
     if data is None:
         return "mnist"
     text, p = str(data), Path(data)
     if p.exists():
         if p.is_dir():
             return "mnist" if (p / "MNIST" / "raw").is_dir() else "folder"
-        if p.suffix.lower() in (".zip", ".npz"):
+        if p.suffix.lower() in (".zip", ".npz", ".csv"):
             return p.suffix.lower()[1:]
-        raise EBMError(f"{text}: not a data file (use a folder of pictures, a .zip, an .npz or one of: {', '.join(NAMES)})")
+        raise EBMError(f"{text}: not a data file (use a folder of pictures, a .zip, an .npz, a .csv of 2-D points "
+                       f"or one of: {', '.join(NAMES)})")
     if text in BUNDLED:
         return "bundled"
+    if text in POINT_SETS:
+        return "points"
     if text in TORCHVISION:
         return "mnist" if text == "mnist" else "torchvision"
     if p.suffix:
@@ -457,6 +468,11 @@ def load_dataset(data: str | os.PathLike | None = None, limits: Limits = UPLOAD_
         return _npz(BUNDLED[str(data)], CLI_LIMITS, held_out, arg, name=str(data))
     if kind == "npz":
         return _npz(Path(data), limits, held_out, arg)
+    if kind == "points":
+        x, _ = make_dataset(arg, POINTS_PER_SET, seed=0)
+        return _points(arg, x, f"{arg}, {POINTS_PER_SET} points, seed 0", arg)
+    if kind == "csv":
+        return points_from_csv(Path(data), limits.max_images, min(limits.max_file_bytes, MAX_CSV_BYTES))
     return _pictures(Path(data), limits, labels_from_folders, held_out, arg)
 
 
@@ -490,3 +506,87 @@ def dataset_of(info: dict, allow_paths: bool = False, root: str | os.PathLike | 
     except EBMError:
         return None
     return data if data.hash == d.get("hash") else None
+
+
+# --- 2-D points, for the landscapes -----------------------------------------------------------------
+def _points(name: str, x: torch.Tensor, source: str, arg: str) -> Dataset:
+    """2-D points as a Dataset: all of them are trained on (nothing is held out)."""
+    return Dataset(name, Digits(x, None, source), Digits(x[:0], None, source), [], source,
+                   content_hash([x], [None], []), "none (2-D points are all trained on)", arg, held_out=0.0)
+
+
+def _csv_rows(text: str, name: str, max_points: int) -> list[list[str]]:
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        raise EBMError(f"{name}: no points in it")
+    delim = next((d for d in (",", ";", "\t") if d in lines[0]), None)
+    rows = [r for r in csv.reader(lines, delimiter=delim)] if delim else [ln.split() for ln in lines]
+    if len(rows) > max_points + 1:
+        raise EBMError(f"{name}: over {max_points:,} points, the limit")
+    return rows
+
+
+def points_from_csv(source: bytes | str | os.PathLike, max_points: int = MAX_POINTS,
+                    max_bytes: int = MAX_CSV_BYTES, name: str | None = None) -> Dataset:
+    """2-D points from CSV text (a file path or its bytes): columns ``x`` and ``y`` by header, else
+    the first two; a header row is optional, ``#`` lines and blank lines are skipped. Points inside
+    [−1, 1]² are kept as they are; others are shifted and scaled by one factor (the shape kept) to
+    fill [−0.95, 0.95]² (``source`` says how)."""
+    if isinstance(source, (bytes, bytearray)):
+        raw, name = bytes(source), name or "points.csv"
+    else:
+        p = Path(source)
+        name = name or p.name
+        if not p.is_file():
+            raise EBMError(f"no such file: {p}")
+        if p.stat().st_size > max_bytes:
+            raise EBMError(f"{name}: {p.stat().st_size / MB:.1f} MB, over the {max_bytes / MB:.0f} MB limit")
+        raw = p.read_bytes()
+    if len(raw) > max_bytes:
+        raise EBMError(f"{name}: {len(raw) / MB:.1f} MB, over the {max_bytes / MB:.0f} MB limit")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise EBMError(f"{name}: not UTF-8 text") from e
+    rows = _csv_rows(text, name, max_points)
+    head = [c.strip().lower() for c in rows[0]]
+    has_header = any(not _is_number(c) for c in head)
+    cols = (head.index("x"), head.index("y")) if has_header and {"x", "y"} <= set(head) else (0, 1)
+    body = rows[1:] if has_header else rows
+    if not body:
+        raise EBMError(f"{name}: a header but no points")
+    pts = np.empty((len(body), 2), np.float64)
+    for i, row in enumerate(body):
+        try:
+            pts[i] = [float(row[cols[0]]), float(row[cols[1]])]
+        except (IndexError, ValueError):
+            raise EBMError(f"{name}, row {i + 1 + has_header}: expected two numbers (x, y), got {','.join(row)[:40]!r}") from None
+    if not np.isfinite(pts).all():
+        raise EBMError(f"{name}: NaN or infinite coordinates")
+    return _points(name, *_fitted(pts, name), name)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _fitted(pts: np.ndarray, name: str) -> tuple[torch.Tensor, str]:
+    """Points in [−1, 1]² as they are; others shifted and scaled into [−0.95, 0.95]²."""
+    if np.abs(pts).max() <= 1:
+        return torch.from_numpy(pts.astype(np.float32)), f"{name}, {len(pts):,} points"
+    lo, hi = pts.min(0), pts.max(0)
+    centre, half = (lo + hi) / 2, (hi - lo).max() / 2
+    if half == 0:
+        raise EBMError(f"{name}: every point is the same")
+    scale = 0.95 / half
+    x = torch.from_numpy(((pts - centre) * scale).astype(np.float32)).clamp(-0.95, 0.95)
+    return x, f"{name}, {len(pts):,} points, shifted by {-centre[0]:.4g}, {-centre[1]:.4g} and scaled by {scale:.4g}"
+
+
+def points_csv(x: torch.Tensor) -> str:
+    """N×2 points as CSV text with an ``x,y`` header (what :func:`points_from_csv` reads back)."""
+    return "x,y\n" + "".join(f"{a!r},{b!r}\n" for a, b in x.double().tolist())

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from owndata import glyphs, make_folder, make_zip, png
 from PIL import Image
 
 from ebm_play.archives import ImageFiles, Limits
 from ebm_play.data import load_dataset
 from ebm_play.errors import EBMError
-from owndata import glyphs, make_folder, make_zip, png
 
 GOOD = png(glyphs(1)["ring"][0])
 

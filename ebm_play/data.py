@@ -432,7 +432,12 @@ def source_kind(data: str | os.PathLike | None) -> str:
     text, p = str(data), Path(data)
     if p.exists():
         if p.is_dir():
-            return "mnist" if (p / "MNIST" / "raw").is_dir() else "folder"
+            if (p / "MNIST" / "raw").is_dir():
+                return "mnist"
+            held = [n for n, (cls, _) in TORCHVISION.items() if (p / cls / "raw").is_dir()]
+            if held:
+                raise EBMError(f"{text} is a torchvision root; name a set in it: --data {held[0]} --data-root {text}")
+            return "folder"
         if p.suffix.lower() in (".zip", ".npz", ".csv"):
             return p.suffix.lower()[1:]
         raise EBMError(f"{text}: not a data file (use a folder of pictures, a .zip, an .npz, a .csv of 2-D points "
@@ -472,7 +477,7 @@ def load_dataset(data: str | os.PathLike | None = None, limits: Limits = UPLOAD_
         x, _ = make_dataset(arg, POINTS_PER_SET, seed=0)
         return _points(arg, x, f"{arg}, {POINTS_PER_SET} points, seed 0", arg)
     if kind == "csv":
-        return points_from_csv(Path(data), limits.max_images, min(limits.max_file_bytes, MAX_CSV_BYTES))
+        return points_from_csv(Path(data), limits.max_images, min(limits.max_file_bytes, MAX_CSV_BYTES), arg=arg)
     return _pictures(Path(data), limits, labels_from_folders, held_out, arg)
 
 
@@ -515,23 +520,20 @@ def _points(name: str, x: torch.Tensor, source: str, arg: str) -> Dataset:
                    content_hash([x], [None], []), "none (2-D points are all trained on)", arg, held_out=0.0)
 
 
-def _csv_rows(text: str, name: str, max_points: int) -> list[list[str]]:
+def _csv_rows(text: str, name: str) -> list[list[str]]:
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
         raise EBMError(f"{name}: no points in it")
     delim = next((d for d in (",", ";", "\t") if d in lines[0]), None)
-    rows = [r for r in csv.reader(lines, delimiter=delim)] if delim else [ln.split() for ln in lines]
-    if len(rows) > max_points + 1:
-        raise EBMError(f"{name}: over {max_points:,} points, the limit")
-    return rows
+    return list(csv.reader(lines, delimiter=delim)) if delim else [ln.split() for ln in lines]
 
 
 def points_from_csv(source: bytes | str | os.PathLike, max_points: int = MAX_POINTS,
-                    max_bytes: int = MAX_CSV_BYTES, name: str | None = None) -> Dataset:
+                    max_bytes: int = MAX_CSV_BYTES, name: str | None = None, arg: str | None = None) -> Dataset:
     """2-D points from CSV text (a file path or its bytes): columns ``x`` and ``y`` by header, else
     the first two; a header row is optional, ``#`` lines and blank lines are skipped. Points inside
     [−1, 1]² are kept as they are; others are shifted and scaled by one factor (the shape kept) to
-    fill [−0.95, 0.95]² (``source`` says how)."""
+    fill [−0.95, 0.95]² (``source`` says how). ``arg``: what ``--data`` should say (default: the name)."""
     if isinstance(source, (bytes, bytearray)):
         raw, name = bytes(source), name or "points.csv"
     else:
@@ -548,13 +550,15 @@ def points_from_csv(source: bytes | str | os.PathLike, max_points: int = MAX_POI
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise EBMError(f"{name}: not UTF-8 text") from e
-    rows = _csv_rows(text, name, max_points)
+    rows = _csv_rows(text, name)  # bounded by max_bytes
     head = [c.strip().lower() for c in rows[0]]
     has_header = any(not _is_number(c) for c in head)
     cols = (head.index("x"), head.index("y")) if has_header and {"x", "y"} <= set(head) else (0, 1)
     body = rows[1:] if has_header else rows
     if not body:
         raise EBMError(f"{name}: a header but no points")
+    if len(body) > max_points:
+        raise EBMError(f"{name}: {len(body):,} points, over {max_points:,}, the limit")
     pts = np.empty((len(body), 2), np.float64)
     for i, row in enumerate(body):
         try:
@@ -563,7 +567,7 @@ def points_from_csv(source: bytes | str | os.PathLike, max_points: int = MAX_POI
             raise EBMError(f"{name}, row {i + 1 + has_header}: expected two numbers (x, y), got {','.join(row)[:40]!r}") from None
     if not np.isfinite(pts).all():
         raise EBMError(f"{name}: NaN or infinite coordinates")
-    return _points(name, *_fitted(pts, name), name)
+    return _points(name, *_fitted(pts, name), arg or name)
 
 
 def _is_number(text: str) -> bool:

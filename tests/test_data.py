@@ -126,6 +126,9 @@ def test_what_data_names(tmp_path):
     (tmp_path / "mnistroot" / "MNIST" / "raw").mkdir(parents=True)
     assert source_kind(tmp_path / "mnistroot") == "mnist"  # the documented `--data ROOT` still means MNIST
     assert source_kind("nowhere") == "mnist" and source_kind(None) == "mnist"  # torchvision may download there
+    make_torchvision_root(tmp_path / "tv", "KMNIST")
+    with pytest.raises(EBMError, match="is a torchvision root; name a set in it: --data kmnist --data-root"):
+        source_kind(tmp_path / "tv")
     assert source_kind("glyphs") == "bundled" and source_kind("kmnist") == "torchvision"
     with pytest.raises(EBMError, match="no such file"):
         source_kind(tmp_path / "typo.zip")
@@ -183,3 +186,48 @@ def test_a_weights_file_finds_its_data_again_by_name_not_by_path(tmp_path):
 def test_limits_count_images(tmp_path):
     with pytest.raises(EBMError, match="18 images, over the limit of 10"):
         load_dataset(make_folder(tmp_path / "g"), Limits(max_images=10))
+
+
+# --- 2-D points from CSV (the Landscape tab's upload) ------------------------------------------
+from ebm_play.data import points_csv, points_from_csv  # noqa: E402
+
+
+def test_csv_points_inside_the_square_are_kept_and_round_trip():
+    x = torch.tensor([[-0.5, 0.25], [0.9, -0.95], [0.0, 1.0]])
+    d = points_from_csv(points_csv(x).encode())
+    assert torch.equal(d.train.x, x) and d.unit == "points" and len(d.test.x) == 0
+    assert "3 points" in d.summary() and "held out" in d.summary()
+
+
+@pytest.mark.parametrize("text", ["x,y\n10,0\n30,10\n20,5\n", "10;0\n30;10\n# a comment\n\n20;5\n",
+                                  "id\ty\tx\n1\t0\t10\n2\t10\t30\n3\t5\t20\n", "10 0\n30 10\n20 5\n"])
+def test_csv_dialects_and_scaling_into_the_square(text):
+    d = points_from_csv(text.encode())
+    # x spans 10..30 (half-range 10), y 0..10: one factor 0.95/10 keeps the shape, centred on (20, 5)
+    assert torch.allclose(d.train.x, torch.tensor([[-0.95, -0.475], [0.95, 0.475], [0.0, 0.0]]), atol=1e-6)
+    assert "scaled by 0.095" in d.source
+
+
+@pytest.mark.parametrize("data, kw, words", [
+    (b"x,y\n1,2\n3,oops\n", {}, "row 3: expected two numbers"),
+    (b"x,y\n1\n", {}, "row 2"),
+    (b"x,y\n", {}, "a header but no points"),
+    (b"\n# nothing\n", {}, "no points"),
+    (b"1,nan\n2,3\n", {}, "NaN or infinite"),
+    (b"5,5\n5,5\n", {}, "every point is the same"),
+    (b"\xff\xfe1,2\n", {}, "not UTF-8"),
+    (b"1,2\n" * 11, {"max_points": 10}, "11 points, over 10"),
+    (b"1,2\n" * 100, {"max_bytes": 50}, "over the"),
+])
+def test_csv_mistakes_are_one_line(data, kw, words):
+    with pytest.raises(EBMError) as e:
+        points_from_csv(data, **kw)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_csv_file_and_named_point_sets(tmp_path):
+    (tmp_path / "p.csv").write_text("x,y\n0.1,0.2\n0.3,0.4\n")
+    d = load_dataset(tmp_path / "p.csv")
+    assert d.name == "p.csv" and d.arg == str(tmp_path / "p.csv") and d.size == 2
+    moons = load_dataset("two_moons")
+    assert moons.train.x.shape == (2000, 2) and moons.hash == load_dataset("two_moons").hash

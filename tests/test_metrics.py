@@ -1,5 +1,7 @@
 import itertools
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -94,3 +96,32 @@ def test_evaluate_data_on_the_bundled_glyphs():
     unlabelled.classes = []
     r = evaluate_data(model, unlabelled, n_samples=20, steps=1, log=lambda m: None)
     assert "classifier" not in r and "FDD" not in format_data_report(r)
+
+
+class Memoriser(torch.nn.Module):
+    """A model that memorises its training images: a Gaussian kernel density on them,
+    E(x) = −log Σᵢ exp(−‖x − xᵢ‖² / 2σ²) with σ² = 10, so that one unclamped Langevin step of size
+    10 lands on the nearest image (near one image the gradient is (x − xᵢ)/σ²)."""
+
+    kind, has_classes = "memoriser", False
+
+    def __init__(self, images: torch.Tensor):
+        super().__init__()
+        self.register_buffer("images", images.flatten(1))
+        self.info = {"samplers": {"langevin": {"steps": 60, "step_size": 10.0, "noise": 0.005, "grad_clamp": 0.03}}}
+
+    def forward(self, x):
+        return -torch.logsumexp(-torch.cdist(x.flatten(1), self.images).pow(2) / 20, 1)
+
+
+def test_copy_rate_catches_a_model_that_memorises_ten_images(tmp_path):
+    x = load_dataset("glyphs").train.x[:20]
+    np.savez(tmp_path / "twenty.npz", x=x.numpy())
+    data = load_dataset(tmp_path / "twenty.npz", held_out=0.5)  # 10 to train on, 10 held out
+    assert len(data.train.x) == 10
+    r = evaluate_data(Memoriser(data.train.x), data, n_samples=50, log=lambda m: None)
+    # the chains walk onto training images: the other nine kernels, at squared distances of ~100,
+    # pull a sample off its image by about Σⱼ e^(−dⱼ²/20)·dⱼ ≈ 9·e⁻⁵·10 ≈ 0.6, against a
+    # threshold (the 5% quantile of the training images' distances to each other) of ~7
+    assert r["copy"]["samples"] == 1.0 and r["copy"]["samples_nn_median"] < 0.2 * r["copy"]["threshold"]
+    assert r["copy"]["held_out"] <= 0.2  # fresh glyphs are not copies

@@ -183,14 +183,23 @@ DATA_HELP = ("training data: a folder of pictures, a .zip of them, an .npz (x: N
              "else the bundled 8,000-digit sample")
 
 
-def _data_flags(p, evaluate: bool = False) -> None:
-    what = "data to judge the model against (default: what the model was trained on)" if evaluate else DATA_HELP
+def _data_flags(p, train: bool = False) -> None:
+    """--data and its companions (train: also --download and --preset; evaluate: --classifier-updates)."""
+    what = DATA_HELP if train else "data to judge the model against (default: what the model was trained on)"
     p.add_argument("--data", metavar="PATH_OR_NAME", help=what)
     p.add_argument("--data-root", metavar="ROOT", help="torchvision's root for a set named in --data (default $EBM_PLAY_DATA or ./data)")
     p.add_argument("--labels-from-folders", action="store_true",
                    help="a folder or zip: each picture's sub-folder names its class (as torchvision's ImageFolder)")
     p.add_argument("--held-out", type=positive, metavar="F",
                    help=f"share of each class held out, for data without a test split (default {HELD_OUT})")
+    if not train:
+        p.add_argument("--classifier-updates", type=positive_int, default=CLASSIFIER_UPDATES, metavar="N",
+                       help=f"other labelled data: batches the feature classifier trains on (default {CLASSIFIER_UPDATES})")
+    if train:
+        p.add_argument("--download", action="store_true", help="download a torchvision set (MNIST too) into its root if missing")
+        p.add_argument("--preset", choices=list(PRESETS), help="start from a named recipe (fast: digits within minutes on a "
+                                                               "CPU; reference: the defaults; landscape: the Landscape tab's "
+                                                               "MLP on 2-D points); flags given override it")
 
 
 def _model_arg(p):
@@ -218,9 +227,8 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     epilog = _sampler_defaults_text() + "\n\n" + CONVENTION
 
-    p = sub.add_parser("models", help="list the shipped models, or describe weight files",
-                       description="List the shipped models (weights/*.safetensors), or describe the files given: "
-                                   "kind, settings, data (name, size, split, hash) and the command that trains it again.")
+    p = sub.add_parser("models", help="list the shipped models, or describe weight files", description="List the shipped "
+                       "models (weights/*.safetensors), or describe files: kind, settings, data, the command that trains it.")
     p.add_argument("files", nargs="*", metavar="FILE", help="weight files to describe (default: the shipped models)")
     _common(p, seed=False)
 
@@ -274,10 +282,8 @@ def build_parser() -> Parser:
     p.add_argument("--n", type=positive_int, default=1000, metavar="N", help="samples and OOD images per set (default 1000)")
     p.add_argument("--sampler", choices=list(samplers.SAMPLERS), help="default: langevin (gibbs for an RBM)")
     p.add_argument("--steps", type=count, metavar="N", help="sampler updates (default: the model's recommendation)")
-    _data_flags(p, evaluate=True)
+    _data_flags(p)
     p.add_argument("--classifier", default="mnist-classifier", metavar="NAME_OR_PATH", help="evaluation classifier (MNIST digits)")
-    p.add_argument("--classifier-updates", type=positive_int, default=CLASSIFIER_UPDATES, metavar="N",
-                   help=f"other labelled data: batches the feature classifier trains on (default {CLASSIFIER_UPDATES})")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     _common(p)
 
@@ -304,16 +310,12 @@ def build_parser() -> Parser:
                               "writes the file.")
     p.add_argument("--steps", type=count, default=1000, metavar="N", help="updates to run (default 1000)")
     p.add_argument("--out", required=True, metavar="FILE", help="weights file to write (.safetensors)")
-    _data_flags(p)
-    p.add_argument("--download", action="store_true", help="download a torchvision set (MNIST too) into its root if missing")
+    _data_flags(p, train=True)
     p.add_argument("--log-every", type=positive_int, metavar="K", default=10, help="updates between progress lines (default 10)")
     p.add_argument("--save-every", type=count, metavar="K", default=100, help="updates between saves, 0 = only at the end (default 100)")
     p.add_argument("--resume", metavar="FILE", help="continue from a saved .safetensors (its training settings "
                                                     "are the defaults; flags given override them)")
     p.add_argument("--minutes", type=positive, metavar="M", help="stop after this wall-clock budget")
-    p.add_argument("--preset", choices=list(PRESETS), help="start from a named recipe (fast: digits within minutes on "
-                                                           "a CPU; reference: the defaults; landscape: the Landscape "
-                                                           "tab's MLP on 2-D points); flags given override it")
     _common(p, seed=False)  # --seed is a TrainConfig field
     _config_flags(p.add_argument_group("training settings (TrainConfig)"))
     return parser

@@ -220,10 +220,10 @@ def _own(name: str, x: torch.Tensor, y: torch.Tensor | None, classes: list[str],
         raise EBMError(f"{name}: {len(x)} image; at least 2 are needed (one to train on, one held out)")
     digest = content_hash([x], [y], classes)
     tr, te = split_indices(len(x), y, held_out)
-    part = (lambda i, what: Digits(x[i], None if y is None else y[i], f"{source} ({what})"))
+    train, test = (Digits(x[i], None if y is None else y[i], f"{source} ({what})")
+                   for i, what in ((tr, "train"), (te, "held out")))
     split = f"{held_out:.0%} {'per class ' if y is not None else ''}at random, seed {SPLIT_SEED}"
-    return Dataset(name, part(tr, "train"), part(te, "held out"), classes, source, digest, split, arg,
-                   labels_from_folders, held_out, skipped or [])
+    return Dataset(name, train, test, classes, source, digest, split, arg, labels_from_folders, held_out, skipped or [])
 
 
 def _shrunk(img: Image.Image) -> Image.Image:

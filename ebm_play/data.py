@@ -20,6 +20,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import socket
 import warnings
@@ -359,15 +360,20 @@ def _npz(path: Path, limits: Limits, held_out: float, arg: str, name: str | None
                 raise EBMError(f"{path.name}: arrays of over {limits.max_total_bytes / MB:.0f} MB uncompressed (zip bomb guard)")
             if "x.npy" not in infos:
                 raise EBMError(f"{path.name}: no array 'x' (found: {', '.join(n[:-4] for n in infos) or 'none'})")
-            shape, dtype = _npy_header(zf, "x.npy")
+            shapes = {k: _npy_header(zf, f"{k}.npy") for k in ("x", "y", "classes") if f"{k}.npy" in infos}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise EBMError(f"{path.name}: not a readable .npz file ({e})") from e
+    (shape, dtype), n = shapes["x"], shapes["x"][0][0] if shapes["x"][0] else 0
     if len(shape) not in (3, 4) or tuple(shape[-2:]) != (28, 28) or (len(shape) == 4 and shape[1] != 1):
         raise EBMError(f"{path.name}: 'x' must be N×28×28 or N×1×28×28, got {'×'.join(map(str, shape))}")
     if dtype.kind not in "uif":
         raise EBMError(f"{path.name}: 'x' must hold numbers (uint8 or float), got {dtype}")
-    if shape[0] > limits.max_images:
-        raise EBMError(f"{path.name}: {shape[0]:,} images, over the limit of {limits.max_images:,}")
+    if n > limits.max_images:
+        raise EBMError(f"{path.name}: {n:,} images, over the limit of {limits.max_images:,}")
+    if "y" in shapes and shapes["y"][0] != (n,):
+        raise EBMError(f"{path.name}: 'y' must hold one label per image, shape ({n},), got {shapes['y'][0]}")
+    if "classes" in shapes and math.prod(shapes["classes"][0]) > limits.max_classes:
+        raise EBMError(f"{path.name}: over {limits.max_classes:,} classes, the limit")
     try:
         with np.load(path, allow_pickle=False) as z:
             x = unit_images(z["x"], f"{path.name}: x")

@@ -447,3 +447,14 @@ def test_train_data_mistakes(capsys, tmp_path, sources, args, words):
     subst = {"NPZ_UNLABELLED": tmp_path / "u.npz", "FOLDER": sources["folder"][0]}
     rc, _, err = run(capsys, "train", *[subst.get(a, a) for a in args], *SMALL, "--out", tmp_path / "m.safetensors")
     assert_user_error(rc, err, *words)
+
+
+def test_resume_trains_on_the_data_its_file_names(capsys, tmp_path, sources):
+    out = tmp_path / "m.safetensors"
+    assert run(capsys, "train", "--data", *sources["npz"], *SMALL, "--out", out)[0] == 0
+    first = ebm_play.load_model(out).info["dataset"]
+    rc, stdout, err = run(capsys, "train", "--resume", out, "--steps", 1, "--out", out)
+    assert rc == 0, err
+    assert "glyphs.npz: 18 images" in stdout
+    again = ebm_play.load_model(out).info
+    assert again["dataset"]["hash"] == first["hash"] and again["train_steps"] == 3

@@ -12,7 +12,7 @@ same machine), from fresh models, for ``--minutes`` of wall-clock time:
 - shipped: ``ebm_play.Trainer`` with the configuration stored in weights/mnist.safetensors, up to
   the number of updates the model card documents (the recipe includes its length).
 
-Then ``ebm_play.metrics.evaluate`` judges both the same way: 1000 fresh chains from uniform noise,
+Then ``ebm_play.evaluation.evaluate`` judges both the same way: 1000 fresh chains from uniform noise,
 256 reference-Langevin steps (the tutorial's own generation setting), Fréchet digit distance,
 confident fraction, class coverage, OOD AUROC per set, and the mean and worst of those AUROCs.
 """
@@ -33,7 +33,7 @@ import torch
 from reference import CNNModel, copy_weights, generate_samples
 
 import ebm_play
-from ebm_play.metrics import evaluate
+from ebm_play.evaluation import evaluate
 
 HERE = Path(__file__).resolve().parent
 EVAL_SAMPLER = {"langevin": {"steps": 256, "step_size": 10.0, "noise": 0.005, "grad_clamp": 0.03}}

@@ -9,7 +9,7 @@
 from . import runtime  # noqa: F401  (sets the OpenMP wait policy before torch spins up threads)
 from .api import denoise, inpaint, sample, sample_chains, score
 from .composition import ClassEnergy, ComposedEnergy, Expert, InkEnergy, SketchEnergy, SymmetryEnergy, compose, ensemble
-from .data import mnist, sample_digits
+from .data import Dataset, load_dataset, mnist, sample_digits
 from .errors import EBMError
 from .images import load_images, preprocess, save_images
 from .models import RBM, CNNEnergy, EnergyModel, JEMEnergy, JEMEnsemble, MLPEnergy, build_model
@@ -19,9 +19,9 @@ from .training import TrainConfig, Trainer
 from .weights import load_model, save_model, shipped_models
 
 __all__ = [
-    "CNNEnergy", "ClassEnergy", "ComposedEnergy", "EBMError", "EnergyModel", "Expert", "InkEnergy", "JEMEnergy",
-    "JEMEnsemble", "MLPEnergy", "RBM", "SAMPLERS", "SketchEnergy", "SymmetryEnergy", "TrainConfig", "Trainer",
-    "build_model", "compose", "configure_threads", "denoise", "ensemble", "inpaint", "load_images", "load_model",
-    "mnist", "preprocess", "resolve_device", "sample", "sample_chains", "sample_digits", "save_images", "save_model",
-    "score", "shipped_models",
+    "CNNEnergy", "ClassEnergy", "ComposedEnergy", "Dataset", "EBMError", "EnergyModel", "Expert", "InkEnergy",
+    "JEMEnergy", "JEMEnsemble", "MLPEnergy", "RBM", "SAMPLERS", "SketchEnergy", "SymmetryEnergy", "TrainConfig",
+    "Trainer", "build_model", "compose", "configure_threads", "denoise", "ensemble", "inpaint", "load_dataset",
+    "load_images", "load_model", "mnist", "preprocess", "resolve_device", "sample", "sample_chains", "sample_digits",
+    "save_images", "save_model", "score", "shipped_models",
 ]

@@ -24,18 +24,21 @@ import torch
 
 from . import distributed, masks, samplers, settings
 from .api import denoise, inpaint, sample_chains, score
-from .data import mnist
+from .archives import CLI_LIMITS
+from .data import HELD_OUT, NAMES, Dataset, load_dataset, mnist, model_for, source_kind
 from .errors import EBMError
 from .files import atomic_write, check_output
 from .images import OUTPUT_TYPES, load_images, save_images
+from .metrics import CLASSIFIER_UPDATES
 from .models import IMAGE_ENERGIES
+from .reproduce import PRESETS, run_info, settings_from_info
 from .runtime import configure_threads, resolve_device
 from .training import Interrupted, TrainConfig, Trainer
 from .weights import load_model, read_metadata, resolve, save_model, shipped_models
 
 PROG = "python -m ebm_play"
 CONVENTION = "Energy convention: lower energy = more data-like, p(x) ∝ exp(−E(x))."
-TRAINABLE = ("cnn", "jem", "rbm")
+TRAINABLE = ("cnn", "jem", "rbm", "mlp2d")
 
 
 class Parser(argparse.ArgumentParser):
@@ -105,7 +108,7 @@ def _sampler_defaults_text() -> str:
 
 # --- TrainConfig fields → flags, one for one ---------------------------------------------------
 TRAIN_HELP = {
-    "model": "model kind: cnn (CNN energy), jem (classifier-energy, needs labels) or rbm",
+    "model": "model kind: cnn (CNN energy), jem (classifier-energy, needs labels), rbm, or mlp2d (2-D points)",
     "width": "CNN channels c (default: cnn 16, jem 32)",
     "hidden": "RBM hidden units",
     "spectral_norm": "spectral normalisation on every layer (smoother energy, steadier training)",
@@ -176,6 +179,31 @@ def _common(p: argparse.ArgumentParser, seed: bool = True) -> None:
                    help="CPU threads for torch (default: $EBM_PLAY_THREADS or all cores; under torchrun, cores / processes)")
 
 
+DATA_HELP = ("training data: a folder of pictures, a .zip of them, an .npz (x: N×28×28, optional y), a .csv of 2-D "
+             "points (mlp2d), a name "
+             f"({', '.join(NAMES)}), or a folder that holds MNIST/raw. Default: MNIST from $EBM_PLAY_DATA or ./data, "
+             "else the bundled 8,000-digit sample")
+
+
+def _data_flags(p, train: bool = False) -> None:
+    """--data and its companions (train: also --download and --preset; evaluate: --classifier-updates)."""
+    what = DATA_HELP if train else "data to judge the model against (default: what the model was trained on)"
+    p.add_argument("--data", metavar="PATH_OR_NAME", help=what)
+    p.add_argument("--data-root", metavar="ROOT", help="torchvision's root for a set named in --data (default $EBM_PLAY_DATA or ./data)")
+    p.add_argument("--labels-from-folders", action="store_true",
+                   help="a folder or zip: each picture's sub-folder names its class (as torchvision's ImageFolder)")
+    p.add_argument("--held-out", type=positive, metavar="F",
+                   help=f"share of each class held out, for data without a test split (default {HELD_OUT})")
+    if not train:
+        p.add_argument("--classifier-updates", type=positive_int, default=CLASSIFIER_UPDATES, metavar="N",
+                       help=f"other labelled data: batches the feature classifier trains on (default {CLASSIFIER_UPDATES})")
+    if train:
+        p.add_argument("--download", action="store_true", help="download a torchvision set (MNIST too) into its root if missing")
+        p.add_argument("--preset", choices=list(PRESETS), help="start from a named recipe (fast: digits within minutes on a "
+                                                               "CPU; reference: the defaults; landscape: the Landscape tab's "
+                                                               "MLP on 2-D points); flags given override it")
+
+
 def _model_arg(p):
     p.add_argument("--model", required=True, metavar="NAME_OR_PATH",
                    help="a shipped model name (see 'models') or a .safetensors file")
@@ -201,7 +229,9 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     epilog = _sampler_defaults_text() + "\n\n" + CONVENTION
 
-    p = sub.add_parser("models", help="list the shipped models", description="List the shipped models (weights/*.safetensors).")
+    p = sub.add_parser("models", help="list the shipped models, or describe weight files", description="List the shipped "
+                       "models (weights/*.safetensors), or describe files: kind, settings, data, the command that trains it.")
+    p.add_argument("files", nargs="*", metavar="FILE", help="weight files to describe (default: the shipped models)")
     _common(p, seed=False)
 
     p = sub.add_parser("sample", help="draw samples by MCMC from noise", formatter_class=fmt, epilog=epilog,
@@ -254,8 +284,8 @@ def build_parser() -> Parser:
     p.add_argument("--n", type=positive_int, default=1000, metavar="N", help="samples and OOD images per set (default 1000)")
     p.add_argument("--sampler", choices=list(samplers.SAMPLERS), help="default: langevin (gibbs for an RBM)")
     p.add_argument("--steps", type=count, metavar="N", help="sampler updates (default: the model's recommendation)")
-    p.add_argument("--data", metavar="ROOT", help="MNIST root (default $EBM_PLAY_DATA or ./data; else the bundled test digits)")
-    p.add_argument("--classifier", default="mnist-classifier", metavar="NAME_OR_PATH", help="evaluation classifier")
+    _data_flags(p)
+    p.add_argument("--classifier", default="mnist-classifier", metavar="NAME_OR_PATH", help="evaluation classifier (MNIST digits)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     _common(p)
 
@@ -282,9 +312,7 @@ def build_parser() -> Parser:
                               "writes the file.")
     p.add_argument("--steps", type=count, default=1000, metavar="N", help="updates to run (default 1000)")
     p.add_argument("--out", required=True, metavar="FILE", help="weights file to write (.safetensors)")
-    p.add_argument("--data", metavar="ROOT", help="MNIST root for torchvision (default $EBM_PLAY_DATA or ./data); "
-                                                   "without MNIST there, the bundled 8,000-digit sample is used")
-    p.add_argument("--download", action="store_true", help="download MNIST into ROOT if missing")
+    _data_flags(p, train=True)
     p.add_argument("--log-every", type=positive_int, metavar="K", default=10, help="updates between progress lines (default 10)")
     p.add_argument("--save-every", type=count, metavar="K", default=100, help="updates between saves, 0 = only at the end (default 100)")
     p.add_argument("--resume", metavar="FILE", help="continue from a saved .safetensors (its training settings "
@@ -322,23 +350,49 @@ def _summary(e: torch.Tensor) -> str:
 
 
 # --- commands ---------------------------------------------------------------------------------
+def _data_line(info: dict) -> str | None:
+    d = info.get("dataset")
+    if isinstance(d, dict):
+        classes = d.get("classes") or []
+        labels = f"{len(classes)} classes" if classes else "no labels"
+        return (f"data {d.get('name')}: {d.get('size', 0):,} {d.get('unit', 'images')}, {d.get('train', 0):,} to train, "
+                f"{d.get('held_out', 0):,} held out ({d.get('split')}), {labels}, sha256 {str(d.get('hash'))[:12]}")
+    return f"data {info['data']}" if isinstance(info.get("data"), str) else None
+
+
+def _describe(name: str, path, card: bool = False) -> None:
+    try:
+        meta = read_metadata(path)
+    except EBMError as e:  # one bad file should not hide the others
+        print(f"{name:16s} unreadable: {_one_line(e)}")
+        return
+    info = meta.get("info", {})
+    config = " ".join(f"{k}={v}" for k, v in meta["config"].items())
+    extra = f", {info['train_steps']} training steps" if "train_steps" in info else ""
+    if meta["kind"] not in IMAGE_ENERGIES + ("mlp2d",):
+        extra += " (not an image energy model: not for sample/score/inpaint/denoise)"
+    print(f"{name:16s} {meta['kind']:10s} {config}{extra}")
+    line = _data_line(info)
+    if line and (card or "dataset" in info):
+        print(f"{'':16s} {line}")
+    if card:
+        try:
+            print(f"{'':16s} trained by: {settings_from_info(info).command(Path(path).name)}")
+        except EBMError as e:
+            print(f"{'':16s} trained by: unknown ({_one_line(e)})")
+
+
 def cmd_models(args) -> int:
+    if args.files:
+        for f in args.files:
+            _describe(Path(f).name, f, card=True)
+        return 0
     names = shipped_models(energies_only=False)
     if not names:
         print(f"no shipped models yet (train one: {PROG} train --model cnn --out weights/mnist.safetensors)")
         return 0
     for name in names:
-        try:
-            meta = read_metadata(resolve(name))
-        except EBMError as e:  # one bad file should not hide the others
-            print(f"{name:16s} unreadable: {_one_line(e)}")
-            continue
-        info = meta.get("info", {})
-        config = " ".join(f"{k}={v}" for k, v in meta["config"].items())
-        extra = f", {info['train_steps']} training steps" if "train_steps" in info else ""
-        if meta["kind"] not in IMAGE_ENERGIES:
-            extra += " (not an image energy model: not for sample/score/inpaint/denoise)"
-        print(f"{name:16s} {meta['kind']:10s} {config}{extra}")
+        _describe(name, resolve(name))
     return 0
 
 
@@ -403,6 +457,12 @@ def cmd_train(args, config_names: list[str]) -> int:
         return _train(args, config_names, world, device)
 
 
+def config_from_args(args, stored: dict | None = None) -> TrainConfig:
+    """``train``'s settings: its flags over ``--preset`` over ``stored`` (a resumed file's settings)."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    return TrainConfig.from_dict({**(stored or {}), **PRESETS.get(args.preset, {}), **given})
+
+
 def _resumed(args, given: dict, device: torch.device):
     """The model, training settings and step count of ``--resume FILE``, flags given overriding."""
     model = load_model(args.resume, device)
@@ -419,7 +479,7 @@ def _resumed(args, given: dict, device: torch.device):
                 raise EBMError(f"--{k.replace('_', '-')} {given[k]} does not match the resumed model ({k} {model.config[k]})")
             stored[k] = model.config[k]
     try:
-        config = TrainConfig.from_dict({**stored, **given})
+        config = config_from_args(args, stored)
     except (TypeError, OverflowError) as e:  # wrong types in the file: EBMError names the field itself
         raise EBMError(f"{name}: its stored training settings are malformed ({_one_line(e)})") from e
     return model, config, model.info.get("train_steps", 0)
@@ -427,19 +487,28 @@ def _resumed(args, given: dict, device: torch.device):
 
 def _train(args, config_names: list[str], world: distributed.World, device: torch.device) -> int:
     given = {k: getattr(args, k) for k in config_names if hasattr(args, k)}
-    model, done = None, 0
+    model, done, info = None, 0, {}
     if args.resume:
         model, config, done = _resumed(args, given, device)
+        info = model.info
     else:
-        config = TrainConfig(**given)
+        config = config_from_args(args)
     if args.download and not world.is_main:
         distributed.barrier()  # rank 0 downloads alone; the others then read its files
-    digits = mnist(train=True, root=args.data, download=args.download and world.is_main, classes=config.classes)
+    default = "two_moons" if config.model == "mlp2d" else None
+    data = _dataset(args, info.get("dataset"), download=args.download and world.is_main, default=default)
     if args.download and world.is_main:
         distributed.barrier()
-    trainer = Trainer(config, digits.x, digits.y, model=model, device=device, start_step=done)
+    points = data.train.x.dim() == 2
+    if (config.model == "mlp2d") != points:
+        raise EBMError(f"{data.name} holds {'2-D points' if points else '28×28 images'}, and {config.model} trains on "
+                       f"{'2-D points (--model mlp2d)' if points else 'images'}")
+    data.check_trainable(config.model, config.mirrored)
+    model = model or model_for(config, data)
+    trainer = Trainer(config, data.train.x, data.train.y, model=model, device=device, start_step=done)
+    record = run_info(config, data, done + args.steps)
     try:
-        return _train_loop(args, trainer, digits.source, done, world)
+        return _train_loop(args, trainer, data, record, done, world)
     finally:
         trainer.close()  # DDP must go before the process group does
 
@@ -475,7 +544,28 @@ class StopRequests:
             signal.signal(signal.SIGINT, previous)
 
 
-def _train_loop(args, trainer: Trainer, source: str, done: int, world: distributed.World) -> int:
+def _dataset(args, recorded: dict | None = None, download: bool = False, strict: bool = False,
+             default: str | None = None) -> Dataset:
+    """The data of ``--data`` and its flags; without ``--data``, what ``recorded`` (a weights file's
+    ``info["dataset"]``) names, with its labels and held-out share; ``strict``: refuse other
+    data than the recorded hash."""
+    arg, folders, held = args.data or default, args.labels_from_folders, args.held_out
+    if args.data is None and recorded:
+        arg = recorded.get("arg")
+        folders = folders or bool(recorded.get("labels_from_folders"))
+        held = held or recorded.get("held_out_fraction") or None
+    data = load_dataset(arg, CLI_LIMITS, root=args.data_root, download=download, labels_from_folders=folders,
+                        held_out=held or HELD_OUT)
+    if args.data is None and recorded and recorded.get("hash") not in (None, data.hash):
+        note = (f"the data the model was trained on ({recorded.get('name')}, sha256 {str(recorded.get('hash'))[:12]}) "
+                f"is not what {arg!r} holds now ({data.hash[:12]})")
+        if strict:
+            raise EBMError(note + ": pass --data")
+        print(f"note: {note}", file=sys.stderr)
+    return data
+
+
+def _train_loop(args, trainer: Trainer, data: Dataset, record: dict, done: int, world: distributed.World) -> int:
     config = trainer.config
     out = Path(args.out)
     end = done + args.steps
@@ -492,13 +582,15 @@ def _train_loop(args, trainer: Trainer, source: str, done: int, world: distribut
         if not world.is_main:
             return
         extra = {"resumed_from": str(args.resume)} if args.resume else {}
-        save_model(trainer.model, out, info={**trainer.metadata(), **extra, "data": source})
+        save_model(trainer.model, out, info={**trainer.metadata(), **extra, "data": data.train.source, **record})
         say(f"{note}: saved {out} at step {trainer.state.step} ({len(trainer.state.events)} rollbacks)")
 
-    arch = f"hidden {config.hidden}" if config.model == "rbm" else f"width {config.width}"
+    arch = f"hidden {config.hidden}" if config.model in ("rbm", "mlp2d") else f"width {config.width}"
     ranks = "" if world.size == 1 else (f", {world.size} processes ({world.backend}), batch {config.batch_size} per "
                                         f"process ({config.batch_size * world.size} in all)")
-    say(f"training {config.model} ({arch}) on {source}, {len(trainer.data)} images, device {trainer.device}{ranks}, "
+    say(data.summary())
+    unit = "points" if trainer.data.dim() == 2 else "images"
+    say(f"training {config.model} ({arch}) on {data.train.source}, {len(trainer.data)} {unit}, device {trainer.device}{ranks}, "
         f"steps {done + 1}..{end}")
     t_log, n_log = time.perf_counter(), 0
     with stop.installed():
@@ -559,19 +651,29 @@ def cmd_ensemble(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .metrics import evaluate, format_report
+    from .evaluation import evaluate, evaluate_data, format_data_report, format_report
 
     if args.json:
         check_output(args.json, (".json",), "--json")
     device = resolve_device(args.device)
     model = _load(args.model, device)
-    classifier = load_model(args.classifier, device)
-    if classifier.kind != "classifier":
-        raise EBMError(f"{args.classifier}: not an evaluation classifier (kind {classifier.kind})")
-    test = mnist(train=False, root=args.data)
-    report = evaluate(model, classifier, test, n_samples=args.n, sampler=args.sampler, steps=args.steps,
-                      seed=args.seed, log=lambda m: print(m, file=sys.stderr, flush=True))
-    print(format_report(report))
+    recorded = model.info.get("dataset") if isinstance(model.info.get("dataset"), dict) else None
+    digits = source_kind(args.data) == "mnist" if args.data else not recorded or recorded.get("name") == "mnist"
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if not digits:  # judged against its own held-out data
+        data = _dataset(args, recorded, strict=args.data is None)
+        report = evaluate_data(model, data, n_samples=args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                               log=log, classifier_updates=args.classifier_updates)
+        text = format_data_report(report)
+    else:
+        classifier = load_model(args.classifier, device)
+        if classifier.kind != "classifier":
+            raise EBMError(f"{args.classifier}: not an evaluation classifier (kind {classifier.kind})")
+        test = mnist(train=False, root=args.data_root if args.data in (None, "mnist") else args.data)
+        report = evaluate(model, classifier, test, n_samples=args.n, sampler=args.sampler, steps=args.steps,
+                          seed=args.seed, log=log)
+        text = format_report(report)
+    print(text)
     if args.json:
         atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
     return 0

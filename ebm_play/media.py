@@ -22,7 +22,6 @@ from .images import grid
 from .recording import Recording, RecordStore
 
 
-
 def grid_layout(chains: int) -> tuple[int, int]:
     """(columns, scale) so a grid stays around 400–900 pixels wide whatever the number of chains."""
     cols = max(1, math.ceil(math.sqrt(chains)))

@@ -403,20 +403,21 @@ class MLPEnergy(EnergyModel):
 class DigitClassifier(EnergyModel):
     """The evaluation classifier: measures sample quality only. It is never trained on samples and
     never used as an energy; its architecture (ReLU, max-pooling, dropout) differs from the EBMs'.
-    ``forward`` returns logits (N×10); ``features`` the 128-d layer used for Fréchet distances."""
+    ``forward`` returns logits (N×n_classes); ``features`` the 128-d layer used for Fréchet distances.
+    Other data sets get their own (``evaluation.evaluate_data``), with one output per class."""
 
     kind = "classifier"
     is_energy = False
 
-    def __init__(self, width: int = 16):
-        super().__init__(width=int(width))
+    def __init__(self, width: int = 16, n_classes: int = 10):
+        super().__init__(width=int(width), **({} if n_classes == 10 else {"n_classes": int(n_classes)}))
         c = width
         self.body = nn.Sequential(
             nn.Conv2d(1, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(c, 2 * c, 3, padding=1), nn.ReLU(), nn.Conv2d(2 * c, 2 * c, 3, padding=1), nn.ReLU(),
             nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.25), nn.Linear(2 * c * 49, 128), nn.ReLU(),
         )
-        self.head = nn.Sequential(nn.Dropout(0.25), nn.Linear(128, 10))
+        self.head = nn.Sequential(nn.Dropout(0.25), nn.Linear(128, int(n_classes)))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)

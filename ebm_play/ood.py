@@ -29,9 +29,9 @@ import torch
 from torch import nn
 
 from .api import score
-from .data import sample_digits
+from .data import Dataset, dataset_of, sample_digits
 from .errors import EBMError
-from .metrics import auroc, ood_sets, roc_curve
+from .metrics import auroc, data_ood_sets, ood_sets, roc_curve
 
 DEFAULT_TPR = 0.95
 CONFIDENT = 0.9  # p(y|x) above this counts as a confident class
@@ -119,13 +119,17 @@ class OODScorer:
     """A model's energies of reference digits (default: the 2,000 bundled MNIST test digits) and the
     figures above. Build once per model (:func:`scorer_for` caches); scoring is then cheap."""
 
-    def __init__(self, model: nn.Module, reference: torch.Tensor | None = None, seed: int = 0):
+    def __init__(self, model: nn.Module, reference: torch.Tensor | None = None, seed: int = 0,
+                 sets: dict[str, torch.Tensor] | None = None, reference_name: str | None = None):
         self.model = model
         self.reference_images = sample_digits(train=False).x if reference is None else reference
+        # what the percentiles are among, for messages: "test digits" or e.g. "held-out glyphs images"
+        self.reference_name = reference_name or ("test digits" if reference is None else "reference images")
         self.reference = np.sort(_energies(score(model, self.reference_images)))
         if not np.isfinite(self.reference).all():
-            raise EBMError("the model gives non-finite energies on the test digits: it cannot score OOD")
+            raise EBMError(f"the model gives non-finite energies on the {self.reference_name}: it cannot score OOD")
         self.seed = seed
+        self._sets = sets  # OOD sets for builtin(); default: those made from the MNIST test digits
         self._builtin: dict[str, np.ndarray] | None = None
         self._lock = threading.Lock()
 
@@ -170,7 +174,7 @@ class OODScorer:
         """Energies of each built-in OOD set (N_BUILTIN images each), computed once."""
         with self._lock:
             if self._builtin is None:
-                sets = builtin_sets(self.seed)
+                sets = builtin_sets(self.seed) if self._sets is None else self._sets
                 self._builtin = {name: self.energy(x) for name, x in sets.items()}
             return self._builtin
 
@@ -187,20 +191,41 @@ def builtin_sets(seed: int = 0, n: int = N_BUILTIN) -> dict[str, torch.Tensor]:
         return _sets[(seed, n)]
 
 
-def scorer_for(model: nn.Module) -> OODScorer:
-    """The cached :class:`OODScorer` of ``model`` with the default reference (built on first use)."""
+def data_scorer(model: nn.Module, data: Dataset, seed: int = 0) -> OODScorer:
+    """A scorer for a model of ``data``: percentiles among the data's own held-out images, and OOD
+    sets of MNIST digits and the built-in sets made from those images."""
+    held = data.test.x
+    if not len(held):
+        raise EBMError(f"{data.name} has no held-out images to judge energies against")
+    return OODScorer(model, held, seed, sets=data_ood_sets(held, N_BUILTIN, seed),
+                     reference_name=f"held-out images of {data.name}")
+
+
+def scorer_for(model: nn.Module, data: Dataset | None = None) -> OODScorer:
+    """The cached :class:`OODScorer` of ``model`` (built on first use): against ``data``'s held-out
+    part when given (it replaces the cached one), else against the model's own data where its file
+    names a set that can be found without reading a path from the file (:func:`ebm_play.data.dataset_of`),
+    else against the MNIST test digits."""
     with _cache_lock:
-        s = _cache.get(model)
+        s = None if data is not None else _cache.get(model)
         if s is None:
-            s = _cache[model] = OODScorer(model)
+            data = data or dataset_of(getattr(model, "info", {}))
+            s = _cache[model] = OODScorer(model) if data is None or data.is_mnist else data_scorer(model, data)
         return s
+
+
+def class_names(model: nn.Module, k: int) -> list[str]:
+    """A model's class names from its data (``info["dataset"]["classes"]``), else 0 … k−1."""
+    names = (getattr(model, "info", {}).get("dataset") or {}).get("classes")
+    return [str(c) for c in names] if isinstance(names, list) and len(names) == k else [str(i) for i in range(k)]
 
 
 def classify(model: nn.Module, x: torch.Tensor, tpr: float = DEFAULT_TPR, confident: float = CONFIDENT,
              scorer: OODScorer | None = None) -> dict:
     """A JEM's p(y|x) for one image next to its energy E(x) (−logsumexp f(x) for one JEM), with an answer that
     says "I don't know" when the energy flags the image as out-of-distribution, however confident
-    the classifier is. Returns probabilities (10), prediction, confidence, the OOD verdict and answer."""
+    the classifier is. Returns probabilities (10), prediction, confidence, the OOD verdict and answer,
+    and the class names (``classes``)."""
     if not hasattr(model, "classify"):
         raise EBMError(f"classification needs a JEM model (classifier + energy), not a {getattr(model, 'kind', '?')} model")
     if not 0 < confident <= 1:
@@ -220,17 +245,21 @@ def classify(model: nn.Module, x: torch.Tensor, tpr: float = DEFAULT_TPR, confid
         model.train(was_training)
     v = scorer.verdict(energy, tpr)
     conf, pred = float(probs.max()), int(probs.argmax())
+    classes = class_names(model, len(probs))
+
     sure = conf >= confident
     if not v.in_distribution:
         answer = "I don't know"
-        why = (f"the classifier says {pred} with p = {conf:.2f}, but the energy is higher than "
-               f"{v.percentile:.1f}% of test digits (above the threshold at TPR {v.tpr:.0%}): "
-               "this does not look like a digit the model knows")
+        known = "a digit" if scorer.reference_name == "test digits" else "anything"
+        why = (f"the classifier says {classes[pred]} with p = {conf:.2f}, but the energy is higher than "
+               f"{v.percentile:.1f}% of {scorer.reference_name} (above the threshold at TPR {v.tpr:.0%}): "
+               f"this does not look like {known} the model knows")
     elif sure:
-        answer, why = str(pred), f"confident (p = {conf:.3f}) and the energy is typical of test digits"
+        answer, why = classes[pred], f"confident (p = {conf:.3f}) and the energy is typical of {scorer.reference_name}"
     else:
         second = int(probs.argsort(descending=True)[1])
-        answer = f"probably {pred}"
-        why = f"digit-like energy, but the classifier is unsure (p = {conf:.2f}; next: {second})"
+        answer = f"probably {classes[pred]}"
+        like = "digit-like" if scorer.reference_name == "test digits" else "typical"
+        why = f"{like} energy, but the classifier is unsure (p = {conf:.2f}; next: {classes[second]})"
     return {"probabilities": [float(p) for p in probs], "prediction": pred, "confidence": conf,
-            "confident": sure, **v.as_dict(), "answer": answer, "explanation": why}
+            "confident": sure, **v.as_dict(), "answer": answer, "explanation": why, "classes": classes}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -567,3 +568,92 @@ def test_an_unexpected_exception_is_one_line_unless_debugging(capsys, monkeypatc
     monkeypatch.setenv("EBM_PLAY_DEBUG", "1")
     with pytest.raises(RuntimeError):
         cli.main(["models"])
+# --- data a person brings: --data PATH_OR_NAME --------------------------------------------------
+from owndata import make_folder, make_npz, make_torchvision_root, make_zip  # noqa: E402
+
+SMALL = ["--batch-size", 8, "--sampler-steps", 2, "--buffer-size", 32, "--width", 4, "--steps", 2, "--log-every", 1]
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> dict[str, list]:
+    """--data arguments for each kind of source, all the same three labels of generated glyphs."""
+    d = tmp_path_factory.mktemp("sources")
+    return {"folder": [make_folder(d / "glyphs"), "--labels-from-folders"],
+            "zip": [make_zip(d / "glyphs.zip"), "--labels-from-folders"],
+            "npz": [make_npz(d / "glyphs.npz")],
+            "torchvision": ["fashion-mnist", "--data-root", make_torchvision_root(d / "tv")]}
+
+
+@pytest.mark.parametrize("kind", ["cnn", "jem"])
+@pytest.mark.parametrize("source", ["folder", "zip", "npz", "torchvision"])
+def test_train_on_each_source(capsys, tmp_path, sources, source, kind):
+    out = tmp_path / "m.safetensors"
+    rc, stdout, err = run(capsys, "train", "--model", kind, "--data", *sources[source], *SMALL, "--out", out)
+    assert rc == 0, err
+    assert "3 classes (bar 6, cross 6, ring 6)" in stdout or "3 classes (0 6, 1 6, 2 6)" in stdout or source == "torchvision"
+    model = ebm_play.load_model(out)
+    d = model.info["dataset"]
+    assert d["size"] == 18 and len(d["classes"]) == 3 and len(d["hash"]) == 64
+    assert d["split"] == ("the official test split" if source == "torchvision" else "10% per class at random, seed 0")
+    if kind == "jem":
+        assert model.config["n_classes"] == 3 and model.classify(torch.zeros(2, 1, 28, 28)).shape == (2, 3)
+    rc, listing, _ = run(capsys, "models", out)
+    assert "18 images" in listing and d["hash"][:12] in listing and "trained by: python -m ebm_play train" in listing
+
+
+def test_evaluate_against_the_models_own_held_out_data(capsys, tmp_path, sources):
+    out = tmp_path / "m.safetensors"
+    assert run(capsys, "train", "--model", "jem", "--data", *sources["zip"], *SMALL, "--out", out)[0] == 0
+    rc, stdout, err = run(capsys, "evaluate", "--model", out, "--n", 20, "--steps", 2, "--classifier-updates", 20,
+                          "--json", tmp_path / "r.json")
+    assert rc == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["dataset"]["held_out"] == 3 and report["classifier"]["classes"] == 3
+    assert set(report["ood_auroc"]) >= {"MNIST digits", "uniform noise", "rotated images"}
+    assert 0 <= report["copy"]["samples"] <= 1 and "copy rate" in stdout and "MNIST digits" in stdout
+    assert "accuracy" in report  # a JEM's held-out accuracy, over its 3 classes
+
+
+def test_evaluate_refuses_data_that_is_gone(capsys, tmp_path):
+    folder = make_folder(tmp_path / "g")
+    out = tmp_path / "m.safetensors"
+    assert run(capsys, "train", "--data", folder, *SMALL, "--out", out)[0] == 0
+    shutil.rmtree(folder)  # the recorded path now names nothing (it would read as an MNIST root)
+    rc, _, err = run(capsys, "evaluate", "--model", out, "--n", 10, "--steps", 1)
+    assert_user_error(rc, err, "not what", "--data")
+
+
+def test_train_on_2d_points_from_csv(capsys, tmp_path):
+    (tmp_path / "p.csv").write_text("x,y\n" + "".join(f"{i},{i * i % 7}\n" for i in range(40)))
+    out = tmp_path / "l.safetensors"
+    rc, stdout, err = run(capsys, "train", "--preset", "landscape", "--data", tmp_path / "p.csv", "--steps", 2, "--out", out)
+    assert rc == 0, err
+    assert "40 points" in stdout and "scaled by" in stdout
+    assert ebm_play.load_model(out).info["dataset"]["unit"] == "points"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--model", "jem", "--data", "NPZ_UNLABELLED"], ["JEM needs labels"]),
+    (["--model", "jem", "--data", "FOLDER"], ["JEM needs labels", "--labels-from-folders"]),
+    (["--model", "mlp2d", "--data", "FOLDER"], ["holds 28×28 images"]),
+    (["--data", "two_moons"], ["holds 2-D points", "mlp2d"]),
+    (["--data", "typo.zip"], ["no such file"]),
+    (["--data", "FOLDER", "--mirrored", 0.25], ["MNIST digits only"]),
+    (["--data", "FOLDER", "--held-out", 0.9], ["held-out share"]),
+])
+def test_train_data_mistakes(capsys, tmp_path, sources, args, words):
+    np.savez(tmp_path / "u.npz", x=np.load(sources["npz"][0])["x"])
+    subst = {"NPZ_UNLABELLED": tmp_path / "u.npz", "FOLDER": sources["folder"][0]}
+    rc, _, err = run(capsys, "train", *[subst.get(a, a) for a in args], *SMALL, "--out", tmp_path / "m.safetensors")
+    assert_user_error(rc, err, *words)
+
+
+def test_resume_trains_on_the_data_its_file_names(capsys, tmp_path, sources):
+    out = tmp_path / "m.safetensors"
+    assert run(capsys, "train", "--data", *sources["npz"], *SMALL, "--out", out)[0] == 0
+    first = ebm_play.load_model(out).info["dataset"]
+    rc, stdout, err = run(capsys, "train", "--resume", out, "--steps", 1, "--out", out)
+    assert rc == 0, err
+    assert "glyphs.npz: 18 images" in stdout
+    again = ebm_play.load_model(out).info
+    assert again["dataset"]["hash"] == first["hash"] and again["train_steps"] == 3

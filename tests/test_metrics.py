@@ -40,3 +40,37 @@ def test_ood_sets_are_model_inputs():
     for x in sets.values():
         assert x.shape == (20, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
     assert len(render_letters()) == 52
+
+
+# --- other data: nearest neighbours, copy rate, a classifier of its own --------------------------
+import math  # noqa: E402
+
+import ebm_play  # noqa: E402
+from ebm_play.metrics import copy_rate, label_quality, nearest_distances  # noqa: E402
+
+
+def test_nearest_distances_match_brute_force():
+    g = torch.Generator().manual_seed(0)
+    x, ref = torch.rand(70, 1, 28, 28, generator=g), torch.rand(300, 1, 28, 28, generator=g)
+    full = torch.cdist(x.flatten(1).double(), ref.flatten(1).double())
+    assert torch.allclose(nearest_distances(x, ref, batch=32).double(), full.min(1).values, atol=1e-3)
+    own = torch.cdist(ref.flatten(1).double(), ref.flatten(1).double()).fill_diagonal_(math.inf)
+    assert torch.allclose(nearest_distances(ref, ref, exclude_self=True, batch=32).double(), own.min(1).values, atol=1e-3)
+
+
+def test_copy_rate_of_copies_and_of_fresh_real_images():
+    train, test = ebm_play.sample_digits(True).x, ebm_play.sample_digits(False).x
+    r = copy_rate(train[:300], train[:2000], test, max_reference=2000)
+    assert r["samples"] == 1.0 and r["samples_nn_median"] < 0.05  # every sample is a training image (float32: ~0.01)
+    # fresh test digits, exchangeable with training ones, fall under the 5% quantile of the training
+    # images' own nearest-neighbour distances about 5% of the time: 2,000 of them give
+    # 0.05 ± 5·√(0.05·0.95/2000) = ±0.024
+    assert r["held_out"] == pytest.approx(0.05, abs=0.024)
+    assert r["threshold"] < r["train_nn_median"] <= r["held_out_nn_median"] * 1.1
+
+
+def test_label_quality_for_k_classes():
+    probs = torch.eye(3)[torch.tensor([0, 1, 2, 0, 1, 2])]
+    q = label_quality(probs)
+    assert q["coverage"] == pytest.approx(1.0) and q["confident"] == 1.0
+    assert label_quality(torch.eye(3)[torch.zeros(4, dtype=torch.long)])["coverage"] == 0.0

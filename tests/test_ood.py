@@ -105,3 +105,40 @@ def test_classify_says_i_dont_know_when_the_energy_is_too_high():
     assert not r["in_distribution"] and r["answer"] == "I don't know" and r["percentile"] == 100.0
     with pytest.raises(EBMError, match="needs a JEM"):
         ood.classify(ebm_play.CNNEnergy(width=4), x)
+
+
+# --- a model of other data: judged against its own held-out images -----------------------------
+from ebm_play.data import load_dataset  # noqa: E402
+
+
+def test_a_model_of_other_data_is_judged_against_its_own_held_out_images():
+    glyphs = load_dataset("glyphs")
+    model = MeanEnergy()
+    model.info = {"dataset": glyphs.info()}  # as a weights file trained on the bundled glyphs records it
+    s = ood.scorer_for(model)
+    assert s.reference_name == "held-out images of glyphs" and s.n == 400
+    # percentiles are among those 400 images: the median held-out energy sits at 50 %
+    e = s.energy(glyphs.test.x)
+    assert s.percentile(float(np.median(e))) == pytest.approx(50.0, abs=0.25)
+    assert set(s.builtin()) == {"MNIST digits", "uniform noise", "gaussian noise", "inverted images",
+                                "rotated images", "letters", "constant"}
+    # the AUROC is of held-out glyphs against MNIST digits; glyphs carry more ink (mean 0.19 against
+    # 0.13), so under E = mean pixel most digits sit below them: under 0.5
+    digits = s.builtin()["MNIST digits"]
+    assert s.compare(digits).auroc == auroc(torch.from_numpy(e), torch.from_numpy(digits)) < 0.5
+    plain = MeanEnergy()
+    assert ood.scorer_for(plain).reference_name == "test digits" and ood.scorer_for(plain).n == 2000
+    swapped = ood.scorer_for(plain, glyphs)  # data given (an app's upload): replaces the cached scorer
+    assert swapped.n == 400 and ood.scorer_for(plain) is swapped
+
+
+def test_classify_names_the_classes_of_its_data():
+    glyphs = load_dataset("glyphs")
+    torch.manual_seed(0)
+    jem = ebm_play.JEMEnergy(width=4, n_classes=8).eval()
+    jem.info = {"dataset": glyphs.info()}
+    r = ood.classify(jem, glyphs.test.x[:1], tpr=1.0)
+    assert r["classes"] == glyphs.classes and len(r["probabilities"]) == 8
+    assert r["answer"].removeprefix("probably ") in glyphs.classes
+    assert "held-out images of glyphs" in ood.classify(jem, torch.ones(1, 1, 28, 28), tpr=0.01)["explanation"] or \
+        r["in_distribution"]

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import ebm_play
-from ebm_play.metrics import evaluate, render_drawn_digits
+from ebm_play.evaluation import evaluate
+from ebm_play.metrics import render_drawn_digits
 from ebm_play.models import IMAGE_ENERGIES
 
 ENERGIES = ["mnist", "mnist-jem", "mnist-ood", "mnist-rbm"]

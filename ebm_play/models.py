@@ -438,11 +438,11 @@ IMAGE_ENERGIES = ("cnn", "jem", "jem-ensemble", "rbm")  # kinds that score 28×2
 # The RBM's visible units are the 784 pixels of a 28×28 image (smaller RBMs are for exact tests).
 CONFIG_BOUNDS: dict[str, dict[str, tuple[int, int] | type]] = {
     "cnn": {"width": (1, 256), "spectral_norm": bool},
-    "jem": {"width": (1, 256), "spectral_norm": bool, "n_classes": (2, 10)},
-    "jem-ensemble": {"members": (1, 16), "width": (1, 256), "spectral_norm": bool, "n_classes": (2, 10)},
+    "jem": {"width": (1, 256), "spectral_norm": bool, "n_classes": (2, 100)},
+    "jem-ensemble": {"members": (1, 16), "width": (1, 256), "spectral_norm": bool, "n_classes": (2, 100)},
     "rbm": {"hidden": (1, 8192), "visible": (784, 784)},
     "mlp2d": {"hidden": (1, 1024), "layers": (1, 16)},
-    "classifier": {"width": (1, 64)},
+    "classifier": {"width": (1, 64), "n_classes": (2, 100)},
 }
 
 

@@ -191,6 +191,11 @@ class Playground:
                 raise
         return run
 
+    def check_room(self, sid, kind: str) -> None:
+        """Refuse early, before a caller reads anything big, when the session or the server has no room."""
+        with self._lock:
+            self._check_room(self.sessions.get(sid), kind, Estimate(0, 0, {}, 0.0, 0.0))
+
     def _live_runs(self) -> list[Run]:
         return [r for s in self.sessions.all() for r in s.runs.values() if r.live]
 

@@ -209,7 +209,7 @@ def test_state_shapes_of_the_largest_configuration_allocate_nothing():
 
 
 @pytest.mark.parametrize("kind,config,words", [
-    ("jem", {"n_classes": 500000}, "config 'n_classes' must be 2 to 10 for a jem model, got 500000"),
+    ("jem", {"n_classes": 500000}, "config 'n_classes' must be 2 to 100 for a jem model, got 500000"),
     ("jem", {"n_classes": -1}, "must be 2 to 10"), ("jem", {"n_classes": 1}, "must be 2 to 10"),
     ("rbm", {"visible": 10}, "config 'visible' must be 784 for a rbm model"),
     ("rbm", {"hidden": 8193}, "must be 1 to 8192"), ("mlp2d", {"layers": 200000}, "must be 1 to 16"),

@@ -407,7 +407,7 @@ def _samples(model) -> None:
     """Use every sampler the file recommends, as the app would after loading it."""
     stored = model.info.get("samplers", {})
     if model.kind == "classifier":
-        assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+        assert model(torch.zeros(2, 1, 28, 28)).shape == (2, model.config.get("n_classes", 10))
         return
     names = {"langevin", *stored} - ({"gibbs"} if model.kind != "rbm" else set())
     for name in sorted(names):

@@ -81,7 +81,7 @@ def train_start(pg: Playground, session, kind, width, digits, batch_size, sample
     cfg = make_config(kind, width, digits, batch_size, sampler_steps, step_size, noise, alpha, lr, buffer_size,
                       reinit, seed)
     cfg = dataclasses.replace(cfg, fresh_steps=fresh_steps)  # saved in the file as the sampling default
-    load = None
+    model = None
     if resume:
         meta = read_metadata(resume, UPLOAD_LIMITS)  # checked before any slot or memory is taken
         if meta["kind"] != cfg.model:
@@ -89,9 +89,10 @@ def train_start(pg: Playground, session, kind, width, digits, batch_size, sample
                            "choose the matching model kind")
         keys = ("hidden",) if cfg.model == "rbm" else ("width", "spectral_norm")  # the file decides the shape
         cfg = dataclasses.replace(cfg, **{k: meta["config"][k] for k in keys if k in meta["config"]})
-        load = lambda: ebm_play.load_model(resume, pg.device, UPLOAD_LIMITS)  # noqa: E731 (read by the run's thread)
+        pg.check_room(session, "image")  # before the file's tensors are read (at most UPLOAD_LIMITS.max_params)
+        model = ebm_play.load_model(resume, pg.device, UPLOAD_LIMITS)
     data = pg.data()
-    run = pg.start_run(session, "image", cfg, data.x, data.y, load=load, source=data.source, max_steps=max_steps,
+    run = pg.start_run(session, "image", cfg, data.x, data.y, model=model, source=data.source, max_steps=max_steps,
                        resumed_from=Path(resume).name if resume else None,
                        views=ImageViews(fresh_every, fresh_steps, pg.classifier))
     return status_of(pg, session, run)

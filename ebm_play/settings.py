@@ -48,6 +48,11 @@ KIND_DEFAULTS: dict[str, dict[str, dict]] = {
     },
 }
 MAX_STEPS = 1_000_000  # sampler updates one call may ask for; the app and the API set tighter budgets
+MAX_WORK = 320_000  # chains × steps × gradient evaluations per step, per app request (~1 min on one CPU core)
+# Samplers that need more of a model than an energy and its gradient: the attribute that says it has
+# it, and what to tell a caller who picks one for another model.
+NEEDS = {"gibbs": ("gibbs_step", "Gibbs sampling needs an RBM model (mnist-rbm)"),
+         "ladder": ("at_noise", "the ladder sampler needs a noise-conditional model (trained with objective dsm)")}
 BASES = ("langevin", "ula", "mala", "hmc")  # what annealed sampling may run under its schedule
 # The knobs a person (or API caller) sets, with their names in messages and their ranges.
 KNOBS = {
@@ -78,11 +83,32 @@ class Settings:
         """Chains × steps × gradients per step: what a request costs, for budgets."""
         return chains * self.steps * self.gradients()
 
+    def check_work(self, chains: int, limit: int = MAX_WORK) -> None:
+        """Refuse a request that costs more than ``limit`` (see :meth:`work`) before it starts."""
+        work = self.work(chains)
+        if work > limit:
+            what = "chains × steps" + (" × leapfrog" if self.gradients() > 1 else "")
+            raise EBMError(f"too much work for one request: {what} = {work:,}, the limit is {limit:,}; "
+                           "use fewer chains or steps")
+
 
 def check_sampler(name) -> str:
     if name not in samplers.SAMPLERS:
         raise EBMError(f"unknown sampler {name!r}; known: {', '.join(samplers.SAMPLERS)}")
     return name
+
+
+def applicable(model: nn.Module | None) -> list[str]:
+    """The samplers that can run on ``model``: Gibbs needs an RBM's conditionals and the noise ladder
+    a noise-conditional energy; the gradient samplers run on every energy (composed ones too)."""
+    return [s for s in samplers.SAMPLERS if s not in NEEDS or hasattr(model, NEEDS[s][0])]
+
+
+def check_applicable(model: nn.Module | None, sampler: str, name: str = "this model") -> str:
+    """``sampler``, if it can run on ``model`` (called ``name`` in the message), else an EBMError."""
+    if check_sampler(sampler) not in applicable(model):
+        raise EBMError(f"{NEEDS[sampler][1]}; {name} is a {getattr(model, 'kind', 'different')} model")
+    return sampler
 
 
 def _default_steps(sampler: str) -> int:

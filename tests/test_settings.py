@@ -54,3 +54,22 @@ def test_validators_never_crash(v):
         validate.whole("n", v, 0, 10)
     with pytest.raises(EBMError):
         validate.number("x", v, 0, 10)
+
+
+def test_samplers_are_offered_only_where_they_apply():
+    cnn, rbm = ebm_play.CNNEnergy(width=2), ebm_play.RBM(hidden=4)
+    assert "gibbs" not in settings.applicable(cnn) and "gibbs" in settings.applicable(rbm)
+    assert set(settings.applicable(rbm)) >= set(ebm_play.samplers.GRADIENT_SAMPLERS) - set(settings.NEEDS)
+    composed = ebm_play.compose((ebm_play.SymmetryEnergy(), 1.0))
+    assert "gibbs" not in settings.applicable(composed)
+    with pytest.raises(EBMError, match="Gibbs sampling needs an RBM.*mnist is a cnn model"):
+        settings.check_applicable(cnn, "gibbs", "mnist")
+    assert settings.check_applicable(rbm, "gibbs") == "gibbs"
+
+
+def test_the_work_budget_counts_leapfrog_steps():
+    settings.Settings("hmc", 100, {"leapfrog": 4}).check_work(800)  # 320,000: exactly the limit
+    with pytest.raises(EBMError, match=r"chains × steps × leapfrog = 320,400, the limit is 320,000"):
+        settings.Settings("hmc", 100, {"leapfrog": 4}).check_work(801)
+    with pytest.raises(EBMError, match=r"too much work for one request: chains × steps = 20"):
+        settings.Settings("ula", 10).check_work(2, limit=19)

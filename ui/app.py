@@ -62,13 +62,13 @@ def _layout(pg: Playground, session: gr.BrowserState) -> dict:
         with gr.Tab("Compose", id="compose"):
             compose_tab.create_tab(registry, session)
         with gr.Tab("Inpaint", id="inpaint") as page:
-            inpaint_tab.create_tab(registry, session, page)
+            inpaint_tab.create_tab(pg, session, page)
         with gr.Tab("Denoise", id="denoise") as page:
-            denoise_tab.create_tab(registry, session, page)
+            denoise_tab.create_tab(pg, session, page)
         with gr.Tab("OOD check", id="ood") as page:
-            ood_tab.create_tab(registry, session, page)
+            ood_tab.create_tab(pg, session, page)
         with gr.Tab("Classify (JEM)", id="classify") as page:
-            classify_tab.create_tab(registry, session, page)
+            classify_tab.create_tab(pg, session, page)
         with gr.Tab("Landscape", id="landscape"):
             landscape_tab.create_tab(registry, session)
     return parts

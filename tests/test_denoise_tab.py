@@ -42,7 +42,7 @@ def test_no_knob_set_runs_the_engines_defaults(pg):
 def test_a_set_weight_restores_a_test_digit_and_the_curves_end_where_the_result_does(pg):
     out = list(denoise_tab.denoise(pg, SID, None, 5, "gaussian", 0.5, 0, 0.01, 60, "langevin", 0))
     first = out[0]
-    assert first[3:] == ("", None, None) and first[1].constructor_args["value"].empty  # the old run's curves go
+    assert first[3:] == ("", None, None) and first[1].constructor_args["value"] is None  # the old run's curves go
     trio, energy, dist, text, result, npz = out[-1]
     assert result["distance_restored"] < result["distance_noisy"] and result["energy_restored"] < result["energy_noisy"]
     z = np.load(npz)

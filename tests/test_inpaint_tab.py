@@ -31,7 +31,7 @@ def test_keep_half_keeps_that_half_exactly_and_fills_the_rest(pg):
     out = run(inpaint_tab.inpaint, pg, SID, None, 3, None, fills=3, steps=20, keep_half="top")
     first, last = out[0], out[-1]
     assert first[1:] == (None, first[2], None, None, None)  # a new run clears the old fills, strip and result
-    assert first[2].constructor_args["value"].empty and "mnist" in first[2].constructor_args["label"]
+    assert first[2].constructor_args["value"] is None and "mnist" in first[2].constructor_args["label"]
     masked, fills, plot, strip, result, npz = last
     z = np.load(npz)
     x, keep, image = z["x"], z["keep"], z["image"]

@@ -135,14 +135,13 @@ def create_tab(pg: Playground, session: gr.BrowserState, page: gr.Tab | None = N
         with gr.Column(scale=1, min_width=300):
             draw.model_picker(pg, session, page, "denoise-model")
             kind = gr.Radio(KIND_LABELS, value="gaussian", label="Noise")
-            with gr.Row():
-                strength = gr.Slider(0, KINDS["gaussian"][1], DEFAULT_STRENGTH["gaussian"], step=0.01,
-                                     label="Strength", info=KINDS["gaussian"][2], elem_id="denoise-strength",
-                                     min_width=160)
-                noise_seed = gr.Number(0, precision=0, label="Noise seed", min_width=100)
+            strength = gr.Slider(0, KINDS["gaussian"][1], DEFAULT_STRENGTH["gaussian"], step=0.01,
+                                 label="Strength", info=KINDS["gaussian"][2], elem_id="denoise-strength")
             with gr.Row():
                 weight = gr.Number(None, label="λ (data weight)", info="0 = the engine's default", min_width=120)
                 sampler = gr.Dropdown(list(GRADIENT_SAMPLERS), value=SAMPLER, label="Sampler", min_width=120)
+            with gr.Row():
+                noise_seed = gr.Number(0, precision=0, label="Noise seed", min_width=100)
                 seed = gr.Number(0, precision=0, label="Sampler seed", info="empty = random", min_width=100)
             knobs = draw.sampler_knobs(f"0 = the default; at most {MAX_STEPS:,}")
             run_btn = gr.Button("Add noise and denoise", variant="primary", elem_id="denoise-run")

@@ -285,12 +285,14 @@ def given(knobs: dict, chosen: ebm_play.settings.Settings) -> dict:
     return dict(chosen.options) if any(v is not None for v in knobs.values()) else {}
 
 
-def curve_frame(steps: list[int], values, names: list[str], limit: int = 200) -> pd.DataFrame:
-    """Long format (step, value, series) of ``values`` (records × series), at most ``limit`` steps."""
+def curve_frame(steps: list[int], values, names: list[str], limit: int = 200) -> pd.DataFrame | None:
+    """Long format (step, value, series) of ``values`` (records × series), at most ``limit`` steps;
+    None when there is nothing to draw (gradio 6.31's page draws no line in a plot whose value was
+    once set to an empty frame, whatever comes next; None clears it without that)."""
     idx = thin(list(range(len(steps))), limit)
     rows = [(steps[i], float(values[i][j]), n) for i in idx for j, n in enumerate(names)
             if math.isfinite(float(values[i][j]))]
-    return pd.DataFrame(rows, columns=["step", "value", "series"])
+    return pd.DataFrame(rows, columns=["step", "value", "series"]) if rows else None
 
 
 def engine_default(fn: Callable, param: str):

@@ -107,17 +107,19 @@ def create_tab(pg: Playground, session: gr.BrowserState, page: gr.Tab | None = N
         with gr.Column(min_width=290):
             mask_pad.render()
             api_mask = gr.ImageEditor(None, label="mask", type="pil", image_mode="RGBA", visible=False)
-            with gr.Row():
-                halves = {h: gr.Button(f"Erase {h} half", size="sm", min_width=60, elem_id=f"inpaint-erase-{h}")
-                          for h in masks.HALVES}
+            halves = {}
+            for pair in (masks.HALVES[:2], masks.HALVES[2:]):
+                with gr.Row():
+                    halves |= {h: gr.Button(f"Erase {h} half", size="sm", min_width=100, elem_id=f"inpaint-erase-{h}")
+                               for h in pair}
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             draw.model_picker(pg, session, page, "inpaint-model")
-            sampler = gr.Dropdown(SAMPLERS, value=AUTO, label="Sampler",
-                                  info="auto: Gibbs for an RBM, else the engine's default")
             with gr.Row():
-                fills = gr.Slider(1, MAX_FILLS, 4, step=1, label="Fills side by side", min_width=120)
+                sampler = gr.Dropdown(SAMPLERS, value=AUTO, label="Sampler", min_width=140,
+                                      info="auto: Gibbs for an RBM, else the engine's default")
                 seed = gr.Number(0, precision=0, label="Seed", info="empty = random", min_width=100)
+            fills = gr.Slider(1, MAX_FILLS, 4, step=1, label="Fills side by side")
             knobs = draw.sampler_knobs(f"0 = the default; at most {MAX_STEPS:,}")
             run_btn = gr.Button("Inpaint", variant="primary", elem_id="inpaint-run")
         with gr.Column(scale=2):

@@ -168,3 +168,28 @@ def test_bad_images_and_values_give_a_clear_message(client, tmp_path):
     for endpoint, args, message in cases:
         with pytest.raises(AppError, match=message):
             client.predict(*args, api_name=endpoint)
+
+
+def test_a_page_event_never_opens_a_path_it_is_sent(app, url, tmp_path):
+    """The page's variants read canvas pads, which have no file data model: gradio hands them whatever a
+    hand-made request holds. A path in place of the pad's data URL is refused, never opened."""
+    import json
+
+    import httpx
+
+    digit = png(tmp_path, "digit.png", grid(TEST.x[7:8], 1, scale=10, pad=0))
+    index = next(i for i, fn in app.fns.items() if fn.name == "classify_page")
+    for forged in (str(digit), {"path": str(digit)}, {"path": str(digit), "meta": {"_type": "gradio.FileData"}}):
+        session_hash = "forged" + secrets.token_hex(4)
+        r = httpx.post(f"{url}gradio_api/queue/join", json={"fn_index": index, "session_hash": session_hash,
+                                                            "data": [sid(), forged, None, 0.95]})
+        assert r.status_code == 200, r.text
+        with httpx.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session_hash},
+                          timeout=60) as events:
+            for line in events.iter_lines():
+                msg = json.loads(line[5:]) if line.startswith("data:") else {}
+                if msg.get("msg") == "process_completed":
+                    break
+        # refused by the pad's spec, or (file data) by gradio itself before any function runs
+        assert msg["success"] is False and ("drawing: expected" in str(msg["output"])
+                                            or "meta" in forged), (forged, msg)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +184,47 @@ def save_images(x: torch.Tensor, path: str | os.PathLike, **arrays) -> Path:
     else:
         raise EBMError(f"unknown output type {p.suffix or '(none)'}: use .png or .npz")
     return atomic_write(p, write)
+
+
+def npz_count(path: str | os.PathLike, key: str = "x") -> int:
+    """How many 28×28 images array ``key`` of an ``.npz`` holds, read from its header: nothing is
+    decompressed, so a small file that would inflate to gigabytes is refused before it is loaded."""
+    p = Path(path)
+    try:
+        with zipfile.ZipFile(p) as z, z.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape = read(f)[0]
+    except KeyError:
+        raise EBMError(f"{p.name}: no array '{key}'") from None
+    except (zipfile.BadZipFile, ValueError, OSError) as e:
+        raise EBMError(f"{p.name}: not a readable .npz file ({e})") from None
+    size = int(np.prod(shape, dtype=object))
+    if size % 784:
+        raise EBMError(f"{p.name}: '{key}' must hold 28×28 images, got shape {tuple(shape)}")
+    return size // 784
+
+
+def load_batch(paths: list[str | os.PathLike], names: list[str] | None = None, max_images: int = 2048,
+               max_bytes: int = 20 * 2**20) -> torch.Tensor:
+    """Picture files and ``.npz`` files (key ``x``) → one N×1×28×28 batch. Each file's size and image
+    count are checked before it is read, and a message names the file it is about (``names``: what
+    to call them, e.g. the names they were uploaded under)."""
+    names = names or [Path(p).name for p in paths]
+    xs, total = [], 0
+    for path, name in zip(paths, names):
+        try:
+            if Path(path).stat().st_size > max_bytes:
+                raise EBMError(f"file is larger than {max_bytes // 2**20} MB")
+            npz = str(path).lower().endswith(".npz")
+            total += npz_count(path) if npz else 1
+            if total > max_images:
+                raise EBMError(f"too many images: more than {max_images:,} in the batch")
+            xs.append(load_images(path) if npz else preprocess(path))
+        except EBMError as e:
+            raise EBMError(f"{name}: {e}") from None
+        except OSError:
+            raise EBMError(f"{name}: cannot be read") from None
+    if not xs:
+        raise EBMError("no images in the batch")
+    return torch.cat(xs)

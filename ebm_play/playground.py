@@ -150,6 +150,19 @@ class Playground:
         s.choices["model"] = key
         return self.current_model(sid)[1]
 
+    def classifying_model(self, sid, preferred: str = "mnist-ood") -> tuple[EnergyModel, str]:
+        """The model that classifies for the session: its current model if that is a JEM, else
+        ``preferred`` if loaded, else any loaded JEM (an EBMError when there is none)."""
+        model, label = self.current_model(sid)
+        if getattr(model, "has_classes", False):
+            return model, label
+        names = [k for k, m in self.models.items() if getattr(m, "has_classes", False)]
+        if not names:
+            raise EBMError("classification needs a JEM model (classifier + energy); none is loaded: train one "
+                           "with kind 'jem' in the Train tab and press 'Use this model'")
+        name = preferred if preferred in names else names[0]
+        return self.models[name], name
+
     def use_trained(self, sid, kind: str = "image") -> str:
         """A copy of the session's run weights becomes its current model in every tab."""
         run = self.run_of(sid, kind)

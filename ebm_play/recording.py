@@ -222,7 +222,18 @@ class ChainJob:
         self.error: BaseException | None = None
         self.recording: Recording | None = None
         self.recorder = Recorder(steps, n, frames, terms=terms, should_stop=self._should_stop, meta=meta)
+        self.task: Callable[[Recorder], object] | None = None  # see :meth:`of`
         self.thread = threading.Thread(target=self._work, name="ebm-chains", daemon=True)
+
+    @classmethod
+    def of(cls, task: Callable[[Recorder], object], chains: int, steps: int, frames: int, terms=None,
+           meta: dict | None = None) -> ChainJob:
+        """A job around another sampling call: ``task(callback)`` runs it (``ebm_play.inpaint`` or
+        ``ebm_play.denoise`` with ``callback=callback``) and returns its SampleResult; ``steps`` is the
+        number of updates it plans (frames are spread over them)."""
+        job = cls(None, chains, steps, "", None, None, {}, frames, terms=terms, meta=meta)
+        job.task = task
+        return job
 
     def _should_stop(self) -> bool:
         return self.stop_flag.is_set() or time.monotonic() - self.last_pull > STALL_S
@@ -232,8 +243,11 @@ class ChainJob:
 
         try:
             with job_threads(1):
-                res = sample_chains(self.energy, self.n, self.steps, self.sampler, self.seed, x0=self.x0,
-                                    callback=self.recorder, **self.options)
+                if self.task is not None:
+                    res = self.task(self.recorder)
+                else:
+                    res = sample_chains(self.energy, self.n, self.steps, self.sampler, self.seed, x0=self.x0,
+                                        callback=self.recorder, **self.options)
                 self.recording = self.recorder.finish(res.x)
                 self.recording.meta["accept_rate"] = res.accept_rate
                 self.recording.meta["adapted"] = bool(getattr(res, "adapted", False))

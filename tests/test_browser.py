@@ -67,7 +67,7 @@ def test_train_tab_live_view(page, url, app):
     page.locator("#train-stop").click()
     expect(page.locator("#train-status")).to_contain_text("Stopped")
     expect(start).to_be_enabled()
-    assert app.registry.active_runs() == 0
+    assert app.playground.active_runs() == 0
     time.sleep(1.5)  # one more timer tick so the final pictures are in
     SHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOT), full_page=True)

@@ -1,5 +1,5 @@
 """The drawing tabs through their API (a real server, conftest): /inpaint, /denoise, /ood_score,
-/ood_batch, /classify; and the pad helpers of ui.draw on their own."""
+/ood_batch, /classify. (Their endpoints without a server: tests/test_<tab>_tab.py; the pads: test_draw.py.)"""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import secrets
 
 import numpy as np
 import pytest
-import torch
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -42,15 +41,15 @@ def noise_png(tmp_path, name="noise.png", seed=0):
     return png(tmp_path, name, Image.fromarray(a))
 
 
-def inpaint_args(session, image=None, digit=None, mask=None, fills=3, steps=30, sampler="auto", seed=0, erase=""):
-    return (session, image, digit, mask, fills, steps, sampler, seed, None, None, None, erase)
+def inpaint_args(session, image=None, digit=None, mask=None, fills=3, steps=30, sampler="auto", seed=0, keep_half=""):
+    return (session, image, digit, mask, fills, steps, sampler, seed, None, None, None, keep_half)
 
 
 def test_every_drawing_action_has_a_named_endpoint(client):
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert DRAW_ENDPOINTS <= set(api)
     names = {k: [p["parameter_name"] for p in api[k]["parameters"]] for k in DRAW_ENDPOINTS}
-    assert names["/inpaint"][:4] == ["session", "image", "digit", "mask"] and "erase" in names["/inpaint"]
+    assert names["/inpaint"][:4] == ["session", "image", "digit", "mask"] and names["/inpaint"][-1] == "keep_half"
     assert names["/denoise"][:6] == ["session", "image", "digit", "corruption", "strength", "corruption_seed"]
     assert names["/ood_score"] == ["session", "image", "digit", "model", "tpr"]
     assert names["/ood_batch"] == ["session", "files", "builtin", "model", "tpr"]
@@ -59,7 +58,7 @@ def test_every_drawing_action_has_a_named_endpoint(client):
 
 def test_inpaint_keeps_the_unmasked_pixels_exactly(client, tmp_path):
     s = sid()
-    job = client.submit(*inpaint_args(s, digit=3, erase="bottom"), api_name="/inpaint")
+    job = client.submit(*inpaint_args(s, digit=3, keep_half="top"), api_name="/inpaint")  # keeps the top, as --keep top
     _masked, fills, _plot, strip, result, npz = job.result(timeout=60)
     z = np.load(npz)
     x, keep, image = z["x"], z["keep"], z["image"]
@@ -107,7 +106,7 @@ def test_ood_scores_rank_a_test_digit_below_noise(client, app, tmp_path):
     s = sid()
     for model in ((), ("current model",)):  # the default scorer, then the session's model
         digit = client.predict(s, None, 0, *model, api_name="/ood_score")[2]
-        if not model and "mnist-ood" in app.registry.models:
+        if not model and "mnist-ood" in app.playground.models:
             assert digit["model"] == "mnist-ood"  # the sharpest shipped detector (weights/README.md)
         noise = client.predict(s, editor(noise_png(tmp_path)), None, *model, api_name="/ood_score")[2]
         assert digit["energy"] < noise["energy"] and digit["percentile"] < noise["percentile"]
@@ -127,7 +126,7 @@ def test_ood_batch_gives_an_auroc_against_test_digits(client, tmp_path):
 
 
 def test_classify_returns_ten_probabilities_summing_to_one(client, app):
-    if not any(m.has_classes for m in app.registry.models.values()):
+    if not any(m.has_classes for m in app.playground.models.values()):
         pytest.skip("no JEM model shipped")
     plot, answer, result = client.predict(sid(), None, 1, 0.95, api_name="/classify")
     if result["model"] == "mnist-ood":  # three JEMs averaged: the answer names the energy it uses
@@ -137,7 +136,8 @@ def test_classify_returns_ten_probabilities_summing_to_one(client, app):
     assert result["prediction"] == int(np.argmax(p)) and math.isfinite(result["energy"])
     assert result["answer"] in ("I don't know", str(result["prediction"]), f"probably {result['prediction']}")
     assert result["answer"] in answer
-    assert [row[0] for row in plot["data"]] == [str(i) for i in range(10)]
+    assert [row[0] for row in plot["value"]["data"]] == [str(i) for i in range(10)]  # a plot update, with its label
+    assert plot["label"] == f"p(y|x) of {result['input']} under {result['model']}"
 
 
 def test_bad_images_and_values_give_a_clear_message(client, tmp_path):
@@ -150,11 +150,11 @@ def test_bad_images_and_values_give_a_clear_message(client, tmp_path):
         ("/ood_score", (s, editor(text), None), "not an image"),
         ("/denoise", (s, editor(huge), None), "too large|larger than"),
         ("/inpaint", inpaint_args(s, digit=1), "no mask"),
-        ("/inpaint", inpaint_args(s, digit=2000, erase="top"), "test digit must be between 0 and 1999"),
-        ("/inpaint", inpaint_args(s, digit=1, erase="middle"), "unknown half"),
-        ("/inpaint", inpaint_args(s, digit=1, erase="top", fills=100), "fills must be between 1 and 16"),
-        ("/inpaint", inpaint_args(s, digit=1, erase="top", steps=10**6), "steps must be between 0 and"),
-        ("/inpaint", inpaint_args(s, digit=1, erase="top", seed=-1), "seed must be between"),
+        ("/inpaint", inpaint_args(s, digit=2000, keep_half="top"), "test digit must be between 0 and 1999"),
+        ("/inpaint", inpaint_args(s, digit=1, keep_half="middle"), "keep half: unknown value"),
+        ("/inpaint", inpaint_args(s, digit=1, keep_half="top", fills=100), "fills must be between 1 and 16"),
+        ("/inpaint", inpaint_args(s, digit=1, keep_half="top", steps=10**6), "steps must be between 0 and"),
+        ("/inpaint", inpaint_args(s, digit=1, keep_half="top", seed=-1), "seed must be between"),
         ("/denoise", (s, None, 1, "speckle", 0.1), "unknown noise kind"),
         ("/denoise", (s, None, 1, "occlusion", 2.0), "between 0 and 1"),
         ("/denoise", (s, None, 1, "gaussian", 0.5, 0, -1.0), "λ"),
@@ -162,7 +162,7 @@ def test_bad_images_and_values_give_a_clear_message(client, tmp_path):
         ("/ood_score", (s, None, 1, "no-such-model"), "unknown model"),
         ("/ood_score", (s, None, 1, "current model", 2.0), "true-positive rate must be between"),
         ("/ood_batch", (s, [handle_file(str(text))], ""), "notes.txt: not an image"),
-        ("/ood_batch", (s, None, "zebras"), "unknown built-in set"),
+        ("/ood_batch", (s, None, "zebras"), "built-in set: unknown value"),
         ("/ood_batch", (s, None, ""), "upload some images"),
     ]
     for endpoint, args, message in cases:
@@ -170,85 +170,26 @@ def test_bad_images_and_values_give_a_clear_message(client, tmp_path):
             client.predict(*args, api_name=endpoint)
 
 
-# --- ui.draw on its own (no server) ------------------------------------------------------------------
-def test_pad_values_from_paths_blobs_and_plain_images(tmp_path):
-    import gradio as gr
-    from gradio.components.image_editor import EditorDataBlobs
+def test_a_page_event_never_opens_a_path_it_is_sent(app, url, tmp_path):
+    """The page's variants read canvas pads, which have no file data model: gradio hands them whatever a
+    hand-made request holds. A path in place of the pad's data URL is refused, never opened."""
+    import json
 
-    from ui import draw
+    import httpx
 
-    pic = Image.new("L", (200, 200))
-    pic.paste(255, (90, 30, 110, 170))  # a "1"
-    path = png(tmp_path, "one.png", pic)
-    x, source = draw.model_input(None, {"background": {"path": str(path)}, "layers": [], "composite": None}, None)
-    assert source == "your drawing" and x.shape == (1, 1, 28, 28) and x.max() == 1
-    assert torch.equal(draw.model_input(None, None, 4)[0], TEST.x[4:5])
-    with pytest.raises(ebm_play.EBMError, match="drawing is empty"):
-        draw.model_input(None, None, None)
-    # a picture on the pad wins over the digit box (the page shows 0 there until a stroke blanks it)
-    assert draw.model_input(None, {"background": {"path": str(path)}, "layers": [], "composite": None}, 0)[1] == "your drawing"
-    black = png(tmp_path, "black.png", Image.new("L", (280, 280)))
-    assert draw.model_input(None, {"background": {"path": str(black)}, "layers": [], "composite": None}, 4)[1] == "test digit #4 (a 4)"
-
-    pad = gr.ImageEditor(render=False)  # the page sends {"id"} after uploading the pictures as blobs
-    stroke = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
-    stroke.paste((255, 255, 255, 255), (130, 40, 150, 180))  # the same 20×140 bar
-    blob = png(tmp_path, "layer.png", stroke).read_bytes()
-    pad.blob_storage["abc"] = EditorDataBlobs(background=None, layers=[blob], composite=None)
-    x2, _ = draw.model_input(pad, {"id": "abc", "background": None, "layers": [], "composite": None}, None)
-    assert "abc" not in pad.blob_storage  # taken, as Gradio's own preprocessing does
-    for i in range(draw.MAX_BLOBS + 50):  # blobs of events the page dropped are not kept forever
-        pad.blob_storage[f"old{i}"] = EditorDataBlobs(background=None, layers=[], composite=None)
-    draw.model_input(pad, {"id": "gone", "background": None, "layers": [blob], "composite": None}, None)
-    assert len(pad.blob_storage) == draw.MAX_BLOBS and f"old{draw.MAX_BLOBS + 49}" in pad.blob_storage
-    assert torch.equal(x2, x)  # the same bar, drawn on a transparent layer: the same model input
-
-
-def test_masks_from_layers_and_halves():
-    from ui import draw
-
-    keep = draw.half_keep("left")
-    assert keep[0, 0, :, :14].sum() == 0 and keep[0, 0, :, 14:].all()
-    layer = draw.mask_layer(keep)
-    assert torch.equal(draw.keep_from_mask(None, {"background": None, "layers": [layer], "composite": None}), keep)
-    opaque = Image.new("RGB", (56, 56), "black")
-    opaque.paste((255, 255, 255), (0, 28, 56, 56))  # white = erase: the bottom half
-    assert torch.equal(draw.keep_from_mask(None, {"background": None, "layers": [opaque], "composite": None}),
-                       draw.half_keep("bottom"))
-    update = draw.mask_value(TEST.x[:1])  # the mask pad: the digit shown under an empty mask
-    assert update.value == "" and update.props["background"].startswith("data:image/png;base64,")
-    with pytest.raises(ebm_play.EBMError, match="no mask"):
-        draw.keep_from_mask(None, draw.pad_picture(update.value))
-    painted = draw.pad_picture(draw.mask_value(TEST.x[:1], keep).value)  # as the page sends the mask back
-    assert torch.equal(draw.keep_from_mask(None, painted), keep)
-
-
-def test_canvas_pad_values_are_read_only_as_pictures(tmp_path):
-    from ui import draw
-
-    pic = draw.enlarge(TEST.x[3:4])
-    assert draw.pad_picture("") is None and draw.pad_picture(draw.data_url(pic)).size == pic.size
-    path = png(tmp_path, "three.png", pic)
-    # page events take the pad raw: a path or a file dict sent to them by hand is refused, never opened
-    for bad in (str(path), {"path": str(path)}, "data:text/plain;base64,aGk=", "data:image/png;base64,%%%"):
-        with pytest.raises(ebm_play.EBMError):
-            draw.pad_picture(bad)
-    with pytest.raises(ebm_play.EBMError, match="larger than"):
-        draw.pad_picture("data:image/png;base64," + "A" * (draw.MAX_UPLOAD_BYTES * 4 // 3 + 8))
-
-
-def test_builtin_set_names_match_the_engine():
-    from ebm_play import ood
-    from ui.ood_tab import BUILTIN
-
-    assert BUILTIN == list(ood.builtin_sets())
-
-
-def test_sampler_knobs_left_at_zero_keep_the_models_own_settings():
-    from ui import draw
-
-    model = ebm_play.load_model("mnist")  # Gradio 6 sends 0 for an empty number field once it is shown
-    own = draw.sampler_kwargs(model, "langevin")
-    assert own["step_size"] > 0 and own["noise"] > 0
-    assert draw.sampler_kwargs(model, "langevin", 0, 0, 0) == draw.sampler_kwargs(model, "langevin", "", "", "") == own
-    assert draw.sampler_kwargs(model, "langevin", 2.5, 0.01, None) == {**own, "step_size": 2.5, "noise": 0.01}
+    digit = png(tmp_path, "digit.png", grid(TEST.x[7:8], 1, scale=10, pad=0))
+    index = next(i for i, fn in app.fns.items() if fn.name == "classify_page")
+    for forged in (str(digit), {"path": str(digit)}, {"path": str(digit), "meta": {"_type": "gradio.FileData"}}):
+        session_hash = "forged" + secrets.token_hex(4)
+        r = httpx.post(f"{url}gradio_api/queue/join", json={"fn_index": index, "session_hash": session_hash,
+                                                            "data": [sid(), forged, None, 0.95]})
+        assert r.status_code == 200, r.text
+        with httpx.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session_hash},
+                          timeout=60) as events:
+            for line in events.iter_lines():
+                msg = json.loads(line[5:]) if line.startswith("data:") else {}
+                if msg.get("msg") == "process_completed":
+                    break
+        # refused by the pad's spec, or (file data) by gradio itself before any function runs
+        assert msg["success"] is False and ("drawing: expected" in str(msg["output"])
+                                            or "meta" in forged), (forged, msg)

@@ -1,4 +1,5 @@
 import io
+import zipfile
 
 import numpy as np
 import pytest
@@ -81,6 +82,29 @@ def test_npz_and_png_round_trips(tmp_path):
     with pytest.raises(EBMError, match="unknown output"):
         save_images(x, tmp_path / "x.txt")
 
+
+
+def test_a_batch_is_sized_from_file_headers_before_it_is_read(tmp_path):
+    from ebm_play.images import load_batch, npz_count
+
+    ok = tmp_path / "three.npz"
+    np.savez(ok, x=np.zeros((3, 1, 28, 28), np.float32))
+    stroke().save(tmp_path / "one.png")
+    assert npz_count(ok) == 3 and load_batch([ok, tmp_path / "one.png"]).shape == (4, 1, 28, 28)
+    bomb = tmp_path / "bomb.npz"  # its header promises 3.9 GB: refused before anything is inflated
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z, z.open("x.npy", "w") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (1_250_000, 784)})
+    odd, other = tmp_path / "odd.npz", tmp_path / "other.npz"
+    np.savez(odd, x=np.zeros((5, 7), np.float32))
+    np.savez(other, y=np.zeros(3))
+    (tmp_path / "notes.txt").write_text("hi")
+    for paths, msg in (([bomb], "bomb.npz: too many images: more than 2,048"), ([odd], "odd.npz: 'x' must hold 28×28"),
+                       ([other], "other.npz: no array 'x'"), ([tmp_path / "notes.txt"], "notes.txt: not an image"),
+                       ([], "no images")):
+        with pytest.raises(EBMError, match=msg):
+            load_batch(paths)
+    with pytest.raises(EBMError, match="one.png: file is larger than"):
+        load_batch([tmp_path / "one.png"], max_bytes=10)
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(arrays(np.uint8, st.tuples(st.integers(1, 80), st.integers(1, 80), st.sampled_from([1, 3, 4]))))

@@ -89,6 +89,19 @@ def test_memory_budget_refuses_before_allocating():
     assert pg.sessions.peek("big-buffer-1") is None  # refused before even a session was made
 
 
+
+def test_the_classifying_model_is_the_sessions_jem_else_the_preferred_one(pg):
+    jems = [k for k, m in pg.models.items() if m.has_classes]
+    if not jems:
+        with pytest.raises(EBMError, match="needs a JEM"):
+            pg.classifying_model("classify-0001")
+        return
+    expected = "mnist-ood" if "mnist-ood" in jems else jems[0]
+    assert pg.classifying_model("classify-0001")[1] == expected  # the default model (mnist) is no JEM
+    pg.use_model("classify-0002", jems[-1])
+    assert pg.classifying_model("classify-0002") == (pg.models[jems[-1]], jems[-1])
+    assert pg.classifying_model("classify-0001", preferred=jems[-1])[1] == jems[-1]
+
 def test_a_trained_model_is_used_in_the_session_only(pg):
     d = pg.data()
     run = pg.start_run("trainer-0001", "image", small(), d.x, d.y, max_steps=2)

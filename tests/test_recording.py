@@ -21,6 +21,25 @@ def test_frame_budget_keeps_memory_bounded():
     assert recording.frame_budget(256, 200) * 256 * 28 * 28 * 4 <= recording.MAX_FRAME_BYTES
 
 
+def test_a_job_around_another_sampling_call_records_it():
+    """ChainJob.of runs ebm_play.inpaint (not sample_chains) in its thread and records every step."""
+    from ebm_play import masks
+
+    model, image, keep = ebm_play.CNNEnergy(width=2), torch.zeros(1, 1, 28, 28), masks.keep_half("top")
+    out = {}
+
+    def task(callback):
+        out["res"] = ebm_play.inpaint(model, image, keep, n=2, steps=5, seed=0, callback=callback)
+        return out["res"]
+
+    job = recording.ChainJob.of(task, 2, 5, frames=3)
+    for _ in job.snapshots(every=0.01):
+        pass
+    rec = job.recording
+    assert torch.equal(rec.x, out["res"].x) and rec.steps == list(range(6)) and rec.frame_at == [0, 2, 5]
+    assert torch.equal(rec.frames[0][:, :, :14].float(), image.expand(2, 1, 28, 28)[:, :, :14])  # kept, from step 0
+
+
 def fake_recording(steps=20, chains=4, frames=6, accept=True) -> recording.Recording:
     r = recording.Recorder(steps, chains, frames)
     g = torch.Generator().manual_seed(0)

@@ -221,7 +221,7 @@ def test_hostile_pictures_through_the_api(api, url, tmp_path, api_name, param):
         data = defaults(api_name, params, picture, new_session())
         data[i] = ({"background": f, "layers": [], "composite": None, "id": None}
                    if editor else [f] if param == "files" else f)
-        extra = {"/sample": dict(start="image", steps=5, chains=2), "/inpaint": dict(erase="top", steps=5),
+        extra = {"/sample": dict(start="image", steps=5, chains=2), "/inpaint": dict(keep_half="top", steps=5),
                  "/compose": dict(experts=[{"expert": "sketch"}], steps=5, chains=2)}.get(api_name, {})
         for k, v in extra.items():
             data[names.index(k)] = v

@@ -28,7 +28,6 @@ from ebm_play.sessions import SESSION_RE, new_session_id
 from . import classify_tab, compose_tab, denoise_tab, inpaint_tab, landscape_tab, ood_tab, sample_tab, train_tab
 from .boundary import PRIVATE, AnySession, Gate, endpoint, on
 from .common import HEADER, TITLE, launch_style, patch_gradio_sessions
-from .sessions import Registry
 
 MAX_QUEUE = 100
 TABS = ("train", "sample", "compose", "inpaint", "denoise", "ood", "classify", "landscape")
@@ -45,7 +44,6 @@ def on_load(pg: Playground, sid, request: gr.Request = None):
 
 
 def _layout(pg: Playground, session: gr.BrowserState) -> dict:
-    registry = Registry(pg)  # (the tabs not yet moved to the playground)
     gr.Markdown(HEADER)
     if pg.untrained:
         gr.Markdown("⚠ **No shipped model yet: untrained random model.** The Sample tab starts with a random "
@@ -53,7 +51,7 @@ def _layout(pg: Playground, session: gr.BrowserState) -> dict:
                     elem_classes="ebm-banner", elem_id="untrained-banner")
     for problem in pg.problems:
         gr.Markdown(f"⚠ A shipped model was not loaded: {problem}", elem_classes="ebm-banner")
-    parts = {"registry": registry}
+    parts = {}
     with gr.Tabs() as parts["tabs"]:
         with gr.Tab("Train", id="train"):
             parts["train"] = train_tab.create_tab(pg, session)
@@ -62,13 +60,13 @@ def _layout(pg: Playground, session: gr.BrowserState) -> dict:
         with gr.Tab("Compose", id="compose") as parts["compose_page"]:
             parts["compose"] = compose_tab.create_tab(pg, session)
         with gr.Tab("Inpaint", id="inpaint") as page:
-            inpaint_tab.create_tab(registry, session, page)
+            inpaint_tab.create_tab(pg, session, page)
         with gr.Tab("Denoise", id="denoise") as page:
-            denoise_tab.create_tab(registry, session, page)
+            denoise_tab.create_tab(pg, session, page)
         with gr.Tab("OOD check", id="ood") as page:
-            ood_tab.create_tab(registry, session, page)
+            ood_tab.create_tab(pg, session, page)
         with gr.Tab("Classify (JEM)", id="classify") as page:
-            classify_tab.create_tab(registry, session, page)
+            classify_tab.create_tab(pg, session, page)
         with gr.Tab("Landscape", id="landscape"):
             parts["landscape"] = landscape_tab.create_tab(pg, session)
     return parts
@@ -96,7 +94,6 @@ def build_app(device: str | None = None, max_runs: int | None = None) -> gr.Bloc
         on(parts["train"]["use_event"].then, *sample, **PRIVATE)
         on(parts["compose_page"].select, compose_tab.refresh, pg, *parts["compose"]["refresh"], **PRIVATE)
     demo.playground = pg
-    demo.registry = parts["registry"]  # TEMPORARY: the old tabs' tests
     return demo
 
 

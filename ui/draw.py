@@ -1,33 +1,29 @@
-"""The drawing input the Inpaint, Denoise, OOD and Classify tabs share, and their picture helpers.
+"""What the Inpaint, Denoise, OOD and Classify tabs share: the drawing input, its endpoints, the run wiring.
 
-Each of those tabs gets an :class:`InputPanel`: a drawing pad (:func:`ui.canvas_pad.canvas_pad`, a
-black 280×280 canvas with a white brush sized for MNIST strokes, an eraser, and image upload; not a
-``gr.ImageEditor``, whose page side re-uploads its pictures on every event of the app: issue #21),
-a "test digit #" field with a *random test digit* button, and a preview of what the model sees
-(the 28×28 made by :func:`ebm_play.preprocess`, centred by mass in a 20×20 box like MNIST).
+Each tab gets an :class:`InputPanel`: a drawing pad (:func:`ui.canvas_pad.canvas_pad`, a black 280×280
+canvas with a white brush sized for MNIST strokes; not a ``gr.ImageEditor``, whose page side
+re-uploads its pictures on every event of the app: issue #21), a "test digit #" field with a
+*random test digit* button, and a preview of what the model sees (the 28×28 made by
+:func:`ebm_play.preprocess`, centred by mass in a 20×20 box like MNIST).
 
-Which image is used (the same rule for the page and for API callers):
+Which image is used (the same rule for the page and for API callers): a picture on the pad
+(an API caller's image-editor value: its composite, else its background with its layers on top),
+else the bundled MNIST test digit ``digit`` (0 to 1,999), exactly. Drawing clears the digit field
+and picking a digit clears the pad, so the page uses what the user touched last.
 
-- ``digit`` given (0 to 1,999): that bundled MNIST test digit, exactly;
-- otherwise the pad: its ``composite`` (or, when an API caller sends none, its ``background``
-  with its ``layers`` on top), preprocessed MNIST-style.
-
-Drawing on or uploading to the pad clears the digit field (an empty pad leaves it), so the page
-uses what the user touched last. Events run with ``preprocess=False``: the pad's files are opened here through
-:func:`ebm_play.images.open_image`, which refuses non-images and decompression bombs with a clear
-message before anything large is decoded (Gradio's own preprocessing would decode first).
+Every run is wired twice (:func:`wire_run`): the page's event reads the canvas pads, whose values
+are PNG data URLs and nothing else (:class:`Pad`: a path or a file dict sent to it by hand is
+refused, never opened); the named API endpoint reads hidden image-editor inputs, whose files gradio
+has checked to be uploads. Only the pads' own preview events and the Run buttons send a drawing.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 import io
-import os
-import queue
+import math
 import random
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,26 +31,28 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 
 import ebm_play
-from ebm_play import EBMError, settings
+from ebm_play import EBMError, masks
 from ebm_play.images import MAX_PIXELS, open_image, to_uint8
-from ebm_play.runtime import job_threads
+from ebm_play.playground import Playground
+from ebm_play.recording import ChainJob, Recorder
 
+from .boundary import PRIVATE, AnySession, Kept, Number, Picture, Session, Spec, Text, Whole, endpoint, on  # noqa: F401 (Picture: the API image spec)
 from .canvas_pad import canvas_pad, data_url, read_data_url
-from .common import whole
-from .sessions import Registry
+from .common import picture, thin
 
 CANVAS = 280  # the pad: 10 canvas pixels per model pixel
 BRUSH_SIZE = 13  # ≈ 2.5-pixel MNIST strokes once a full-height digit is scaled to 20 pixels
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-MAX_BLOBS = 256  # unclaimed pictures a pad keeps server-side (oldest dropped first)
-MASK_COVER = 0.25  # a model pixel is erased when at least this share of it is painted
-MASK_RGBA = (239, 68, 68, 200)  # how the quick "erase … half" buttons paint the mask layer
-HALVES = ("top", "bottom", "left", "right")
+MAX_BLOBS = 256  # unclaimed pictures an image editor keeps server-side (oldest dropped first)
+MASK_RGBA = (239, 68, 68, 200)  # how the "erase … half" buttons paint the mask layer
 HINT = "Draw a digit (white on black, like MNIST), upload a picture or pick a test digit."
+EMPTY = ""  # an empty canvas pad (the page shows it black)
+KEEP_FILES = 200  # result files kept in the playground's folder
 
 
 @functools.lru_cache(maxsize=1)
@@ -72,12 +70,9 @@ def black_canvas() -> dict:
     return {"background": Image.new("RGB", (CANVAS, CANVAS), "black"), "layers": [], "composite": None}
 
 
-EMPTY = ""  # an empty canvas pad (the page shows it black)
-
-
-# --- reading the pad ------------------------------------------------------------------------------
+# --- reading pictures -----------------------------------------------------------------------------
 def _open(item, what: str) -> Image.Image | None:
-    """One picture of an editor payload: a FileData dict (path), raw bytes (the page's blobs) or None."""
+    """One picture of an editor value: a checked FileData dict, raw bytes (a page's blobs) or None."""
     if item is None:
         return None
     if isinstance(item, Image.Image):
@@ -86,28 +81,26 @@ def _open(item, what: str) -> Image.Image | None:
         if len(item) > MAX_UPLOAD_BYTES:
             raise EBMError(f"{what}: file is larger than {MAX_UPLOAD_BYTES // 2**20} MB")
         img = open_image(bytes(item))
-    elif isinstance(item, dict) and item.get("path"):
+    elif isinstance(item, dict) and isinstance(item.get("path"), str):
         size = item.get("size")
         if isinstance(size, int) and size > MAX_UPLOAD_BYTES:
             raise EBMError(f"{what}: file is larger than {MAX_UPLOAD_BYTES // 2**20} MB")
         img = open_image(item["path"])
-    elif isinstance(item, str):
-        img = open_image(item)
-    else:
-        raise EBMError(f"{what}: expected an image file, got {type(item).__name__}")
+    else:  # a bare path is never opened: files arrive as file data, whose paths gradio has checked
+        raise EBMError(f"{what}: expected an uploaded picture, got {type(item).__name__}")
     if img.width * img.height > MAX_PIXELS:
         raise EBMError(f"{what}: image is {img.width}×{img.height}, larger than {MAX_PIXELS:,} pixels")
     return img
 
 
 def editor_parts(pad: gr.ImageEditor | None, value) -> tuple[Image.Image | None, list[Image.Image], Image.Image | None]:
-    """(background, layers, composite) of a raw ``gr.ImageEditor`` payload (``preprocess=False``).
-    The page may send ``{"id": …}`` whose pictures it uploaded just before as blobs (kept by the
-    component, and taken out here as Gradio's own preprocessing would)."""
+    """(background, layers, composite) of a raw image-editor value (``preprocess=False``). A page's
+    editor sends ``{"id": …}`` of pictures it uploaded before as blobs, which ``pad`` keeps: they are
+    taken out here, as gradio's own preprocessing would."""
     if value is None:
         return None, [], None
-    if isinstance(value, (str, bytes, Image.Image)) or (isinstance(value, dict) and "path" in value):
-        img = _open(value, "image")  # a plain image where an editor value was expected (lenient)
+    if isinstance(value, Image.Image) or (isinstance(value, dict) and "path" in value):
+        img = _open(value, "image")  # a plain picture where an editor value was expected
         return img, [], img
     if not isinstance(value, dict):
         raise EBMError(f"image: expected an image editor value {{background, layers, composite}}, "
@@ -116,7 +109,7 @@ def editor_parts(pad: gr.ImageEditor | None, value) -> tuple[Image.Image | None,
     if blob_id is not None and pad is not None:
         store = pad.blob_storage
         blobs = store.pop(blob_id, None)
-        try:  # the page uploads blobs on every change, also for events it then drops: keep the newest
+        try:  # blobs of events the page dropped: keep the newest
             while len(store) > MAX_BLOBS:
                 store.pop(next(iter(store)), None)
         except (RuntimeError, StopIteration):  # another request changed the store meanwhile: next time
@@ -141,19 +134,18 @@ def flatten(background: Image.Image | None, layers: list[Image.Image]) -> Image.
     return base
 
 
-def editor_picture(pad: gr.ImageEditor | None, value) -> Image.Image:
-    """The picture on the pad: the composite, else background + layers; an EBMError if there is none."""
-    background, layers, composite = editor_parts(pad, value)
-    pic = composite or flatten(background, layers)
-    if pic is None:
-        raise EBMError("the drawing is empty: draw a digit, upload a picture or pick a test digit")
-    return pic
+def picture_of(value) -> Image.Image | None:
+    """The picture in an image input: a canvas pad's (already read by :class:`Pad`) or an API
+    caller's image-editor value; None when there is none."""
+    if value is None or isinstance(value, Image.Image):
+        return value
+    background, layers, composite = editor_parts(None, value)
+    return composite or flatten(background, layers)
 
 
 def pad_picture(value) -> Image.Image | None:
-    """The picture on a canvas pad (page events): its PNG data URL, or None for an empty pad. Only a
-    data URL is read: the page events take the pad raw, so a path or a file dict sent to them by hand
-    is refused instead of opened."""
+    """The picture on a canvas pad: its PNG data URL, or None for an empty pad. Only a data URL is
+    read, so a path or a file dict sent to a page event by hand is refused instead of opened."""
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -161,93 +153,65 @@ def pad_picture(value) -> Image.Image | None:
     return read_data_url(value, "drawing", MAX_UPLOAD_BYTES)
 
 
-def from_pad(fn: Callable, *positions: int) -> Callable:
-    """``fn`` for a page event: the arguments at ``positions`` (canvas pad values) become pictures
-    (or None) first, so ``fn`` reads them as it reads an API caller's image."""
+class Pad(Spec):
+    """A canvas pad's value (page events): "" or a ``data:image/…;base64`` URL → a picture or None."""
 
-    def read(args):
-        args = list(args)
-        try:
-            for i in positions:
-                args[i] = pad_picture(args[i])
-        except EBMError as e:
-            raise gr.Error(str(e), print_exception=False) from None
-        return args
-
-    if inspect.isgeneratorfunction(fn):  # a streamed run stays a generator for Gradio
-        @functools.wraps(fn)
-        def stream(*args):
-            yield from fn(*read(args))
-
-        return stream
-
-    @functools.wraps(fn)
-    def call(*args):
-        return fn(*read(args))
-
-    return call
+    def __call__(self, name, v):
+        return pad_picture(v)
 
 
-def test_digit(digit) -> tuple[torch.Tensor, int]:
+class ZeroIsDefault(Spec):
+    """A page's number field where 0 means "the default": gradio shows an empty number field as 0
+    and sends 0. (API callers send None for the default, and 0 means 0.)"""
+
+    def __init__(self, spec: Spec):
+        super().__init__(optional=True, label=spec.label)
+        self.spec = spec
+
+    def __call__(self, name, v):
+        return None if isinstance(v, (int, float)) and not isinstance(v, bool) and v == 0 else self.spec(name, v)
+
+
+DIGIT = Whole(0, 1999, optional=True).named("test digit")
+
+
+def test_digit(digit: int) -> tuple[torch.Tensor, int]:
     """Test digit number ``digit`` (1×1×28×28) and its label."""
-    i = whole("test digit", digit, 0, n_test() - 1)
     d = test_digits()
-    return d.x[i: i + 1].clone(), int(d.y[i])
+    return d.x[digit: digit + 1].clone(), int(d.y[digit])
 
 
-def has_digit(digit) -> bool:
-    return digit is not None and digit != ""
-
-
-def model_input(pad: gr.ImageEditor | None, value, digit) -> tuple[torch.Tensor, str]:
+def model_input(image, digit: int | None) -> tuple[torch.Tensor, str]:
     """The 1×1×28×28 image in [−1, 1] the model gets, and a few words on where it came from: a
-    picture on the pad wins over the test digit box (picking a digit clears the pad). So a Run pressed
-    right after a stroke, before the page has blanked the digit box, still scores the drawing."""
-    try:
-        return ebm_play.preprocess(editor_picture(pad, value)), "your drawing"
-    except EBMError as e:
-        if "empty" not in str(e):
-            raise
-    if has_digit(digit):
+    picture wins over the test digit (so a Run pressed right after a stroke, before the page has
+    blanked the digit field, uses the drawing). A black pad counts as empty."""
+    pic = picture_of(image)
+    if pic is not None:
+        try:
+            return ebm_play.preprocess(pic), "your drawing"
+        except EBMError as e:
+            if "empty" not in str(e):
+                raise
+    if digit is not None:
         x, label = test_digit(digit)
-        return x, f"test digit #{int(digit)} (a {label})"
+        return x, f"test digit #{digit} (a {label})"
     raise EBMError("the drawing is empty: draw a digit, upload a picture or pick a test digit")
 
 
-# --- masks ----------------------------------------------------------------------------------------
-def coverage(layer: Image.Image) -> np.ndarray:
-    """28×28 share of each model pixel that a mask layer paints: its alpha where it has transparency,
-    else its brightness (an opaque black-and-white mask: white = erase)."""
-    rgba = layer.convert("RGBA")
-    a = np.asarray(rgba, dtype=np.float64)
-    paint = a[..., 3] if a[..., 3].min() < 250 else a[..., :3].mean(-1)
-    small = Image.fromarray(paint.astype(np.float32), mode="F").resize((28, 28), Image.BOX)
-    return np.clip(np.asarray(small, dtype=np.float64) / 255.0, 0, 1)
+def mask_keep(value) -> torch.Tensor:
+    """The keep mask (1 = keep) painted on a mask pad (its picture is the paint layer itself) or on
+    the layers of an API caller's image-editor value: painted pixels are erased and filled."""
+    if value is None or isinstance(value, Image.Image):
+        layers = [] if value is None else [value]
+    else:
+        layers = editor_parts(None, value)[1]
+    return masks.from_paint(layers)
 
 
-def keep_from_mask(pad: gr.ImageEditor | None, value) -> torch.Tensor:
-    """The keep mask (1×1×28×28, 1 = keep) from a mask pad: pixels painted on its layers are erased."""
-    _background, layers, _composite = editor_parts(pad, value)
-    if isinstance(value, Image.Image):  # a canvas pad's picture is the mask layer itself
-        layers = [value]
-    if not layers:
-        raise EBMError("no mask: paint over the part to erase (or press one of the 'erase … half' buttons)")
-    cover = np.max([coverage(layer) for layer in layers], axis=0)
-    erase = cover >= MASK_COVER
-    if not erase.any():
-        raise EBMError("the mask is empty: paint over the part to erase (or press one of the 'erase … half' buttons)")
-    return torch.from_numpy(~erase).float().view(1, 1, 28, 28)
-
-
-def half_keep(which: str) -> torch.Tensor:
-    """Keep mask that erases the ``which`` half (top, bottom, left or right)."""
-    if which not in HALVES:
-        raise EBMError(f"unknown half {which!r}: use one of {', '.join(HALVES)}")
-    keep = torch.ones(1, 1, 28, 28)
-    sl = {"top": (slice(0, 14), slice(None)), "bottom": (slice(14, 28), slice(None)),
-          "left": (slice(None), slice(0, 14)), "right": (slice(None), slice(14, 28))}[which]
-    keep[0, 0][sl] = 0
-    return keep
+# --- pictures -------------------------------------------------------------------------------------------
+def enlarge(x: torch.Tensor, size: int = CANVAS) -> Image.Image:
+    """One 28×28 model image as a crisp greyscale picture of ``size``×``size``."""
+    return Image.fromarray(to_uint8(x[:1])[0], mode="L").resize((size, size), Image.NEAREST)
 
 
 def mask_layer(keep: torch.Tensor, size: int = CANVAS) -> Image.Image:
@@ -258,42 +222,28 @@ def mask_layer(keep: torch.Tensor, size: int = CANVAS) -> Image.Image:
     return Image.fromarray(a, mode="RGBA").resize((size, size), Image.NEAREST)
 
 
-def mask_value(x: torch.Tensor | None, keep: torch.Tensor | None = None) -> gr.HTML:
-    """The mask pad's update: the model input enlarged under the strokes, and the mask layer painting
-    the erased pixels of ``keep`` (none: an empty mask; ``x`` None: an empty pad)."""
-    if x is None:
-        return gr.HTML(value=EMPTY, background="")
-    return gr.HTML(value=EMPTY if keep is None else data_url(mask_layer(keep)), background=data_url(enlarge(x)))
-
-
-# --- pictures ---------------------------------------------------------------------------------------
-def enlarge(x: torch.Tensor, size: int = CANVAS) -> Image.Image:
-    """One 28×28 model image as a crisp greyscale picture of ``size``×``size``."""
-    return Image.fromarray(to_uint8(x[:1])[0], mode="L").resize((size, size), Image.NEAREST)
-
-
 def masked_view(x: torch.Tensor, keep: torch.Tensor, scale: int = 6) -> Image.Image:
     """The model input with its erased pixels tinted red: what the fills must complete."""
     g = to_uint8(x[:1])[0].astype(np.float64)
     rgb = np.stack([g, g, g], -1)
     erase = (keep.reshape(28, 28) < 0.5).numpy()
     rgb[erase] = 0.35 * rgb[erase] + 0.65 * np.array([239, 68, 68])
-    img = Image.fromarray(rgb.round().astype(np.uint8), mode="RGB")
-    return img.resize((28 * scale, 28 * scale), Image.NEAREST)
+    return Image.fromarray(rgb.round().astype(np.uint8), mode="RGB").resize((28 * scale, 28 * scale), Image.NEAREST)
 
 
 def strip(frames: list[torch.Tensor], scale: int = 2) -> Image.Image:
     """Frames (each n×1×28×28) as a picture: one row per chain, one column per frame."""
-    stacked = torch.stack(frames, 1).reshape(-1, 1, 28, 28)  # chain-major: row i = chain i over time
+    stacked = torch.stack([f.float() for f in frames], 1).reshape(-1, 1, 28, 28)  # row i = chain i over time
     return ebm_play.images.grid(stacked, nrow=len(frames), scale=scale)
 
 
-KEEP_FILES = 200  # result files kept in the registry's folder (Gradio copies each into its own cache)
+def grid_file(x: torch.Tensor, nrow: int, scale: int = 3) -> str:
+    return picture(ebm_play.images.grid(x.float(), nrow=nrow, scale=scale))
 
 
-def result_file(folder: str | os.PathLike, prefix: str, **arrays) -> str:
-    """Write arrays to a fresh ``.npz`` under ``folder`` (float32 tensors, key per array) for download;
-    the oldest files beyond KEEP_FILES are removed."""
+def result_file(folder, prefix: str, **arrays) -> str:
+    """Arrays as float32 in a fresh ``.npz`` under ``folder``/results for download; the oldest
+    files beyond KEEP_FILES are removed."""
     d = Path(folder) / "results"
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.npz"
@@ -301,204 +251,203 @@ def result_file(folder: str | os.PathLike, prefix: str, **arrays) -> str:
     np.savez_compressed(buf, **{k: (v.detach().cpu().float().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
                                 for k, v in arrays.items()})
     path.write_bytes(buf.getvalue())
-    old = sorted(d.glob("*.npz"), key=lambda p: p.stat().st_mtime)[:-KEEP_FILES]
-    for p in old:
+    for p in sorted(d.glob("*.npz"), key=lambda p: p.stat().st_mtime)[:-KEEP_FILES]:
         p.unlink(missing_ok=True)
     return str(path)
 
 
-def streamed(work: Callable[[Callable], object], snap: Callable) -> Iterator[tuple[str, object]]:
-    """Run ``work(callback)`` (a sampler run) in a helper thread with one torch thread; yield
-    ("step", snap(record)) for each sampler record, then ("done", result). Closing the generator
-    (a closed page) stops the chains at their next step; an error in the run is re-raised here."""
-    q: queue.Queue = queue.Queue()
-    stop = threading.Event()
+def tidy(v):
+    """A result for JSON with its floats at 6 significant digits (no float noise such as
+    0.027048498392105103); non-finite numbers become None."""
+    if isinstance(v, dict):
+        return {k: tidy(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [tidy(x) for x in v]
+    if isinstance(v, float):
+        return float(f"{v:.6g}") if math.isfinite(v) else None
+    return v
 
-    def callback(rec):
-        q.put(("step", snap(rec)))
-        return not stop.is_set()
 
-    def run():
-        try:
-            with job_threads(1):
-                res = work(callback)
-            q.put(("done", res))
-        except Exception as e:  # noqa: BLE001 (handed to the request thread, which shows it)
-            q.put(("error", e))
-
-    threading.Thread(target=run, name="ebm-draw", daemon=True).start()
+# --- runs of chains ---------------------------------------------------------------------------------
+def stream(pg: Playground, key: tuple, job: ChainJob) -> Iterator[Recorder]:
+    """Run ``job`` as the session's ``key`` job (a newer run from the same tab stops it); yields its
+    recorder while the chains run. Afterwards ``job.recording`` is the finished run."""
+    pg.jobs.start(key, job)
     try:
-        while True:
-            kind, item = q.get()
-            if kind == "error":
-                raise item
-            yield kind, item
-            if kind == "done":
-                return
+        yield from job.snapshots()
     finally:
-        stop.set()
+        pg.jobs.end(key, job)
 
 
-class Pacer:
-    """Say when a streamed frame is due: at most one every ``every_s`` seconds."""
-
-    def __init__(self, every_s: float = 0.2):
-        self.every_s, self.last = every_s, 0.0
-
-    def due(self) -> bool:
-        now = time.monotonic()
-        if now - self.last >= self.every_s:
-            self.last = now
-            return True
-        return False
+def given(knobs: dict, chosen: ebm_play.settings.Settings) -> dict:
+    """The sampler options to pass: none while no knob is set (the engine's own defaults run), else
+    the resolved settings with the knobs applied."""
+    return dict(chosen.options) if any(v is not None for v in knobs.values()) else {}
 
 
-# --- samplers -----------------------------------------------------------------------------------------
-SAMPLERS = list(ebm_play.SAMPLERS)
+def curve_frame(steps: list[int], values, names: list[str], limit: int = 200) -> pd.DataFrame | None:
+    """Long format (step, value, series) of ``values`` (records × series), at most ``limit`` steps;
+    None when there is nothing to draw (gradio 6.31's page draws no line in a plot whose value was
+    once set to an empty frame, whatever comes next; None clears it without that)."""
+    idx = thin(list(range(len(steps))), limit)
+    rows = [(steps[i], float(values[i][j]), n) for i in idx for j, n in enumerate(names)
+            if math.isfinite(float(values[i][j]))]
+    return pd.DataFrame(rows, columns=["step", "value", "series"]) if rows else None
 
 
-def _unset(v):
-    """None for an empty knob, and for 0: Gradio 6 shows an empty number field as 0 and sends 0 once
-    its accordion has been opened, so 0 here means "the model's own" (noise 0 would silently stop the
-    chains' noise; step size and temperature must be positive anyway)."""
-    return None if v == "" or (isinstance(v, (int, float)) and not isinstance(v, bool) and v == 0) else v
+def engine_default(fn: Callable, param: str):
+    """The default of ``param`` in the engine function ``fn`` (what runs when a knob is left alone)."""
+    import inspect
+
+    return inspect.signature(fn).parameters[param].default
 
 
-def sampler_kwargs(model, sampler: str, step_size=None, noise=None, temperature=None) -> dict:
-    """Options for ``sampler`` on ``model``: the settings the Sample tab uses for it (the model file's
-    recommendation, else a per-kind table, e.g. small temperatures for ula/mala/hmc), overridden by
-    the tabs' optional knobs (None, "" or 0 = keep; knobs the sampler lacks are ignored; validated with names)."""
-    return settings.resolve(model, sampler, step_size=_unset(step_size), noise=_unset(noise),
-                            temperature=_unset(temperature)).options
+# --- the panel's endpoints ----------------------------------------------------------------------------
+def _shown(x: torch.Tensor | None, note: str, mask: bool) -> tuple:
+    """(preview, note[, mask pad]) for the model input ``x`` (None: none yet)."""
+    preview = None if x is None else picture(enlarge(x, 168))
+    return (preview, note, gr.HTML(background=EMPTY if x is None else data_url(enlarge(x)))) if mask else (preview, note)
 
 
-def recommended_steps(model, sampler: str) -> int:
-    return settings.recommended(model, sampler)["steps"]
+def _digit_view(digit: int | None, mask: bool) -> tuple:
+    if digit is None:
+        return _shown(None, HINT, mask)
+    x, label = test_digit(digit)
+    return _shown(x, f"Using **test digit #{digit} (a {label})**; draw on the pad to use your drawing instead.", mask)
 
 
-def check_work(n: int, steps: int, sampler: str, opts: dict) -> None:
-    """Chains × steps × gradients per step within the per-request budget the Sample tab uses."""
-    settings.Settings(sampler, steps, opts).check_work(n)
+@endpoint(pad=Pad(), digit=DIGIT, mask=Kept())
+def drawn(pg: Playground, pad, digit, mask=False) -> tuple:
+    """The pad changed (a stroke, an upload, the eraser or Clear): a picture replaces the test digit;
+    an empty pad leaves it. Outputs: digit field, preview, note (, the mask pad's background)."""
+    if pad is None:
+        return gr.skip(), *_digit_view(digit, mask)
+    try:
+        x = ebm_play.preprocess(pad)
+    except EBMError as e:
+        if "empty" not in str(e):
+            raise
+        return gr.skip(), *_digit_view(digit, mask)
+    return None, *_shown(x, "Using **your drawing**.", mask)
 
 
-# --- the session's model ------------------------------------------------------------------------------
-def model_picker(registry: Registry, session: gr.BrowserState, page: gr.Tab | None, elem_id: str) -> gr.Dropdown:
-    """A dropdown bound to the session's current model (the Sample tab's, too), refreshed when the
-    tab is opened so a model trained meanwhile shows up."""
-    dd = gr.Dropdown(registry.model_names(None), value=registry.default_model, label="Model",
-                     info="the session's current model (shared with the Sample tab)", elem_id=elem_id)
-
-    def refresh(sid):
-        s = registry.peek(sid)
-        key = s.model_key if s is not None and s.model_key in registry.model_names(s) else registry.default_model
-        return gr.Dropdown(choices=registry.model_names(s), value=key)
-
-    def choose(sid, key):
-        try:
-            registry.use_model(sid, key)
-        except EBMError as e:
-            raise gr.Error(str(e), print_exception=False) from None
-
-    dd.input(choose, [session, dd], None, api_visibility="private", show_progress="hidden")
-    if page is not None:
-        page.select(refresh, session, dd, api_visibility="private", show_progress="hidden")
-    return dd
+@endpoint(digit=DIGIT, mask=Kept())
+def picked(pg: Playground, digit, mask=False) -> tuple:
+    """A test digit typed in replaces the drawing (the pad goes blank). Outputs: pad, preview, note (, mask)."""
+    if digit is None:
+        return (gr.skip(),) * (4 if mask else 3)
+    return EMPTY, *_digit_view(digit, mask)
 
 
-# --- the panel --------------------------------------------------------------------------------------
+@endpoint(mask=Kept())
+def random_digit(pg: Playground, mask=False) -> tuple:
+    """Pick a random test digit. Outputs: pad, digit field, preview, note (, mask)."""
+    i = random.randrange(n_test())
+    return EMPTY, i, *_digit_view(i, mask)
+
+
+MODEL_NAME = Text(200).named("model")
+
+
+@endpoint(session=Session(), model=MODEL_NAME)
+def choose_model(pg: Playground, session, model) -> None:
+    """The session's current model (shared by the Sample, Inpaint and Denoise tabs)."""
+    pg.use_model(session, model)
+
+
+@endpoint(session=AnySession())
+def refresh_models(pg: Playground, session) -> gr.Dropdown:
+    """The model choices when the tab is opened (a model trained meanwhile shows up)."""
+    s = pg.sessions.peek(session) if session else None
+    key = s.choices.get("model") if s is not None else None
+    names = pg.model_names(s)
+    return gr.Dropdown(choices=names, value=key if key in names else pg.default_model)
+
+
+# --- layout and wiring ------------------------------------------------------------------------------------
 @dataclass
 class InputPanel:
-    pad: gr.HTML  # the page's canvas pad (value: a PNG data URL); page events read it through from_pad
-    api_image: gr.ImageEditor  # hidden: the API endpoints' image input (an editor value, checked by Gradio)
+    pad: gr.HTML  # the page's canvas pad (value: a PNG data URL)
+    api_image: gr.ImageEditor  # hidden: the API endpoints' image input (an editor value, checked by gradio)
     digit: gr.Number
     random_btn: gr.Button
     preview: gr.Image
     note: gr.Markdown
 
-    @property
-    def inputs(self) -> list:
-        return [self.pad, self.digit]
 
-    def read(self, value, digit) -> tuple[torch.Tensor, str]:
-        return model_input(self.pad, value, digit)
+def image_box(caption: str, elem_id: str, height: int = 220, **kw) -> gr.Image:
+    """A picture output with its caption above it, not laid over its top row."""
+    gr.Markdown(f"**{caption}**", elem_classes="ebm-caption")
+    return gr.Image(type="filepath", format="png", height=height, interactive=False, show_label=False,
+                    elem_classes="ebm-grid", elem_id=elem_id, buttons=[], **kw)
 
 
-def input_panel(prefix: str, label: str = "Draw a digit (or upload a picture)", extra_outputs: list | None = None,
-                on_input=None) -> InputPanel:
-    """Pad, test-digit picker and preview, wired so the preview shows what the model will see.
-    ``on_input(x or None)`` may return updates for ``extra_outputs`` (e.g. the inpaint mask pad)."""
-    with gr.Column(min_width=280):
-        pad = canvas_pad(f"{prefix}-pad", label, CANVAS, BRUSH_SIZE, max_bytes=MAX_UPLOAD_BYTES)
+def input_panel(pg: Playground, prefix: str, mask_pad: gr.HTML | None = None) -> InputPanel:
+    """Pad, test-digit picker and preview, wired so the preview shows what the model will see
+    (and ``mask_pad``, if given, shows it under its strokes)."""
+    with gr.Column(min_width=290):
+        pad = canvas_pad(f"{prefix}-pad", "Draw a digit (or upload a picture)", CANVAS, BRUSH_SIZE,
+                         max_bytes=MAX_UPLOAD_BYTES)
         # never shown, so never mounted: the page never reads it (see ui.canvas_pad)
         api_image = gr.ImageEditor(black_canvas(), label="image", type="pil", image_mode="RGBA", visible=False)
-        with gr.Row(equal_height=True):
-            digit = gr.Number(None, precision=0, minimum=0, maximum=n_test() - 1,
-                              label=f"…or MNIST test digit # (0–{n_test() - 1:,})", elem_id=f"{prefix}-digit",
-                              min_width=120, scale=2)
-            random_btn = gr.Button("Random test digit", size="md", elem_id=f"{prefix}-random", min_width=100,
-                                   scale=1)
+        digit = gr.Number(None, precision=0, minimum=0, maximum=n_test() - 1, label="…or MNIST test digit #",
+                          info=f"0 to {n_test() - 1:,}", elem_id=f"{prefix}-digit")
+        random_btn = gr.Button("Random test digit", size="md", elem_id=f"{prefix}-random")
     with gr.Column(min_width=200, scale=0):
-        preview = gr.Image(label="What the model sees (28×28)", type="pil", format="png", height=200, width=200,
-                           interactive=False, elem_classes="ebm-grid", elem_id=f"{prefix}-preview",
-                           buttons=["download"])
+        preview = image_box("What the model sees (28×28)", f"{prefix}-preview", height=200, width=200)
         note = gr.Markdown(HINT, elem_id=f"{prefix}-note")
     panel = InputPanel(pad, api_image, digit, random_btn, preview, note)
-    extra_outputs = list(extra_outputs or [])
-
-    def extra(x):
-        return list(on_input(x)) if on_input is not None else []
-
-    def show(value, digit):
-        try:
-            x, source = model_input(pad, value, digit)
-        except EBMError as e:
-            return (None, HINT if "empty" in str(e) else f"⚠ {e}", *extra(None))
-        msg = f"Using **{source}**" + ("; draw on the pad to use your drawing instead." if source != "your drawing" else ".")
-        return (enlarge(x, 168), msg, *extra(x))
-
-    def drawn(value, digit):
-        """The pad changed: a stroke, an upload, the eraser or Clear. A picture on the pad replaces a
-        picked test digit; an empty pad keeps it."""
-        try:
-            x = ebm_play.preprocess(editor_picture(pad, value))
-        except EBMError as e:
-            if "empty" in str(e):
-                return (gr.skip(), *show(None, digit))
-            return (None, None, f"⚠ {e}", *extra(None))
-        return (None, enlarge(x, 168), "Using **your drawing**.", *extra(x))
-
-    def picked(value, digit):  # a test digit replaces the drawing: the pad goes back to its black canvas
-        if has_digit(digit):
-            return (EMPTY, *show(None, digit))
-        return (gr.skip(), *show(value, None))
-
-    def pick_random():
-        i = random.randrange(n_test())
-        return (EMPTY, i, *show(None, i))
-
-    outs = [preview, note, *extra_outputs]
-    # show_progress_on=[]: no component of these quick events joins the page's loading-status table
-    quiet = {"api_visibility": "private", "show_progress": "hidden", "show_progress_on": [], "preprocess": False,
-             "concurrency_limit": None}
-    pad.input(from_pad(drawn, 0), [pad, digit], [digit, *outs], trigger_mode="always_last", **quiet)
-    digit.input(from_pad(picked, 0), [pad, digit], [pad, *outs], trigger_mode="always_last", **quiet)
-    random_btn.click(pick_random, None, [pad, digit, *outs], **quiet)
+    extra = [mask_pad] if mask_pad is not None else []
+    flag = [gr.State(True)] if mask_pad is not None else []
+    outs = [preview, note, *extra]
+    quiet = dict(PRIVATE, concurrency_limit=None)
+    on(pad.input, drawn, pg, [pad, digit, *flag], [digit, *outs], trigger_mode="always_last", **quiet)
+    on(digit.input, picked, pg, [digit, *flag], [pad, *outs], trigger_mode="always_last", **quiet)
+    on(random_btn.click, random_digit, pg, flag or None, [pad, digit, *outs], **quiet)
     return panel
 
 
-def wire_run(btn: gr.Button, fn: Callable, inputs: list, outputs: list, api_name: str, pads: dict, **kw):
-    """``btn`` runs ``fn`` for the page on its canvas pads (read through :func:`from_pad`); a hidden
-    button gives the API endpoint ``api_name`` the same ``fn`` on the hidden editor inputs
-    (``pads`` maps each canvas pad to its API twin), so API callers send editor values as before."""
-    gr.Button(visible=False).click(fn, [pads.get(c, c) for c in inputs], outputs, api_name=api_name, **kw)
-    # (second: the page event, private, must not take the endpoint's name)
-    btn.click(from_pad(fn, *[inputs.index(p) for p in pads]), inputs, outputs, api_visibility="private", **kw)
+def model_picker(pg: Playground, session: gr.BrowserState, page: gr.Tab | None, elem_id: str) -> gr.Dropdown:
+    """A dropdown bound to the session's current model (the Sample tab's, too), refreshed when the
+    tab is opened."""
+    dd = gr.Dropdown(pg.model_names(None), value=pg.default_model, label="Model",
+                     info="the session's current model (shared with the Sample tab)", elem_id=elem_id)
+    on(dd.input, choose_model, pg, [session, dd], None, **PRIVATE)
+    if page is not None:
+        on(page.select, refresh_models, pg, session, dd, **PRIVATE)
+    return dd
 
 
-def sampler_settings() -> tuple[gr.Number, gr.Number, gr.Number]:
-    """Step size, noise and temperature fields, empty by default so the model's own settings apply."""
-    with gr.Accordion("Sampler settings (empty or 0 = the model's own)", open=False), gr.Row():
-        step_size = gr.Number(None, label="Step size", min_width=90)
-        noise = gr.Number(None, label="Noise σ (langevin)", min_width=90)
-        temperature = gr.Number(None, label="Temperature", min_width=90)
-    return step_size, noise, temperature
+KNOB_SPECS = dict(step_size=Number(1e-12, 1e4, optional=True, zero_is_none=True).named("step size"),
+                  noise=Number(0, 10, optional=True, zero_is_none=True),
+                  temperature=Number(1e-12, 1e6, optional=True, zero_is_none=True))
+
+
+def sampler_knobs(steps_info: str) -> list:
+    """Steps, step size, noise and temperature: 0 (an empty field) = the engine's own setting."""
+    with gr.Accordion("Sampler settings (0 = the engine's default for the model)", open=False):
+        with gr.Row():
+            steps = gr.Number(None, precision=0, label="Steps", info=steps_info, min_width=90)
+            step_size = gr.Number(None, label="Step size", min_width=90)
+        with gr.Row():
+            noise = gr.Number(None, label="Noise σ (langevin)", min_width=90)
+            temperature = gr.Number(None, label="Temperature", min_width=90)
+    return [steps, step_size, noise, temperature]
+
+
+def page_twin(ep: Callable, **specs: Spec) -> Callable:
+    """The page's variant of the endpoint ``ep``: the same function with ``specs`` in place of some
+    of its parameters' (canvas pads for image inputs, 0 = default for number fields)."""
+    twin = endpoint(**{**ep.specs, **specs})(ep.__wrapped__)
+    twin.__name__ = twin.__qualname__ = f"{ep.__name__}_page"
+    return twin
+
+
+def wire_run(pg: Playground, btn: gr.Button, fns: tuple[Callable, Callable], inputs: list, api_inputs: list,
+             outputs: list, api_name: str, **kw) -> None:
+    """``btn`` runs the page's function on ``inputs`` (canvas pads); a hidden button gives the API
+    endpoint ``api_name`` the API function on ``api_inputs`` (hidden image editors). The API event
+    is wired first, so it keeps its name."""
+    run = dict(concurrency_limit=2, concurrency_id="compute", show_progress="minimal", **kw)
+    on(gr.Button(visible=False).click, fns[0], pg, api_inputs, outputs, api_name=api_name, **run)
+    on(btn.click, fns[1], pg, inputs, outputs, **run)

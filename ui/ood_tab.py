@@ -17,50 +17,55 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pandas as pd
-import torch
 
-import ebm_play
 from ebm_play import EBMError, ood
-from ebm_play.images import load_images
+from ebm_play.images import grid, load_batch
+from ebm_play.playground import Playground
 from ebm_play.runtime import job_threads
 
 from . import draw
-from .common import histogram_frame, number, thin, upload_path, user_errors
-from .sessions import Registry
+from .boundary import AnySession, Choice, File, Number, Picture, Spec, Text, endpoint, on
+from .common import fmt, histogram_frame, picture, thin
 
 DEFAULT_OOD_MODEL = "mnist-ood"  # the scorer the tab starts with: the best OOD AUROC figures (weights/README.md)
 CURRENT = "current model"
 TEST = "MNIST test digits"
+ME, CUT = "this image", "threshold"  # series names stay the same from check to check; the figures go in the title
 MAX_FILES = 256
 MAX_IMAGES = 2048
 MIN_TPR, MAX_TPR = 0.5, 1.0
 PALETTE = ["#f59e0b", "#10b981", "#a855f7", "#0ea5e9", "#84cc16", "#64748b", "#e11d48", "#14b8a6"]
-COLORS = {TEST: "#2563eb"}
-IMAGE_COLOR, THRESHOLD_COLOR = "#dc2626", "#111827"
 # the sets of ebm_play.metrics.ood_sets (a test checks that they match)
 BUILTIN = ["uniform noise", "gaussian noise", "inverted digits", "rotated digits", "letters", "constant"]
+COLORS = {TEST: "#2563eb", ME: "#dc2626", CUT: "#111827",
+          **{name: PALETTE[i % len(PALETTE)] for i, name in enumerate(BUILTIN)}}
+TPR = Number(MIN_TPR, MAX_TPR).named("true-positive rate")
+MODEL = Text(200).named("model")
 
 
-def model_choices(registry: Registry) -> list[str]:
-    return [CURRENT, *registry.models]
+class Files(Spec):
+    """Uploaded files (gradio's file data, paths checked by gradio) → [(server path, uploaded name)]."""
+
+    def __init__(self, max_files: int):
+        super().__init__(optional=True)
+        self.max_files = max_files
+
+    def check(self, name, v):
+        files = [v] if isinstance(v, dict) else v
+        if not isinstance(files, list):
+            raise EBMError(f"{name} must be a list of uploaded files")
+        if len(files) > self.max_files:
+            raise EBMError(f"too many files: {len(files)}, at most {self.max_files}")
+        paths = [File(draw.MAX_UPLOAD_BYTES)(name, f) for f in files]
+        return [(p, (f.get("orig_name") if isinstance(f, dict) else None) or Path(p).name)
+                for p, f in zip(paths, files)]
 
 
-def default_model(registry: Registry) -> str:
-    return DEFAULT_OOD_MODEL if DEFAULT_OOD_MODEL in registry.models else CURRENT
-
-
-def scoring_model(registry: Registry, session, name) -> tuple[torch.nn.Module, str]:
-    """The model to score with: a loaded model by name, or the session's current model (also when the
-    default scorer is not shipped)."""
-    if name in (None, "", CURRENT) or (name == DEFAULT_OOD_MODEL and name not in registry.models):
-        return registry.current_model(session)
-    if name in registry.models:
-        return registry.models[name], name
-    raise EBMError(f"unknown model {name!r}; choose one of: {', '.join(model_choices(registry))}")
-
-
-def check_tpr(tpr) -> float:
-    return number("true-positive rate", tpr, MIN_TPR, MAX_TPR)
+def scoring_model(pg: Playground, session, name: str) -> tuple:
+    """A loaded model by name, or the session's current model (also when the default scorer is not shipped)."""
+    if name in ("", CURRENT) or (name == DEFAULT_OOD_MODEL and name not in pg.models):
+        return pg.current_model(session)
+    return pg.named_model(session, name)
 
 
 def scorer(model) -> ood.OODScorer:
@@ -75,157 +80,120 @@ def near(groups: dict[str, np.ndarray], ref: np.ndarray) -> tuple[str, ...]:
     return (TEST, *[k for k, v in groups.items() if k != TEST and q1 - spread <= np.median(v) <= q99 + spread])
 
 
-def histogram(sc: ood.OODScorer, energy: float, threshold: float, tpr: float) -> gr.LinePlot:
+def histogram(sc: ood.OODScorer, v: ood.Verdict, title: str) -> gr.LinePlot:
     """Test digits and built-in sets as step histograms, with this image and the threshold as lines."""
     groups = {TEST: sc.reference, **sc.builtin()}
     df = histogram_frame(groups, focus=near(groups, sc.reference))
+    df["source"] = df["source"].str.replace(r" \(at .*\)$", " (off the axis)", regex=True)
     lo, hi = float(df["energy"].min()), float(df["energy"].max())
     top = float(df["fraction"].max()) * 1.05 or 1.0
-    at = min(max(energy, lo), hi)
-    off = " →" if energy > hi else " ←" if energy < lo else ""
-    me = f"this image (E = {energy:.4g}){off}"
-    cut = f"threshold at TPR {tpr:.0%}"
-    lines = [(at, 0.0, me), (at, top, me)]
-    if lo <= threshold <= hi:
-        lines += [(threshold, 0.0, cut), (threshold, top, cut)]
+    at = min(max(v.energy, lo), hi)  # an energy off the axis sits at its edge
+    lines = [(at, 0.0, ME), (at, top, ME)]
+    if lo <= v.threshold <= hi:
+        lines += [(v.threshold, 0.0, CUT), (v.threshold, top, CUT)]
     df = pd.concat([df, pd.DataFrame(lines, columns=df.columns)], ignore_index=True)
-    colors, i = {}, 0
-    for name in df["source"].unique():
-        if name == TEST:
-            colors[name] = COLORS[TEST]
-        elif name == me:
-            colors[name] = IMAGE_COLOR
-        elif name == cut:
-            colors[name] = THRESHOLD_COLOR
-        else:
-            colors[name], i = PALETTE[i % len(PALETTE)], i + 1
-    return gr.LinePlot(value=df, color_map=colors)
+    colors = {name: COLORS.get(name.removesuffix(" (off the axis)"), "#94a3b8") for name in df["source"].unique()}
+    off = " (off the axis →)" if v.energy > hi else " (off the axis ←)" if v.energy < lo else ""
+    return gr.LinePlot(value=df, color_map=colors,
+                       label=f"{title}: E = {fmt(v.energy)}{off}, threshold {fmt(v.threshold)} at TPR {v.tpr:.1%}")
 
 
-def read_batch(files) -> tuple[torch.Tensor, list[str]]:
-    """Uploaded files (pictures, or .npz with key x) → N×1×28×28, with a clear message naming a bad file."""
-    if isinstance(files, (dict, str)):
-        files = [files]
-    if not files:
-        raise EBMError("upload some images (or pick a built-in set)")
-    if len(files) > MAX_FILES:
-        raise EBMError(f"too many files: {len(files)}, at most {MAX_FILES}")
-    xs, names = [], []
-    for f in files:
-        path = upload_path(f)
-        if not path:
-            raise EBMError("a file in the batch has no path")
-        name = (f.get("orig_name") if isinstance(f, dict) else None) or Path(path).name
-        try:
-            if Path(path).stat().st_size > draw.MAX_UPLOAD_BYTES:
-                raise EBMError(f"file is larger than {draw.MAX_UPLOAD_BYTES // 2**20} MB")
-            x = load_images(path) if name.lower().endswith(".npz") or str(path).lower().endswith(".npz") \
-                else ebm_play.preprocess(path)
-        except EBMError as e:
-            raise EBMError(f"{name}: {e}") from None
-        xs.append(x)
-        names += [name] * len(x)
-        if len(names) > MAX_IMAGES:
-            raise EBMError(f"too many images: more than {MAX_IMAGES:,} in the batch")
-    return torch.cat(xs), names
+@endpoint(session=AnySession(), image=Picture(), digit=draw.DIGIT, model=MODEL, tpr=TPR)
+def ood_score(pg: Playground, session=None, image=None, digit=None, model=DEFAULT_OOD_MODEL, tpr=ood.DEFAULT_TPR):
+    """Energy of a drawing (or test digit ``digit``), its percentile among MNIST test digits and an
+    in/out-of-distribution verdict at a threshold accepting ``tpr`` of the test digits."""
+    x, source = draw.model_input(image, digit)
+    m, label = scoring_model(pg, session, model)
+    sc = scorer(m)
+    with job_threads(1):
+        v = sc.judge(x, tpr)
+        sc.builtin()
+    head = ('<span class="ebm-dot ebm-running">●</span> **In-distribution**: like the digits the model knows'
+            if v.in_distribution else
+            '<span class="ebm-dot ebm-failed">●</span> **Out-of-distribution**: not like the digits the model knows')
+    text = (f"### {head}\nEnergy **{fmt(v.energy)}**, higher than **{v.percentile:.1f}%** of MNIST test digits. "
+            f"Threshold at TPR {tpr:.1%}: {fmt(v.threshold)} (test digits above it are flagged too: "
+            f"{1 - ood.accepted(sc.reference, v.threshold):.1%}).  \nModel: {label} · input: {source}.")
+    result = draw.tidy({"model": label, "input": source, **v.as_dict()})
+    return histogram(sc, v, f"{source} under {label}"), text, result
 
 
-def create_tab(registry: Registry, session: gr.BrowserState, page: gr.Tab | None = None) -> dict:
+ood_score_page = draw.page_twin(ood_score, image=draw.Pad())
+
+
+@endpoint(session=AnySession(), files=Files(MAX_FILES), builtin=Choice(["", *BUILTIN]).named("built-in set"),
+          model=MODEL, tpr=TPR)
+def ood_batch(pg: Playground, session=None, files=None, builtin="letters", model=DEFAULT_OOD_MODEL,
+              tpr=ood.DEFAULT_TPR):
+    """AUROC of the energy for a batch of images (uploaded files, else built-in set ``builtin``)
+    against the MNIST test digits, with the ROC curve and the false-positive rate at ``tpr``."""
+    m, label = scoring_model(pg, session, model)
+    sc = scorer(m)
+    if files:
+        x = load_batch([p for p, _ in files], [n for _, n in files], MAX_IMAGES, draw.MAX_UPLOAD_BYTES)
+        what = f"{len(x)} uploaded image{'s' if len(x) != 1 else ''}"
+        with job_threads(1):
+            rep = sc.compare_images(x, tpr)
+    elif builtin:
+        x = ood.builtin_sets()[builtin]
+        what = f"built-in set '{builtin}' ({len(x)} images)"
+        with job_threads(1):
+            rep = sc.compare(sc.builtin()[builtin], tpr)
+    else:
+        raise EBMError("upload some images or pick a built-in set")
+    curve = "energy as the score"
+    df = pd.DataFrame([(float(a), float(b), curve) for a, b in zip(thin(list(rep.roc_fpr), 400),
+                                                                     thin(list(rep.roc_tpr), 400))] +
+                      [(0.0, 0.0, "chance"), (1.0, 1.0, "chance")],
+                      columns=["false positive rate", "true positive rate", "curve"])
+    text = (f"**AUROC {rep.auroc:.4f}** for {what} against {sc.n:,} MNIST test digits (1 = every image above "
+            f"every digit in energy, 0.5 = chance).  \nAt the threshold accepting {tpr:.1%} of test digits "
+            f"({fmt(rep.threshold)}), **{rep.fpr_at_tpr:.1%}** of the batch passes as digits.  \nModel: {label}.")
+    roc = gr.LinePlot(value=df, color_map={curve: "#4f46e5", "chance": "#94a3b8"},
+                      label=f"ROC of {what} under {label}: AUROC {rep.auroc:.3f}")
+    result = draw.tidy({"model": label, "batch": what, **rep.as_dict()})
+    return picture(grid(x[:64], nrow=8, scale=2)), roc, text, result
+
+
+def create_tab(pg: Playground, session: gr.BrowserState, page: gr.Tab | None = None) -> dict:
     gr.Markdown("Low energy = digit-like. The energy of any picture is compared with the energies the same "
                 "model gives the 2,000 MNIST test digits: the **threshold** accepts the chosen share (the "
                 "true-positive rate) of real test digits, and anything above it is flagged out-of-distribution.")
     with gr.Row():
-        panel = draw.input_panel("ood")
+        panel = draw.input_panel(pg, "ood")
         with gr.Column(scale=1, min_width=280):
-            model_dd = gr.Dropdown(model_choices(registry), value=default_model(registry), label="Score with",
-                                   info=f"'{CURRENT}': the session's (Sample/Train tabs)", elem_id="ood-model")
+            model_dd = gr.Dropdown([CURRENT, *pg.models], value=DEFAULT_OOD_MODEL if DEFAULT_OOD_MODEL in pg.models
+                                   else CURRENT, label="Score with", elem_id="ood-model",
+                                   info=f"'{CURRENT}': the session's (Sample/Train tabs)")
             tpr = gr.Slider(MIN_TPR, 0.999, ood.DEFAULT_TPR, step=0.001, label="True-positive rate on test digits",
                             info="share of real test digits the threshold accepts", elem_id="ood-tpr")
             run_btn = gr.Button("Check", variant="primary", elem_id="ood-run")
-            verdict_md = gr.Markdown("", label="verdict", elem_id="ood-verdict")
-    hist_plot = gr.LinePlot(x="energy", y="fraction", color="source", color_title="",
+            verdict_md = gr.Markdown("", elem_id="ood-verdict")
+    hist_plot = gr.LinePlot(x="energy", y="fraction", color="source", color_title="", color_map=COLORS,
                             label="Where this image falls: energies of test digits and of built-in OOD sets",
                             elem_id="ood-hist")
     with gr.Accordion("Result (JSON, as /ood_score returns it)", open=False):
         score_json = gr.JSON(label="result", elem_id="ood-result")
-
     gr.Markdown("### Batch: how well does the energy separate a set of images from the test digits?")
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
             files = gr.File(label=f"Upload images (or .npz, key x), up to {MAX_FILES}", file_count="multiple",
                             file_types=["image", ".npz"], elem_id="ood-files", height=160)
-            builtin = gr.Dropdown(["", *BUILTIN], value="letters",
-                                  label="…or a built-in OOD set (used when no files are uploaded)",
-                                  elem_id="ood-builtin")
+            builtin = gr.Dropdown(["", *BUILTIN], value="letters", elem_id="ood-builtin",
+                                  label="…or a built-in OOD set (used when no files are uploaded)")
             batch_btn = gr.Button("Compare with test digits", variant="primary", elem_id="ood-batch-run")
-            batch_md = gr.Markdown("", label="summary", elem_id="ood-batch-summary")
-        batch_img = gr.Image(label="The batch as the model sees it (first 64)", type="pil", format="png", height=300,
-                             interactive=False, elem_classes="ebm-grid", elem_id="ood-batch-grid")
+            batch_md = gr.Markdown("", elem_id="ood-batch-summary")
+        with gr.Column(scale=1, min_width=280):
+            batch_img = draw.image_box("The batch as the model sees it (first 64)", "ood-batch-grid", height=300)
         roc_plot = gr.LinePlot(x="false positive rate", y="true positive rate", color="curve", color_title="",
                                label="ROC: test digits accepted vs batch accepted", elem_id="ood-roc",
                                x_lim=[0, 1], y_lim=[0, 1])
     with gr.Accordion("Result (JSON, as /ood_batch returns it)", open=False):
         batch_json = gr.JSON(label="result", elem_id="ood-batch-result")
-
-    @user_errors
-    def ood_score(session=None, image=None, digit=None, model=DEFAULT_OOD_MODEL, tpr=ood.DEFAULT_TPR):
-        """Energy of a drawing (or test digit ``digit``), its percentile among MNIST test digits and an
-        in/out-of-distribution verdict at a threshold accepting ``tpr`` of the test digits."""
-        x, source = draw.model_input(panel.api_image, image, digit)
-        tpr = check_tpr(tpr)
-        m, label = scoring_model(registry, session, model)
-        sc = scorer(m)
-        with job_threads(1):
-            v = sc.judge(x, tpr)
-            sc.builtin()
-        head = ('<span class="ebm-dot ebm-running">●</span> **In-distribution**: like the digits the model knows'
-                if v.in_distribution else
-                '<span class="ebm-dot ebm-failed">●</span> **Out-of-distribution**: not like the digits the model knows')
-        text = (f"### {head}\nEnergy **{v.energy:.4g}**, higher than **{v.percentile:.1f}%** of MNIST test "
-                f"digits. Threshold at TPR {tpr:.1%}: {v.threshold:.4g} (test digits above it are flagged too: "
-                f"{1 - ood.accepted(sc.reference, v.threshold):.1%}).  \nModel: {label} · input: {source}.")
-        result = {"model": label, "input": source, **{k: (round(val, 6) if isinstance(val, float) else val)
-                                                       for k, val in v.as_dict().items()}}
-        return histogram(sc, v.energy, v.threshold, tpr), text, result
-
-    @user_errors
-    def ood_batch(session=None, files=None, builtin="letters", model=DEFAULT_OOD_MODEL, tpr=ood.DEFAULT_TPR):
-        """AUROC of the energy for a batch of images (uploaded files, else built-in set ``builtin``)
-        against the MNIST test digits, with the ROC curve and the false-positive rate at ``tpr``."""
-        tpr = check_tpr(tpr)
-        m, label = scoring_model(registry, session, model)
-        sc = scorer(m)
-        if files:
-            x, _names = read_batch(files)
-            what = f"{len(x)} uploaded image{'s' if len(x) != 1 else ''}"
-            with job_threads(1):
-                rep = sc.compare_images(x, tpr)
-        elif builtin:
-            if builtin not in BUILTIN:
-                raise EBMError(f"unknown built-in set {builtin!r}; choose one of: {', '.join(BUILTIN)}")
-            x = ood.builtin_sets()[builtin]
-            what = f"built-in set '{builtin}' ({len(x)} images)"
-            with job_threads(1):
-                rep = sc.compare(sc.builtin()[builtin], tpr)
-        else:
-            raise EBMError("upload some images or pick a built-in set")
-        fpr, tp = thin(list(rep.roc_fpr), 400), thin(list(rep.roc_tpr), 400)
-        curve = f"energy (AUROC {rep.auroc:.3f})"
-        df = pd.DataFrame([(float(a), float(b), curve) for a, b in zip(fpr, tp)] +
-                          [(0.0, 0.0, "chance"), (1.0, 1.0, "chance")],
-                          columns=["false positive rate", "true positive rate", "curve"])
-        text = (f"**AUROC {rep.auroc:.4f}** for {what} against {sc.n:,} MNIST test digits (1 = every image above "
-                f"every digit in energy, 0.5 = chance).  \nAt the threshold accepting {tpr:.1%} of test digits "
-                f"({rep.threshold:.4g}), **{rep.fpr_at_tpr:.1%}** of the batch passes as digits.  \nModel: {label}.")
-        result = {"model": label, "batch": what, **{k: (round(v, 6) if isinstance(v, float) else v)
-                                                    for k, v in rep.as_dict().items()}}
-        roc = gr.LinePlot(value=df, color_map={curve: "#4f46e5", "chance": "#94a3b8"})
-        return ebm_play.images.grid(x[:64], nrow=8, scale=2), roc, text, result
-
-    draw.wire_run(run_btn, ood_score, [session, panel.pad, panel.digit, model_dd, tpr],
-                  [hist_plot, verdict_md, score_json], "ood_score", {panel.pad: panel.api_image},
-                  concurrency_limit=2, concurrency_id="compute", preprocess=False)
-    batch_btn.click(ood_batch, [session, files, builtin, model_dd, tpr], [batch_img, roc_plot, batch_md, batch_json],
-                    api_name="ood_batch", concurrency_limit=2, concurrency_id="compute", preprocess=False)
-    return {"model": model_dd, "panel": panel}
-
+    draw.wire_run(pg, run_btn, (ood_score, ood_score_page), [session, panel.pad, panel.digit, model_dd, tpr],
+                  [session, panel.api_image, panel.digit, model_dd, tpr], [hist_plot, verdict_md, score_json],
+                  "ood_score")
+    on(batch_btn.click, ood_batch, pg, [session, files, builtin, model_dd, tpr],
+       [batch_img, roc_plot, batch_md, batch_json], api_name="ood_batch", concurrency_limit=2,
+       concurrency_id="compute")
+    return {"panel": panel}

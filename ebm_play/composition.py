@@ -8,35 +8,49 @@ Composed energies are ordinary :class:`EnergyModel`s, so every sampler works on 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from . import validate
 from .api import score
 from .errors import EBMError
 from .models import EnergyModel, JEMEnergy, JEMEnsemble
 
 
 class ClassEnergy(EnergyModel):
-    """E(x, y) = −f(x)[y] of a JEM model: the expert for "a digit y"."""
+    """E(x, y) = −f(x)[y] of a JEM model: the expert for "a digit y". Given several labels it is the
+    expert for "any of these digits": E(x, S) = −log Σ_{y∈S} exp f(x)[y] (one label: the same)."""
 
     kind = "class"
 
-    def __init__(self, jem: JEMEnergy | JEMEnsemble, label: int):
-        super().__init__(label=int(label))
+    def __init__(self, jem: JEMEnergy | JEMEnsemble, label: int | Sequence[int]):
+        labels = [int(label)] if isinstance(label, (int, float)) else [int(y) for y in label]
+        super().__init__(label=labels[0] if len(labels) == 1 else labels)
         if not getattr(jem, "has_classes", False):
             raise EBMError("class experts need a JEM model")
-        if not 0 <= int(label) < jem.config["n_classes"]:
-            raise EBMError(f"class must be between 0 and {jem.config['n_classes'] - 1}, got {label}")
-        self.jem, self.label = jem, int(label)
+        n = jem.config["n_classes"]
+        if not labels or len(set(labels)) != len(labels) or not all(0 <= y < n for y in labels):
+            raise EBMError(f"class must be between 0 and {n - 1} (distinct, at least one), got {label}")
+        self.jem, self.labels = jem, labels
+        self.label = labels[0] if len(labels) == 1 else None
         self.eval()  # wrappers share their experts: sampling must not flip those into training mode
 
     def forward(self, x):
-        return self.jem(x, self.label)
+        if self.label is not None:
+            return self.jem(x, self.label)
+        return -torch.logsumexp(self.jem.logits(x)[:, self.labels], dim=1)
 
     def energy_and_grad(self, x):
-        return self.jem.energy_and_grad(x, self.label)
+        if self.label is not None:
+            return self.jem.energy_and_grad(x, self.label)
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            e = self.forward(x)
+            (g,) = torch.autograd.grad(e.sum(), x)
+        return e.detach(), g
 
 
 def _ink(x):
@@ -155,3 +169,138 @@ def ensemble(jems: list[JEMEnergy], digits: torch.Tensor) -> JEMEnsemble:
         out.shift[i], out.scale[i] = e.mean(), e.std()
     out.check()
     return out.eval()
+
+
+# --- expert specs and recipes ----------------------------------------------------------------------
+# An expert spec is a plain dict, the same for the Python API, the app and its /compose endpoint:
+#   {"expert": "model", "model": "mnist", "weight": 1.0}         an energy model's E(x)
+#   {"expert": "class", "label": 3, "model": "mnist-jem"}         a JEM class expert E(x, y)
+#   {"expert": "class", "label": [0, 1, 8], ...}                  "any of these digits" (logsumexp)
+#   {"expert": "ink", "target": 0.25, "scale": 0.05}              InkEnergy
+#   {"expert": "symmetry"}                                        SymmetryEnergy
+#   {"expert": "sketch"}                                          SketchEnergy of the sketch passed in
+# plus "weight" (default 1, −10…10) and "on" (default true) on any of them.
+EXPERT_KINDS = ("model", "class", "ink", "symmetry", "sketch")
+MAX_EXPERTS = 8
+MAX_WEIGHT = 10.0
+
+
+def _expert(i: int, e: dict, models: Mapping[str, nn.Module], sketch: torch.Tensor | None):
+    """(energy, display name) for the ``i``-th spec; None for a sketch expert without a sketch."""
+    kind = e.get("expert")
+    if kind not in EXPERT_KINDS:
+        raise EBMError(f"expert {i}: unknown kind {kind!r}; use one of {', '.join(EXPERT_KINDS)}")
+    if kind in ("model", "class"):
+        key = e.get("model")
+        if key is None and kind == "class":
+            key = next((k for k, m in models.items() if getattr(m, "has_classes", False)), None)
+            if key is None:
+                raise EBMError("class experts need a JEM model, and none is loaded")
+        if key not in models:
+            raise EBMError(f"expert {i}: unknown model {key!r}; loaded: {', '.join(models) or 'none'}")
+        m = models[key]
+        if kind == "model":
+            return m, str(key) + (" E(x)" if getattr(m, "has_classes", False) else "")
+        label = e.get("label")
+        ys = [validate.whole(f"expert {i} class", y, 0, 9) for y in (label if isinstance(label, list) else [label])]
+        if not getattr(m, "has_classes", False):
+            raise EBMError(f"expert {i}: class experts need a JEM model; {key} is a {getattr(m, 'kind', '?')} model")
+        words = f"{', '.join(map(str, ys[:-1]))} or {ys[-1]}" if len(ys) > 1 else str(ys[0])
+        return ClassEnergy(m, ys if len(ys) > 1 else ys[0]), f"{'an' if ys[0] == 8 else 'a'} {words}"
+    if kind == "ink":
+        t = validate.number(f"expert {i} ink target", e.get("target", 0.13), 0, 1)
+        return InkEnergy(t, validate.number(f"expert {i} ink scale", e.get("scale", 0.05), 1e-3, 1)), f"ink {t:g}"
+    if kind == "symmetry":
+        return SymmetryEnergy(), "symmetry"
+    return (None if sketch is None else SketchEnergy(sketch.reshape(1, 1, 28, 28).float())), "sketch"
+
+
+def build(spec: list[dict], models: Mapping[str, nn.Module], sketch: torch.Tensor | None = None
+          ) -> tuple[ComposedEnergy, list[dict]]:
+    """A :class:`ComposedEnergy` from expert specs (see above), given the loaded ``models`` by name
+    and an optional ``sketch`` (1×1×28×28). Returns it and the normalised spec (kind, weight, on and
+    the unique display ``name`` of each expert, in order) that results and plots use. A sketch expert
+    without a sketch is an error when it is on, and dropped when it is off."""
+    if not isinstance(spec, list) or not spec:
+        raise EBMError("experts must be a non-empty list, e.g. [{\"expert\": \"class\", \"label\": 3, \"weight\": 1}]")
+    if len(spec) > MAX_EXPERTS:
+        raise EBMError(f"at most {MAX_EXPERTS} experts, got {len(spec)}")
+    built, out, names = [], [], set()
+    for i, e in enumerate(spec, 1):
+        if not isinstance(e, dict):
+            raise EBMError(f"expert {i} must be an object with 'expert' and 'weight'")
+        w = validate.number(f"expert {i} weight", e.get("weight", 1.0), -MAX_WEIGHT, MAX_WEIGHT)
+        on = e.get("on", True)
+        if not isinstance(on, bool):
+            raise EBMError(f"expert {i}: 'on' must be true or false")
+        energy, name = _expert(i, e, models, sketch)
+        if energy is None:
+            if on and w != 0:
+                raise EBMError("the sketch expert needs a sketch: draw one")
+            continue
+        unique, k = name, 2
+        while unique in names:
+            unique, k = f"{name} #{k}", k + 1
+        names.add(unique)
+        built.append(Expert(unique, energy.eval(), w, on))
+        out.append({**e, "weight": w, "on": on, "name": unique})
+    return ComposedEnergy(built), out
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A ready-made composition: its experts (specs naming shipped models), the sampler settings it
+    was measured with, and what it promises (checked by tests/test_composition.py)."""
+
+    name: str
+    experts: tuple[dict, ...]
+    promise: str
+    sampler: str = "langevin"
+    steps: int = 100
+    options: dict = field(default_factory=dict)
+
+    def models(self) -> set[str]:
+        return {e["model"] for e in self.experts if "model" in e}
+
+    def energy(self, models: Mapping[str, nn.Module]) -> ComposedEnergy:
+        return build([dict(e) for e in self.experts], models)[0]
+
+    def sample(self, models: Mapping[str, nn.Module], n: int = 16, seed: int | None = 0,
+               callback: Callable | None = None):
+        """Run the recipe: a :class:`~ebm_play.samplers.SampleResult` of ``n`` chains."""
+        from .api import sample_chains
+
+        return sample_chains(self.energy(models), n, self.steps, self.sampler, seed, callback=callback,
+                             **self.options)
+
+
+def recipes(available: Mapping[str, nn.Module] | None = None) -> dict[str, Recipe]:
+    """:data:`RECIPES`, or those whose models are all in ``available``."""
+    if available is None:
+        return dict(RECIPES)
+    return {k: r for k, r in RECIPES.items() if r.models() <= set(available)}
+
+
+def _model(name: str, w: float = 1.0) -> dict:
+    return {"expert": "model", "model": name, "weight": w}
+
+
+def _class(y: int, w: float = 1.0, model: str = "mnist-jem") -> dict:
+    return {"expert": "class", "label": y, "model": model, "weight": w}
+
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in [
+    # Every recipe keeps the unconditional mnist model as the prior at weight 1: JEM class experts alone
+    # give grey, noisy hybrids (JEM logits rise on patterns no digit has), and class weights of 0.01–0.1
+    # are enough to steer it (a logit moves by tens where the prior's energy moves by tenths).
+    Recipe("3 AND 8", (_model("mnist"), _class(3, 0.1), _class(8, 0.1)),
+           "digit-like samples, at least 80% classified 3 or 8 (hybrids: often not confidently either)"),
+    Recipe("3 but not 8", (_model("mnist"), _class(3, 0.1), _class(8, -0.03)),
+           "at least 80% confident 3s, at most 5% classified 8"),
+    Recipe("any digit but 1", (_model("mnist"), _class(1, -0.01)),
+           "at most 5% 1s, at least 7 of the other 9 digits, 80% confidently classified"),
+    Recipe("symmetric digits", (_model("mnist"), _class([0, 1, 8], 0.1), {"expert": "symmetry", "weight": 0.05}),
+           "at least 75% classified 0, 1 or 8; left–right asymmetry under a third of test digits'"),
+    Recipe("thick 0", (_model("mnist"), _class(0), {"expert": "ink", "target": 0.25, "weight": 0.3}),
+           "at least 90% zeros, with more ink than the average test zero"),
+]}

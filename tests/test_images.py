@@ -126,16 +126,16 @@ def test_a_plain_background_is_not_taken_for_a_frame():
 def test_a_saved_digit_read_back_inpaints_like_the_original(tmp_path):
     # The tester's round trip: a saved digit used to come back shrunk inside a grey rectangle and was
     # filled into 1s. Read back, its fills must be as recognisable as the original's: the same fixed
-    # seeds give at least as many correct fills minus a 10% tolerance (20 digits × 4 fills).
+    # seeds give at least as many correct fills minus a 10% tolerance (10 digits × 4 fills).
     import ebm_play.masks as masks
 
     model, clf = ebm_play.load_model("mnist"), ebm_play.load_model("mnist-classifier")
     data = ebm_play.sample_digits(False)
     keep = masks.keep_half("top")
     right = {"original": 0, "read back": 0}
-    for i in range(20):
+    for i in range(10):
         back = load_images(save_images(data.x[i:i + 1], tmp_path / "d.png"))
         for what, x in (("original", data.x[i:i + 1]), ("read back", back)):
             fills = ebm_play.inpaint(model, x, keep, n=4, seed=i).x
             right[what] += (metrics.classify(clf, fills)[1].argmax(1) == data.y[i]).sum().item()
-    assert right["read back"] >= right["original"] - 8 and right["read back"] >= 0.6 * 80, right
+    assert right["read back"] >= right["original"] - 4 and right["read back"] >= 0.6 * 40, right

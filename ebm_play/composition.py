@@ -171,40 +171,37 @@ def ensemble(jems: list[JEMEnergy], digits: torch.Tensor) -> JEMEnsemble:
     return out.eval()
 
 
-# --- expert specs and recipes ----------------------------------------------------------------------
-# An expert spec is a plain dict, the same for the Python API, the app and its /compose endpoint:
-#   {"expert": "model", "model": "mnist", "weight": 1.0}         an energy model's E(x)
-#   {"expert": "class", "label": 3, "model": "mnist-jem"}         a JEM class expert E(x, y)
-#   {"expert": "class", "label": [0, 1, 8], ...}                  "any of these digits" (logsumexp)
-#   {"expert": "ink", "target": 0.25, "scale": 0.05}              InkEnergy
-#   {"expert": "symmetry"}                                        SymmetryEnergy
-#   {"expert": "sketch"}                                          SketchEnergy of the sketch passed in
-# plus "weight" (default 1, −10…10) and "on" (default true) on any of them.
+# --- experts from a list of specs (the app's /compose, the Compose tab, the recipes) ---------------------
+# The same as main's build_energy (commit 04eea46), plus label sets for class experts ("label": [0, 1, 8]).
 EXPERT_KINDS = ("model", "class", "ink", "symmetry", "sketch")
 MAX_EXPERTS = 8
 MAX_WEIGHT = 10.0
+ModelOf = Callable[[str | None], tuple[nn.Module, str]]  # a model's name (None: the default) → (model, label)
 
 
-def _expert(i: int, e: dict, models: Mapping[str, nn.Module], sketch: torch.Tensor | None):
-    """(energy, display name) for the ``i``-th spec; None for a sketch expert without a sketch."""
-    kind = e.get("expert")
-    if kind not in EXPERT_KINDS:
-        raise EBMError(f"expert {i}: unknown kind {kind!r}; use one of {', '.join(EXPERT_KINDS)}")
-    if kind in ("model", "class"):
-        key = e.get("model")
-        if key is None and kind == "class":
-            key = next((k for k, m in models.items() if getattr(m, "has_classes", False)), None)
-            if key is None:
-                raise EBMError("class experts need a JEM model, and none is loaded")
-        if key not in models:
-            raise EBMError(f"expert {i}: unknown model {key!r}; loaded: {', '.join(models) or 'none'}")
-        m = models[key]
-        if kind == "model":
-            return m, str(key) + (" E(x)" if getattr(m, "has_classes", False) else "")
-        label = e.get("label")
-        ys = [validate.whole(f"expert {i} class", y, 0, 9) for y in (label if isinstance(label, list) else [label])]
+def _labels(i: int, label) -> list[int]:
+    """A class expert's label, or labels: one class 0–9, or a list of distinct ones."""
+    ys = [validate.whole(f"expert {i} class", y, 0, 9) for y in (label if isinstance(label, list) else [label])]
+    if not ys or len(set(ys)) != len(ys):
+        raise EBMError(f"expert {i}: the classes must be distinct, at least one")
+    return ys
+
+
+def _expert(i: int, e: dict, model_of: ModelOf, jem: str | None, sketch: torch.Tensor | None) \
+        -> tuple[nn.Module, str] | None:
+    """One expert spec → (energy, name); None for a sketch expert without a sketch that does not count."""
+    kind = e["expert"]
+    if kind == "model":
+        m, label = model_of(e.get("model") or None)
+        return m, label.split(" (")[0] + (" E(x)" if getattr(m, "has_classes", False) else "")
+    if kind == "class":
+        ys = _labels(i, e.get("label"))
+        key = e.get("model") or jem
+        if key is None:
+            raise EBMError("class experts need a JEM model, and none is loaded")
+        m, _ = model_of(key)
         if not getattr(m, "has_classes", False):
-            raise EBMError(f"expert {i}: class experts need a JEM model; {key} is a {getattr(m, 'kind', '?')} model")
+            raise EBMError(f"expert {i}: class experts need a JEM model; {key} is a {m.kind} model")
         words = f"{', '.join(map(str, ys[:-1]))} or {ys[-1]}" if len(ys) > 1 else str(ys[0])
         return ClassEnergy(m, ys if len(ys) > 1 else ys[0]), f"{'an' if ys[0] == 8 else 'a'} {words}"
     if kind == "ink":
@@ -212,39 +209,62 @@ def _expert(i: int, e: dict, models: Mapping[str, nn.Module], sketch: torch.Tens
         return InkEnergy(t, validate.number(f"expert {i} ink scale", e.get("scale", 0.05), 1e-3, 1)), f"ink {t:g}"
     if kind == "symmetry":
         return SymmetryEnergy(), "symmetry"
-    return (None if sketch is None else SketchEnergy(sketch.reshape(1, 1, 28, 28).float())), "sketch"
+    if sketch is None:
+        if e["on"] and e["weight"] != 0:
+            raise EBMError("the sketch expert needs a sketch: draw on the pad (API: pass sketch=<image>)")
+        return None
+    return SketchEnergy(sketch), "sketch"
 
 
-def build(spec: list[dict], models: Mapping[str, nn.Module], sketch: torch.Tensor | None = None
-          ) -> tuple[ComposedEnergy, list[dict]]:
-    """A :class:`ComposedEnergy` from expert specs (see above), given the loaded ``models`` by name
-    and an optional ``sketch`` (1×1×28×28). Returns it and the normalised spec (kind, weight, on and
-    the unique display ``name`` of each expert, in order) that results and plots use. A sketch expert
-    without a sketch is an error when it is on, and dropped when it is off."""
-    if not isinstance(spec, list) or not spec:
-        raise EBMError("experts must be a non-empty list, e.g. [{\"expert\": \"class\", \"label\": 3, \"weight\": 1}]")
-    if len(spec) > MAX_EXPERTS:
-        raise EBMError(f"at most {MAX_EXPERTS} experts, got {len(spec)}")
-    built, out, names = [], [], set()
-    for i, e in enumerate(spec, 1):
+def build_energy(experts, model_of: ModelOf, jem: str | None = None, sketch: torch.Tensor | None = None,
+                 device: str | torch.device = "cpu") -> tuple[ComposedEnergy, list[dict]]:
+    """A list of expert specs (from a page or an API caller) checked and built into a ComposedEnergy.
+    Each spec has ``expert`` (one of :data:`EXPERT_KINDS`), ``weight`` (±:data:`MAX_WEIGHT`), ``on``
+    (default true) and its own fields: ``model`` (a name for ``model_of``; for "class" the JEM, default
+    ``jem``), ``label`` (class 0–9, or a list of classes: "any of these"), ``target`` and ``scale``
+    (ink). Returns the energy and the specs with their weights checked and a unique ``name`` each (the
+    names of :meth:`ComposedEnergy.terms`)."""
+    if not isinstance(experts, list) or not experts:
+        raise EBMError('experts must be a non-empty list, e.g. [{"expert": "class", "label": 3, "weight": 1}]')
+    if len(experts) > MAX_EXPERTS:
+        raise EBMError(f"at most {MAX_EXPERTS} experts, got {len(experts)}")
+    built, spec, names = [], [], set()
+    for i, e in enumerate(experts, 1):
         if not isinstance(e, dict):
             raise EBMError(f"expert {i} must be an object with 'expert' and 'weight'")
+        if e.get("expert") not in EXPERT_KINDS:
+            raise EBMError(f"expert {i}: unknown kind {str(e.get('expert'))[:40]!r}; use one of {', '.join(EXPERT_KINDS)}")
         w = validate.number(f"expert {i} weight", e.get("weight", 1.0), -MAX_WEIGHT, MAX_WEIGHT)
         on = e.get("on", True)
         if not isinstance(on, bool):
             raise EBMError(f"expert {i}: 'on' must be true or false")
-        energy, name = _expert(i, e, models, sketch)
-        if energy is None:
-            if on and w != 0:
-                raise EBMError("the sketch expert needs a sketch: draw one")
+        e = {**e, "weight": w, "on": on}
+        made = _expert(i, e, model_of, jem, sketch)
+        if made is None:
             continue
-        unique, k = name, 2
-        while unique in names:
-            unique, k = f"{name} #{k}", k + 1
-        names.add(unique)
-        built.append(Expert(unique, energy.eval(), w, on))
-        out.append({**e, "weight": w, "on": on, "name": unique})
-    return ComposedEnergy(built), out
+        energy, name = made
+        base, k = name, 2
+        while name in names:
+            name, k = f"{base} #{k}", k + 1
+        names.add(name)
+        built.append(Expert(name, energy.to(device).eval(), w, on))
+        spec.append({**e, "name": name})
+    return ComposedEnergy(built), spec
+
+
+def evaluations(spec: list[dict]) -> int:
+    """Trained models a composed energy evaluates per chain and step (its constraints cost next to
+    nothing), at least 1: what a request's work budget counts."""
+    return max(1, sum(1 for e in spec if e["on"] and e["weight"] != 0 and e["expert"] in ("model", "class")))
+
+
+def models_of(models: Mapping[str, nn.Module]) -> ModelOf:
+    """``model_of`` for :func:`build_energy` over a mapping of loaded models by name."""
+    def model_of(name: str | None) -> tuple[nn.Module, str]:
+        if name not in models:
+            raise EBMError(f"unknown model {str(name)[:40]!r}; loaded: {', '.join(models) or 'none'}")
+        return models[name], name
+    return model_of
 
 
 @dataclass(frozen=True)
@@ -262,8 +282,9 @@ class Recipe:
     def models(self) -> set[str]:
         return {e["model"] for e in self.experts if "model" in e}
 
-    def energy(self, models: Mapping[str, nn.Module]) -> ComposedEnergy:
-        return build([dict(e) for e in self.experts], models)[0]
+    def energy(self, models: Mapping[str, nn.Module], device: str | torch.device = "cpu") -> ComposedEnergy:
+        """The composed energy over ``models`` (loaded models by name, those of :meth:`models` at least)."""
+        return build_energy([dict(e) for e in self.experts], models_of(models), device=device)[0]
 
     def sample(self, models: Mapping[str, nn.Module], n: int = 16, seed: int | None = 0,
                callback: Callable | None = None):

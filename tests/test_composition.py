@@ -2,9 +2,9 @@ import pytest
 import torch
 
 import ebm_play
-from ebm_play import metrics
+from ebm_play import composition, metrics
 from ebm_play.composition import (RECIPES, ClassEnergy, ComposedEnergy, Expert, InkEnergy, SketchEnergy, SymmetryEnergy,
-                                  build, compose, recipes)
+                                  compose, recipes)
 from ebm_play.errors import EBMError
 
 
@@ -65,31 +65,22 @@ def test_nothing_enabled_is_an_error():
         ComposedEnergy([Expert("a", SymmetryEnergy(), 0.0)])
 
 
-def test_experts_are_built_from_specs_with_unique_names():
+def test_a_class_expert_can_be_any_of_several_digits(x):
     jem = ebm_play.JEMEnergy(width=4)
-    models = {"cnn": ebm_play.CNNEnergy(width=4), "jem": jem}
-    e, spec = build([{"expert": "model", "model": "cnn"}, {"expert": "class", "label": 3},
-                     {"expert": "class", "label": [0, 1, 8], "weight": 0.5}, {"expert": "class", "label": 3, "on": False},
-                     {"expert": "ink", "target": 0.25}, {"expert": "symmetry", "weight": -1},
-                     {"expert": "sketch", "on": False}], models)
-    assert [s["name"] for s in spec] == ["cnn", "a 3", "a 0, 1 or 8", "a 3 #2", "ink 0.25", "symmetry"]
-    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    e, spec = composition.build_energy([{"expert": "class", "label": [0, 1, 8], "weight": 0.5},
+                                        {"expert": "class", "label": 3}], composition.models_of({"jem": jem}), jem="jem")
+    assert [s["name"] for s in spec] == ["a 0, 1 or 8", "a 3"]
     f = jem.logits(x)
-    assert torch.allclose(e.terms(x)["a 0, 1 or 8"], -torch.logsumexp(f[:, [0, 1, 8]], 1), atol=1e-5)
-    _, g = e.energy_and_grad(x)
-    assert g.shape == x.shape and torch.isfinite(g).all()
-
-
-@pytest.mark.parametrize("spec,msg", [([], "non-empty"), ([{"expert": "magic"}], "unknown kind"),
-                                      ([{"expert": "model", "model": "nope"}], "unknown model"),
-                                      ([{"expert": "class", "label": 3, "model": "cnn"}], "JEM"),
-                                      ([{"expert": "class", "label": [3, 3], "model": "jem"}], "distinct"),
-                                      ([{"expert": "symmetry", "weight": 11}], "weight"),
-                                      ([{"expert": "sketch"}], "sketch"), ([{"expert": "symmetry"}] * 9, "at most")])
-def test_bad_specs_are_named(spec, msg):
-    models = {"cnn": ebm_play.CNNEnergy(width=4), "jem": ebm_play.JEMEnergy(width=4)}
-    with pytest.raises(EBMError, match=msg):
-        build(spec, models)
+    with torch.no_grad():
+        assert torch.allclose(e.terms(x)["a 0, 1 or 8"], -torch.logsumexp(f[:, [0, 1, 8]], 1), atol=1e-5)
+    e_any, g_any = ClassEnergy(jem, [0, 1, 8]).energy_and_grad(x)
+    xx = x.clone().requires_grad_(True)
+    (g_ref,) = torch.autograd.grad(ClassEnergy(jem, [0, 1, 8])(xx).sum(), xx)
+    assert torch.allclose(g_any, g_ref, atol=1e-6)
+    assert ClassEnergy(jem, [3]).label == 3  # one label in a list: the plain class expert
+    for bad in ([3, 3], []):
+        with pytest.raises(EBMError, match="distinct"):
+            composition.build_energy([{"expert": "class", "label": bad}], composition.models_of({"jem": jem}), jem="jem")
 
 
 def test_recipes_need_their_models():

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import validate
 from .errors import EBMError
 from .runtime import make_generator
 
@@ -267,12 +268,6 @@ class StepAdapter:
         self.step = math.exp(self.log_step if self.m < self.warmup else self.log_avg)
 
 
-def _whole(name: str, v, lo: int = 0) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise EBMError(f"{name} must be a whole number, {lo} or more, got {v!r}")
-    return v
-
-
 def _adapter(step_size, adapt, warmup, burn_in, target_accept, steps: int, fallback: float) -> StepAdapter:
     """The warm-up a Metropolis sampler runs: by default it adapts when no step size is given, over
     half of the updates after the burn-in."""
@@ -280,8 +275,8 @@ def _adapter(step_size, adapt, warmup, burn_in, target_accept, steps: int, fallb
         adapt = step_size is None
     if not isinstance(adapt, bool):
         raise EBMError(f"adapt must be true or false, got {adapt!r}")
-    burn_in = _whole("burn_in", burn_in)
-    warmup = max(steps - burn_in, 0) // 2 if warmup is None else _whole("warmup", warmup)
+    burn_in = validate.whole("burn_in", burn_in, 0, 10**9)
+    warmup = max(steps - burn_in, 0) // 2 if warmup is None else validate.whole("warmup", warmup, 0, 10**9)
     if isinstance(target_accept, bool) or not isinstance(target_accept, (int, float)) or not 0 < target_accept < 1:
         raise EBMError(f"target_accept must be between 0 and 1, got {target_accept!r}")
     return StepAdapter(fallback if step_size is None else step_size, target_accept, warmup, adapt)

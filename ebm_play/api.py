@@ -35,9 +35,9 @@ def sample_chains(model: nn.Module, n: int = 16, steps: int | None = None, sampl
     whole :class:`~ebm_play.samplers.SampleResult` (final chains, energies per step, frames).
     ``compile=True`` compiles the energy-and-gradient step (CUDA graphs on a GPU; see
     :class:`~ebm_play.samplers.CompiledEnergy`): worth it for large batches and long runs."""
-    chosen = settings.resolve(model, sampler)
-    steps = validate.whole("steps", chosen.steps if steps is None else steps, 0, MAX_STEPS)
-    options = {**chosen.options, **options}
+    chosen = settings.resolve(model, sampler, None if steps is None else validate.whole("steps", steps, 0, MAX_STEPS))
+    steps = validate.whole("steps", chosen.steps, 0, MAX_STEPS)
+    options = settings.merge(chosen.options, options)
     device = _device_of(model)
     g = make_generator(seed, device)
     if x0 is None:
@@ -97,13 +97,25 @@ def inpaint(model: nn.Module, image: torch.Tensor, keep: torch.Tensor, n: int = 
     return sample_chains(model, len(x0), steps, sampler, seed, x0=x0, mask=keep, **options)
 
 
-def denoise(model: nn.Module, noisy: torch.Tensor, data_weight: float = 1.0, steps: int | None = None,
+DENOISE_STEPS = 40  # updates from the noisy image when the caller gives none (see denoise)
+
+
+def denoise(model: nn.Module, noisy: torch.Tensor, data_weight: float = 0.0, steps: int | None = None,
             sampler: str = "langevin", seed: int | None = None, **options) -> samplers.SampleResult:
-    """Minimise E(x) + λ‖x − x_noisy‖² by sampling from the noisy image (λ = ``data_weight``)."""
+    """Restore noisy images by sampling from E(x) + λ‖x − x_noisy‖², starting at the noisy images
+    (λ = ``data_weight``), for ``steps`` updates (default :data:`DENOISE_STEPS`).
+
+    The defaults are measured (README "Denoising and inpainting"; 100 test digits, mnist): the
+    restoration comes from starting at the noisy image and stopping early, as in SDEdit (Meng et al.
+    2022), not from the data term. The model's own short run pulls the noisy image onto the nearest
+    digit in ~20–60 updates; run much longer and it drifts to another digit (a 3 becomes a 1 after
+    500). Any pixel-wise data term keeps the noise it is tied to: with Gaussian noise σ 0.5 the
+    distance to the clean digit is 5.0 at λ = 0, 7.2 at λ = 0.01 and 11.8 at the previous λ = 1
+    (noisy: 10.2), so λ defaults to 0. A λ of 0.01–0.03 stops the drift of long runs."""
     noisy = check_pixels(noisy, "noisy image")
     if sampler == "gibbs":
         raise EBMError("denoising needs a gradient sampler (langevin, ula, mala, hmc, annealed)")
     if not (data_weight >= 0 and data_weight < float("inf")):
         raise EBMError(f"data_weight must be 0 or more, got {data_weight}")
-    return sample_chains(model, len(noisy), steps, sampler, seed, x0=noisy, x_obs=noisy,
-                         data_weight=float(data_weight), **options)
+    return sample_chains(model, len(noisy), DENOISE_STEPS if steps is None else steps, sampler, seed, x0=noisy,
+                         x_obs=noisy, data_weight=float(data_weight), **options)

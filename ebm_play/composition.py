@@ -8,8 +8,8 @@ Composed energies are ordinary :class:`EnergyModel`s, so every sampler works on 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -21,24 +21,36 @@ from .models import EnergyModel, JEMEnergy, JEMEnsemble
 
 
 class ClassEnergy(EnergyModel):
-    """E(x, y) = −f(x)[y] of a JEM model: the expert for "a digit y"."""
+    """E(x, y) = −f(x)[y] of a JEM model: the expert for "a digit y". Given several labels it is the
+    expert for "any of these digits": E(x, S) = −log Σ_{y∈S} exp f(x)[y] (one label: the same)."""
 
     kind = "class"
 
-    def __init__(self, jem: JEMEnergy | JEMEnsemble, label: int):
-        super().__init__(label=int(label))
+    def __init__(self, jem: JEMEnergy | JEMEnsemble, label: int | Sequence[int]):
+        labels = [int(label)] if isinstance(label, (int, float)) else [int(y) for y in label]
+        super().__init__(label=labels[0] if len(labels) == 1 else labels)
         if not getattr(jem, "has_classes", False):
             raise EBMError("class experts need a JEM model")
-        if not 0 <= int(label) < jem.config["n_classes"]:
-            raise EBMError(f"class must be between 0 and {jem.config['n_classes'] - 1}, got {label}")
-        self.jem, self.label = jem, int(label)
+        n = jem.config["n_classes"]
+        if not labels or len(set(labels)) != len(labels) or not all(0 <= y < n for y in labels):
+            raise EBMError(f"class must be between 0 and {n - 1} (distinct, at least one), got {label}")
+        self.jem, self.labels = jem, labels
+        self.label = labels[0] if len(labels) == 1 else None
         self.eval()  # wrappers share their experts: sampling must not flip those into training mode
 
     def forward(self, x):
-        return self.jem(x, self.label)
+        if self.label is not None:
+            return self.jem(x, self.label)
+        return -torch.logsumexp(self.jem.logits(x)[:, self.labels], dim=1)
 
     def energy_and_grad(self, x):
-        return self.jem.energy_and_grad(x, self.label)
+        if self.label is not None:
+            return self.jem.energy_and_grad(x, self.label)
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            e = self.forward(x)
+            (g,) = torch.autograd.grad(e.sum(), x)
+        return e.detach(), g
 
 
 def _ink(x):
@@ -159,11 +171,20 @@ def ensemble(jems: list[JEMEnergy], digits: torch.Tensor) -> JEMEnsemble:
     return out.eval()
 
 
-# --- experts from a list of specs (the app's /compose, the Compose tab) --------------------------------
+# --- experts from a list of specs (the app's /compose, the Compose tab, the recipes) ---------------------
+# The same as main's build_energy (commit 04eea46), plus label sets for class experts ("label": [0, 1, 8]).
 EXPERT_KINDS = ("model", "class", "ink", "symmetry", "sketch")
 MAX_EXPERTS = 8
 MAX_WEIGHT = 10.0
 ModelOf = Callable[[str | None], tuple[nn.Module, str]]  # a model's name (None: the default) → (model, label)
+
+
+def _labels(i: int, label) -> list[int]:
+    """A class expert's label, or labels: one class 0–9, or a list of distinct ones."""
+    ys = [validate.whole(f"expert {i} class", y, 0, 9) for y in (label if isinstance(label, list) else [label])]
+    if not ys or len(set(ys)) != len(ys):
+        raise EBMError(f"expert {i}: the classes must be distinct, at least one")
+    return ys
 
 
 def _expert(i: int, e: dict, model_of: ModelOf, jem: str | None, sketch: torch.Tensor | None) \
@@ -174,14 +195,15 @@ def _expert(i: int, e: dict, model_of: ModelOf, jem: str | None, sketch: torch.T
         m, label = model_of(e.get("model") or None)
         return m, label.split(" (")[0] + (" E(x)" if getattr(m, "has_classes", False) else "")
     if kind == "class":
-        y = validate.whole(f"expert {i} class", e.get("label"), 0, 9)
+        ys = _labels(i, e.get("label"))
         key = e.get("model") or jem
         if key is None:
             raise EBMError("class experts need a JEM model, and none is loaded")
         m, _ = model_of(key)
         if not getattr(m, "has_classes", False):
             raise EBMError(f"expert {i}: class experts need a JEM model; {key} is a {m.kind} model")
-        return ClassEnergy(m, y), f"{'an' if y == 8 else 'a'} {y}"
+        words = f"{', '.join(map(str, ys[:-1]))} or {ys[-1]}" if len(ys) > 1 else str(ys[0])
+        return ClassEnergy(m, ys if len(ys) > 1 else ys[0]), f"{'an' if ys[0] == 8 else 'a'} {words}"
     if kind == "ink":
         t = validate.number(f"expert {i} ink target", e.get("target", 0.13), 0, 1)
         return InkEnergy(t, validate.number(f"expert {i} ink scale", e.get("scale", 0.05), 1e-3, 1)), f"ink {t:g}"
@@ -199,8 +221,9 @@ def build_energy(experts, model_of: ModelOf, jem: str | None = None, sketch: tor
     """A list of expert specs (from a page or an API caller) checked and built into a ComposedEnergy.
     Each spec has ``expert`` (one of :data:`EXPERT_KINDS`), ``weight`` (±:data:`MAX_WEIGHT`), ``on``
     (default true) and its own fields: ``model`` (a name for ``model_of``; for "class" the JEM, default
-    ``jem``), ``label`` (class 0–9), ``target`` and ``scale`` (ink). Returns the energy and the specs
-    with their weights checked and a unique ``name`` each (the names of :meth:`ComposedEnergy.terms`)."""
+    ``jem``), ``label`` (class 0–9, or a list of classes: "any of these"), ``target`` and ``scale``
+    (ink). Returns the energy and the specs with their weights checked and a unique ``name`` each (the
+    names of :meth:`ComposedEnergy.terms`)."""
     if not isinstance(experts, list) or not experts:
         raise EBMError('experts must be a non-empty list, e.g. [{"expert": "class", "label": 3, "weight": 1}]')
     if len(experts) > MAX_EXPERTS:
@@ -233,3 +256,72 @@ def evaluations(spec: list[dict]) -> int:
     """Trained models a composed energy evaluates per chain and step (its constraints cost next to
     nothing), at least 1: what a request's work budget counts."""
     return max(1, sum(1 for e in spec if e["on"] and e["weight"] != 0 and e["expert"] in ("model", "class")))
+
+
+def models_of(models: Mapping[str, nn.Module]) -> ModelOf:
+    """``model_of`` for :func:`build_energy` over a mapping of loaded models by name."""
+    def model_of(name: str | None) -> tuple[nn.Module, str]:
+        if name not in models:
+            raise EBMError(f"unknown model {str(name)[:40]!r}; loaded: {', '.join(models) or 'none'}")
+        return models[name], name
+    return model_of
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A ready-made composition: its experts (specs naming shipped models), the sampler settings it
+    was measured with, and what it promises (checked by tests/test_composition.py)."""
+
+    name: str
+    experts: tuple[dict, ...]
+    promise: str
+    sampler: str = "langevin"
+    steps: int = 100
+    options: dict = field(default_factory=dict)
+
+    def models(self) -> set[str]:
+        return {e["model"] for e in self.experts if "model" in e}
+
+    def energy(self, models: Mapping[str, nn.Module], device: str | torch.device = "cpu") -> ComposedEnergy:
+        """The composed energy over ``models`` (loaded models by name, those of :meth:`models` at least)."""
+        return build_energy([dict(e) for e in self.experts], models_of(models), device=device)[0]
+
+    def sample(self, models: Mapping[str, nn.Module], n: int = 16, seed: int | None = 0,
+               callback: Callable | None = None):
+        """Run the recipe: a :class:`~ebm_play.samplers.SampleResult` of ``n`` chains."""
+        from .api import sample_chains
+
+        return sample_chains(self.energy(models), n, self.steps, self.sampler, seed, callback=callback,
+                             **self.options)
+
+
+def recipes(available: Mapping[str, nn.Module] | None = None) -> dict[str, Recipe]:
+    """:data:`RECIPES`, or those whose models are all in ``available``."""
+    if available is None:
+        return dict(RECIPES)
+    return {k: r for k, r in RECIPES.items() if r.models() <= set(available)}
+
+
+def _model(name: str, w: float = 1.0) -> dict:
+    return {"expert": "model", "model": name, "weight": w}
+
+
+def _class(y: int, w: float = 1.0, model: str = "mnist-jem") -> dict:
+    return {"expert": "class", "label": y, "model": model, "weight": w}
+
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in [
+    # Every recipe keeps the unconditional mnist model as the prior at weight 1: JEM class experts alone
+    # give grey, noisy hybrids (JEM logits rise on patterns no digit has), and class weights of 0.01–0.1
+    # are enough to steer it (a logit moves by tens where the prior's energy moves by tenths).
+    Recipe("3 AND 8", (_model("mnist"), _class(3, 0.1), _class(8, 0.1)),
+           "digit-like samples, at least 80% classified 3 or 8 (hybrids: often not confidently either)"),
+    Recipe("3 but not 8", (_model("mnist"), _class(3, 0.1), _class(8, -0.03)),
+           "at least 80% confident 3s, at most 5% classified 8"),
+    Recipe("any digit but 1", (_model("mnist"), _class(1, -0.01)),
+           "at most 5% 1s, at least 7 of the other 9 digits, 80% confidently classified"),
+    Recipe("symmetric digits", (_model("mnist"), _class([0, 1, 8], 0.1), {"expert": "symmetry", "weight": 0.05}),
+           "at least 75% classified 0, 1 or 8; left–right asymmetry under a third of test digits'"),
+    Recipe("thick 0", (_model("mnist"), _class(0), {"expert": "ink", "target": 0.25, "weight": 0.3}),
+           "at least 90% zeros, with more ink than the average test zero"),
+]}

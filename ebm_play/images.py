@@ -51,9 +51,12 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def grid(x: torch.Tensor, nrow: int | None = None, scale: int = 3, pad: int = 2) -> Image.Image:
-    """Tile images into one greyscale picture, upsampled with nearest neighbour so pixels stay crisp."""
+    """Tile images into one greyscale picture, upsampled with nearest neighbour so pixels stay crisp.
+    The grey (64) separators are drawn between and around tiles only when there are several: a single
+    image comes out bare, so saving a digit and reading it back gives the same digit."""
     a = to_uint8(x)
     n = len(a)
+    pad = pad if n > 1 else 0
     nrow = nrow or max(1, int(np.ceil(np.sqrt(n))))
     rows = int(np.ceil(n / nrow))
     h = w = 28 * scale
@@ -91,6 +94,30 @@ def open_image(data: bytes | str | os.PathLike | Image.Image) -> Image.Image:
     return img
 
 
+FRAME_TOLERANCE = 0.04  # grey levels (of 1) within which a ring of pixels counts as one colour
+
+
+def _inside_frame(grey: np.ndarray) -> tuple[slice, slice]:
+    """The part of a picture inside a uniform frame (a border of rings of one colour that differs
+    from the picture's own background just inside it, like the grey padding of a saved grid); the
+    whole picture when there is none. At most a quarter of each side is taken off."""
+    h, w = grey.shape
+    colour, k, most = None, 0, min(h, w) // 4
+    while k < most:
+        ring = np.concatenate([grey[k, k:w - k], grey[h - 1 - k, k:w - k], grey[k:h - k, k], grey[k:h - k, w - 1 - k]])
+        if ring.max() - ring.min() > FRAME_TOLERANCE or (colour is not None and abs(ring.mean() - colour) > FRAME_TOLERANCE):
+            break
+        colour = ring.mean() if colour is None else colour
+        k += 1
+    if k == 0 or k >= most:
+        return slice(None), slice(None)
+    inner = grey[k:h - k, k:w - k]
+    background = np.median(np.concatenate([inner[0], inner[-1], inner[:, 0], inner[:, -1]]))
+    if abs(background - colour) <= FRAME_TOLERANCE:  # the rings were the picture's own background
+        return slice(None), slice(None)
+    return slice(k, h - k), slice(k, w - k)
+
+
 def ink(img: Image.Image) -> np.ndarray:
     """A float array in [0, 1], 1 = ink, whatever the mode, alpha and polarity of the picture."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -102,6 +129,9 @@ def ink(img: Image.Image) -> np.ndarray:
         rgba = np.asarray(img.convert("RGBA"), dtype=np.float64) / 255.0
         grey = rgba[..., :3] @ np.array([0.299, 0.587, 0.114])
         alpha = rgba[..., 3]
+    inner = _inside_frame(grey)
+    grey = grey[inner]
+    alpha = None if alpha is None else alpha[inner]
     if alpha is not None and alpha.min() < 0.99:
         # Strokes on a transparent layer: the alpha channel is the drawing.
         return alpha if alpha.max() > 0 else np.zeros_like(alpha)
@@ -135,8 +165,8 @@ def preprocess(data: bytes | str | os.PathLike | Image.Image | np.ndarray) -> to
     total = small.sum()
     cy = (small.sum(1) @ np.arange(nh)) / total if total > 0 else nh / 2
     cx = (small.sum(0) @ np.arange(nw)) / total if total > 0 else nw / 2
-    top = int(np.clip(round(14 - cy - 0.5), 0, 28 - nh))
-    left = int(np.clip(round(14 - cx - 0.5), 0, 28 - nw))
+    top = int(np.clip(round(14 - cy), 0, 28 - nh))  # MNIST's centre of mass is at pixel 14.0 (test digits: 14.0 ± 0.3)
+    left = int(np.clip(round(14 - cx), 0, 28 - nw))
     canvas[top: top + nh, left: left + nw] = small
     canvas = np.clip(canvas / max(canvas.max(), 1e-12), 0, 1)
     return torch.from_numpy(canvas).float().mul(2).sub(1).view(1, 1, 28, 28)

@@ -43,6 +43,8 @@ class Step:
     energy: torch.Tensor  # (N,) model energy E(x), without temperature, data term or wall
     accept: torch.Tensor | None = None  # (N,) acceptance indicator of this update (MALA, HMC)
     temperature: float = 1.0
+    step_size: float | None = None  # MALA, HMC: the step this update used (it changes during warm-up)
+    warmup: bool = False  # MALA, HMC: a warm-up update (burn-in or step adaptation), not an exact MH step
 
 
 @dataclass
@@ -53,6 +55,8 @@ class SampleResult:
     steps: list[int]  # the step number of each record
     frames: list[torch.Tensor] = field(default_factory=list)  # recorded chains, if asked for
     accept_rate: float | None = None  # mean acceptance over all updates and chains
+    step_size: float | None = None  # MALA, HMC: the step of the last update (after warm-up: the fixed one)
+    adapted: bool = False  # MALA, HMC: the step size was found by warm-up adaptation, not given
 
 
 def energy_and_grad(energy: Energy, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,69 +234,156 @@ def ula(energy: Energy, x0: torch.Tensor, steps: int = 100, *, step_size: float 
         x = t.clamp(x - step_size * g + t.masked(math.sqrt(2 * step_size) * _randn(x, generator)))
 
 
-def mala(energy: Energy, x0: torch.Tensor, steps: int = 100, *, step_size: float = 1e-4,
-         temperature=1.0, bounds: tuple[float, float] | None = (-1.0, 1.0), wall: float = 100.0,
-         mask=None, x_obs=None, data_weight: float = 0.0,
-         generator: torch.Generator | None = None) -> Iterator[Step]:
-    """Metropolis-adjusted Langevin: the ULA proposal, accepted with the Metropolis–Hastings ratio,
-    so the chain targets exp(−U) exactly. Each record carries each chain's accept indicator."""
-    t = _Target(energy, x0, mask, x_obs, data_weight, bounds, wall)
-    temps = _temperatures(temperature, steps)
+class StepAdapter:
+    """Step-size warm-up for the Metropolis samplers: a Robbins–Monro controller on log ε that moves
+    it by ``gain``·(mean acceptance probability − target) after every update, so it follows a target
+    that changes as chains travel from noise to digits (dual averaging, as in NUTS, settles too early
+    for that). The step kept after the warm-up is the moving average of log ε over about its last ten
+    updates, which smooths the update-to-update jitter.
+
+    One step is shared by all chains and driven by their mean acceptance probability min(1, e^{log r}),
+    which is less noisy than the accept indicators. While it adapts, the kernel changes after every
+    update, so those updates do not satisfy detailed balance; once the warm-up is over the step is
+    frozen and every update is an exact Metropolis–Hastings step for exp(−U). Treat the warm-up as
+    burn-in.
+    """
+
+    gain = 1.0
+
+    def __init__(self, step_size: float, target: float, warmup: int, enabled: bool):
+        self.step, self.target, self.warmup, self.enabled = float(step_size), float(target), int(warmup), enabled
+        self.log_step = self.log_avg = math.log(self.step)
+        self.m = 0
+
+    def adapting(self) -> bool:
+        return self.enabled and self.m < self.warmup
+
+    def update(self, log_ratio: torch.Tensor) -> None:
+        """Feed one update's log acceptance ratios (N,); moves the step while warming up."""
+        if not self.adapting():
+            return
+        self.m += 1
+        a = torch.nan_to_num(log_ratio.detach().float(), nan=-math.inf).clamp(max=0).exp().mean().item()
+        self.log_step += self.gain * (a - self.target)
+        self.log_avg += max(0.1, 1 / self.m) * (self.log_step - self.log_avg)
+        self.step = math.exp(self.log_step if self.m < self.warmup else self.log_avg)
+
+
+def _adapter(step_size, adapt, warmup, burn_in, target_accept, steps: int, fallback: float) -> StepAdapter:
+    """The warm-up a Metropolis sampler runs: by default it adapts when no step size is given, over
+    half of the updates after the burn-in."""
+    adapt = step_size is None if _option("adapt", adapt) is None else adapt
+    burn_in = _option("burn_in", burn_in)
+    warmup = max(steps - burn_in, 0) // 2 if warmup is None else _option("warmup", warmup)
+    target_accept = _option("target_accept", target_accept)
+    return StepAdapter(fallback if step_size is None else step_size, target_accept, warmup, adapt)
+
+
+def _metropolis_chain(t: _Target, x0, temps, tune: StepAdapter, burn_in: int, propose, ula_step, generator):
+    """The loop MALA and HMC share: ``burn_in`` unadjusted Langevin updates (ULA with step
+    ``ula_step(ε)``, every move kept, clamped to the bounds), then ``propose(x, u, g, T, ε)`` →
+    (log r, y, U(y), ∇U(y), E(y)) accepted with probability min(1, r), the step tuned by ``tune``."""
     x = x0
-    u, g, e = t.potential(x, temps[0] if steps else 1.0)
-    yield Step(0, x, e, temperature=temps[0] if steps else 1.0)
+    T0 = temps[0] if temps else 1.0
+    u, g, e = t.potential(x, T0)
+    yield Step(0, x, e, temperature=T0, step_size=tune.step, warmup=burn_in > 0 or tune.adapting())
     for k, T in enumerate(temps):
         if k and T != temps[k - 1]:
             u, g, e = t.potential(x, T)
-        y = x - step_size * g + t.masked(math.sqrt(2 * step_size) * _randn(x, generator))
+        eps = tune.step
+        if k < burn_in:
+            a = ula_step(eps)
+            x = t.clamp(x - a * g + t.masked(math.sqrt(2 * a) * _randn(x, generator)))
+            u, g, e = t.potential(x, T)
+            yield Step(k + 1, x, e, temperature=T, step_size=eps, warmup=True)
+            continue
+        warm = tune.adapting()
+        log_ratio, proposed = propose(x, u, g, T, eps)
+        accept, (x, u, g, e) = _metropolis(log_ratio, (x, u, g, e), proposed, generator)
+        tune.update(log_ratio)
+        yield Step(k + 1, x, e, accept=accept.to(x.dtype), temperature=T, step_size=eps, warmup=warm)
+
+
+def mala(energy: Energy, x0: torch.Tensor, steps: int = 100, *, step_size: float | None = None,
+         temperature=1.0, bounds: tuple[float, float] | None = (-1.0, 1.0), wall: float = 100.0,
+         mask=None, x_obs=None, data_weight: float = 0.0, adapt: bool | None = None, warmup: int | None = None,
+         target_accept: float = 0.57, burn_in: int = 0, generator: torch.Generator | None = None) -> Iterator[Step]:
+    """Metropolis-adjusted Langevin: the ULA proposal, accepted with the Metropolis–Hastings ratio,
+    so the chain targets exp(−U) exactly. Each record carries each chain's accept indicator and the
+    step α of its update.
+
+    Warm-up, in this order, all of it burn-in (records say ``warmup=True``):
+
+    - ``burn_in`` updates of plain ULA with step α (no accept step, no acceptance recorded). From
+      noise, trained image energies are so steep at small temperatures that an exact sampler needs
+      minute steps and hardly moves (the tester's "acceptance 0.00, energy 39.5"); a short unadjusted
+      descent brings the chains to where the Metropolis chain mixes.
+    - with ``adapt`` (the default when ``step_size`` is None) ``warmup`` updates (default: half of
+      those after the burn-in) that tune α from ``step_size`` (else 1e-4) towards ``target_accept``
+      (0.57, optimal for MALA: Roberts & Rosenthal 1998) with :class:`StepAdapter`.
+
+    Then α is fixed and every update is an exact MH step. A given ``step_size`` without ``adapt=True``
+    is used as it is."""
+    t = _Target(energy, x0, mask, x_obs, data_weight, bounds, wall)
+    temps = _temperatures(temperature, steps)
+    tune = _adapter(step_size, adapt, warmup, burn_in, target_accept, steps, 1e-4)
+
+    def propose(x, u, g, T, a):
+        y = x - a * g + t.masked(math.sqrt(2 * a) * _randn(x, generator))
         uy, gy, ey = t.potential(y, T)
-        fwd = (y - x + step_size * g).flatten(1).pow(2).sum(1)  # −4α log q(y|x) + const
-        bwd = (x - y + step_size * gy).flatten(1).pow(2).sum(1)
-        log_ratio = u - uy + (fwd - bwd) / (4 * step_size)
-        accept, (x, u, g, e) = _metropolis(log_ratio, (x, u, g, e), (y, uy, gy, ey), generator)
-        yield Step(k + 1, x, e, accept=accept.to(x.dtype), temperature=T)
+        fwd = (y - x + a * g).flatten(1).pow(2).sum(1)  # −4α log q(y|x) + const
+        bwd = (x - y + a * gy).flatten(1).pow(2).sum(1)
+        return u - uy + (fwd - bwd) / (4 * a), (y, uy, gy, ey)
+
+    return _metropolis_chain(t, x0, temps, tune, burn_in, propose, lambda a: a, generator)
 
 
-def hmc(energy: Energy, x0: torch.Tensor, steps: int = 50, *, step_size: float = 1e-3,
+def hmc(energy: Energy, x0: torch.Tensor, steps: int = 50, *, step_size: float | None = None,
         leapfrog: int = 10, temperature=1.0, bounds: tuple[float, float] | None = (-1.0, 1.0),
-        wall: float = 100.0, mask=None, x_obs=None, data_weight: float = 0.0,
+        wall: float = 100.0, mask=None, x_obs=None, data_weight: float = 0.0, adapt: bool | None = None,
+        warmup: int | None = None, target_accept: float = 0.7, burn_in: int = 0,
         generator: torch.Generator | None = None) -> Iterator[Step]:
     """Hamiltonian Monte Carlo: unit-mass momenta, ``leapfrog`` steps of size ε, then accept with
-    probability min(1, exp(H_old − H_new)). One update = one trajectory."""
+    probability min(1, exp(H_old − H_new)). One update = one trajectory.
+
+    Warm-up as for :func:`mala`: ``burn_in`` ULA updates with step ε²/2 (what one leapfrog step
+    moves), then ε adapted from ``step_size`` (else 1e-3) towards ``target_accept`` 0.7 (0.65 is
+    optimal in high dimension, Beskos et al. 2013; a little higher is safer on rough energies)."""
     if int(leapfrog) < 1:
         raise EBMError("leapfrog must be at least 1")
     t = _Target(energy, x0, mask, x_obs, data_weight, bounds, wall)
     temps = _temperatures(temperature, steps)
-    x = x0
-    u, g, e = t.potential(x, temps[0] if steps else 1.0)
-    yield Step(0, x, e, temperature=temps[0] if steps else 1.0)
-    for k, T in enumerate(temps):
-        if k and T != temps[k - 1]:
-            u, g, e = t.potential(x, T)
+    tune = _adapter(step_size, adapt, warmup, burn_in, target_accept, steps, 1e-3)
+
+    def propose(x, u, g, T, eps):
         p = t.masked(_randn(x, generator))
         h0 = u + 0.5 * p.flatten(1).pow(2).sum(1)
         y, gy = x, g
-        p = p - 0.5 * step_size * gy
+        p = p - 0.5 * eps * gy
         for i in range(int(leapfrog)):
-            y = y + step_size * p
+            y = y + eps * p
             uy, gy, ey = t.potential(y, T)
-            p = p - (step_size if i < leapfrog - 1 else 0.5 * step_size) * gy
+            p = p - (eps if i < leapfrog - 1 else 0.5 * eps) * gy
         h1 = uy + 0.5 * p.flatten(1).pow(2).sum(1)
-        log_ratio = torch.nan_to_num(h0 - h1, nan=-math.inf)
-        accept, (x, u, g, e) = _metropolis(log_ratio, (x, u, g, e), (y, uy, gy, ey), generator)
-        yield Step(k + 1, x, e, accept=accept.to(x.dtype), temperature=T)
+        return torch.nan_to_num(h0 - h1, nan=-math.inf), (y, uy, gy, ey)
+
+    return _metropolis_chain(t, x0, temps, tune, burn_in, propose, lambda eps: eps * eps / 2, generator)
 
 
 def annealed(energy: Energy, x0: torch.Tensor, steps: int = 200, *, t_start: float = 100.0,
              t_end: float = 1.0, base: str = "ula", **options) -> Iterator[Step]:
     """Annealed sampling: the ``base`` sampler under a geometric temperature schedule from
-    ``t_start`` down to ``t_end``. High temperatures let chains cross between modes."""
+    ``t_start`` down to ``t_end``. High temperatures let chains cross between modes. Under MALA or
+    HMC the step size adapts through the whole schedule by default (``warmup`` = ``steps``): the
+    target changes at every update anyway, so no update is detailed-balanced for a fixed target."""
     if base not in ("langevin", "ula", "mala", "hmc"):
         raise EBMError(f"annealed sampling needs a gradient sampler as base, not {base!r}")
     if not (t_start > 0 and t_end > 0 and math.isfinite(t_start) and math.isfinite(t_end)):
         raise EBMError("t_start and t_end must be positive and finite")
     n = max(steps - 1, 1)
     temps = [t_start * (t_end / t_start) ** (k / n) for k in range(steps)]
+    if base in ("mala", "hmc") and options.get("warmup") is None:
+        options["warmup"] = max(steps - options.get("burn_in", 0), 0)
     return SAMPLERS[base](energy, x0, steps, temperature=temps, **options)
 
 
@@ -357,6 +448,17 @@ def _option(name: str, v):
         return whole("steps", v, 0, MAX_STEPS)
     if name == "leapfrog":
         return whole("leapfrog", v, 1, MAX_LEAPFROG)
+    if name in ("burn_in", "warmup"):
+        return None if v is None and name == "warmup" else whole(name, v, 0, MAX_STEPS)
+    if name == "adapt":
+        if v is not None and not isinstance(v, bool):
+            raise EBMError(f"adapt must be true or false, got {shown(v)}")
+        return v
+    if name == "target_accept":
+        f = number(name, v)
+        if not 0 < f < 1:
+            raise EBMError(f"target_accept must be between 0 and 1, got {f:g}")
+        return f
     if name in _POSITIVE or name in _NON_NEGATIVE:
         return _finite(name, v, 0.0, strict=name in _POSITIVE)
     if name == "grad_clamp":
@@ -418,13 +520,14 @@ def run(sampler: str, energy: Energy, x0: torch.Tensor, steps: int, *, seed: int
     if generator is None:
         generator = make_generator(seed, x0.device)
     energies, numbers, frames, accepts = [], [], [], []
-    last = None
+    last, adapted = None, False
     for rec in SAMPLERS[sampler](energy, x0, steps, generator=generator, **options):
         last = rec
         energies.append(rec.energy.detach())
         numbers.append(rec.step)
         if rec.accept is not None:
             accepts.append(rec.accept.mean().item())
+        adapted = adapted or (rec.warmup and rec.accept is not None)
         if keep_frames and (rec.step % keep_frames == 0 or rec.step == steps):
             frames.append(rec.x.detach().clone())
         if callback is not None and callback(rec) is False:
@@ -432,4 +535,5 @@ def run(sampler: str, energy: Energy, x0: torch.Tensor, steps: int, *, seed: int
     assert last is not None
     return SampleResult(x=last.x.detach(), energy=last.energy.detach(), energies=torch.stack(energies),
                         steps=numbers, frames=frames,
-                        accept_rate=sum(accepts) / len(accepts) if accepts else None)
+                        accept_rate=sum(accepts) / len(accepts) if accepts else None,
+                        step_size=last.step_size, adapted=adapted)

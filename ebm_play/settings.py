@@ -22,22 +22,28 @@ from torch import nn
 from . import samplers, validate
 from .errors import EBMError
 
-# Measured on the shipped models (16 chains; see the Sample tab):
-#   cnn  ula  T 1e-5, α 1e-4: digits in 200 steps from uniform noise (E 5.37 → −0.11)
-#        mala T 1e-4, α 1e-4, wall 1000: acceptance 0.45 from test digits, 0.66 from noise
-#        hmc  T 1e-4, ε 0.01, 5 leapfrog, wall 1000: acceptance 0.65 from digits, 0.80 from noise
-#   jem  mala α 5e-5 (1e-4 gives 0.35–0.47), hmc as cnn (0.64 / 0.73)
-# The Metropolis samplers' soft wall (penalty for pixels outside [−1, 1], not tempered) at 1000
-# lets pixels overshoot by ~0.02 without rejecting the −1 background; pictures and files clamp.
+# Measured on the shipped models, 32 chains from uniform noise, seed 0 (README "Sampler defaults"):
+# share of chains the evaluation classifier is >0.9 sure of / digit classes among them, mnist and mnist-jem
+#   ula       T 1e-5, α 1e-4, 300 steps:                                  0.97 / 10, 0.88 / 9
+#   mala      T 5e-6: 150 ULA burn-in updates, then α adapted to 0.57:    1.00 / 10, 0.97 / 10
+#   hmc       T 1e-5, 3 leapfrog: 100 burn-in, then ε adapted to 0.7:     0.91 / 7,  0.75 / 9
+#   annealed  ULA from T 1e-3 down to 3e-6:                               0.97 / 10, 0.88 / 10
+# tests/test_settings.py checks every pair. The Metropolis samplers need the burn-in: from noise, E/T
+# at these temperatures is ~10⁷ and so steep that an exact step must be minute (MALA stayed on noise,
+# acceptance 0.00). At T = 1e-4 (the previous default) their stationary law is grainy; much colder,
+# exact chains find the model's lowest energies: ones (HMC at 3e-6: 18 of 32) or, on the JEM,
+# non-digit scribbles below any digit's energy. The soft wall (a penalty for pixels outside [−1, 1],
+# not tempered) at 1000 lets pixels overshoot by ~0.02 without rejecting the −1 background.
 _LOW_T = {
-    "ula": {"steps": 200, "step_size": 1e-4, "temperature": 1e-5},
-    "mala": {"steps": 500, "step_size": 1e-4, "temperature": 1e-4, "wall": 1000.0},
-    "hmc": {"steps": 100, "step_size": 1e-2, "leapfrog": 5, "temperature": 1e-4, "wall": 1000.0},
-    "annealed": {"steps": 300, "base": "ula", "step_size": 1e-4, "t_start": 1e-2, "t_end": 1e-5},
+    "ula": {"steps": 300, "step_size": 1e-4, "temperature": 1e-5},
+    "mala": {"steps": 250, "burn_in": 150, "step_size": 1e-4, "adapt": True, "temperature": 5e-6, "wall": 1000.0},
+    "hmc": {"steps": 200, "burn_in": 100, "step_size": 0.014, "adapt": True, "leapfrog": 3, "temperature": 1e-5,
+            "wall": 1000.0},
+    "annealed": {"steps": 300, "base": "ula", "step_size": 1e-4, "t_start": 1e-3, "t_end": 3e-6},
 }
 KIND_DEFAULTS: dict[str, dict[str, dict]] = {
     "cnn": _LOW_T,
-    "jem": {**_LOW_T, "mala": {**_LOW_T["mala"], "step_size": 5e-5}},
+    "jem": _LOW_T,
     "jem-ensemble": _LOW_T,
     "composed": _LOW_T,
     "rbm": {
@@ -46,6 +52,13 @@ KIND_DEFAULTS: dict[str, dict[str, dict]] = {
         "hmc": {"steps": 100, "step_size": 1e-2, "leapfrog": 5, "temperature": 0.1},
         "annealed": {"steps": 300, "base": "ula", "step_size": 1e-3, "t_start": 10.0, "t_end": 0.1},
     },
+}
+# Models whose own unconditional samples are not digits under any sampler's defaults, with the reason
+# (measured, 32 chains): a UI should not offer them for sampling (they still score and classify).
+NOT_FOR_SAMPLING: dict[str, str] = {
+    "jem-ensemble": "an average of runaway JEM detectors, built to score out-of-distribution inputs: its chains "
+                    "end on blobs (reference Langevin: 31 of 32 classified 8) or, with a 10× step, on 2s and 3s "
+                    "only; sample with mnist or mnist-jem",
 }
 MAX_STEPS = 1_000_000  # sampler updates one call may ask for; the app and the API set tighter budgets
 MAX_WORK = 320_000  # chains × steps × gradient evaluations per step, per app request (~1 min on one CPU core)
@@ -62,7 +75,11 @@ KNOBS = {
     "t_start": ("start temperature", 1e-12, 1e6),
     "t_end": ("temperature", 1e-12, 1e6),
     "leapfrog": ("leapfrog steps", 1, 100),
+    "burn_in": ("burn-in updates", 0, 1_000_000),
+    "warmup": ("warm-up updates", 0, 1_000_000),
+    "target_accept": ("target acceptance", 0.01, 0.99),
 }
+WHOLE_KNOBS = ("leapfrog", "burn_in", "warmup")
 
 
 @dataclass
@@ -80,8 +97,10 @@ class Settings:
         return 1
 
     def work(self, chains: int) -> int:
-        """Chains × steps × gradients per step: what a request costs, for budgets."""
-        return chains * self.steps * self.gradients()
+        """Chains × gradient evaluations per chain (a burn-in update takes one): what a request
+        costs, for budgets."""
+        burn = min(int(self.options.get("burn_in", 0) or 0), self.steps)
+        return chains * (burn + (self.steps - burn) * self.gradients())
 
     def check_work(self, chains: int, limit: int = MAX_WORK) -> None:
         """Refuse a request that costs more than ``limit`` (see :meth:`work`) before it starts."""
@@ -128,7 +147,7 @@ def recommended(model: nn.Module | None, sampler: str) -> dict:
 
 def _knob(key: str, v) -> float | int:
     name, lo, hi = KNOBS[key]
-    return validate.whole(name, v, lo, hi) if key == "leapfrog" else validate.number(name, v, lo, hi)
+    return validate.whole(name, v, lo, hi) if key in WHOLE_KNOBS else validate.number(name, v, lo, hi)
 
 
 def _allowed(sampler: str, base: str | None) -> set[str]:
@@ -140,7 +159,11 @@ def _allowed(sampler: str, base: str | None) -> set[str]:
 def resolve(model: nn.Module | None, sampler: str, steps=None, **changes) -> Settings:
     """The settings ``sampler`` runs with on ``model``: :func:`recommended`, then ``changes`` (a value
     of None keeps the recommendation; knobs the sampler does not have are ignored, so one form can
-    send all its fields). ``temperature`` means the final temperature for annealed sampling."""
+    send all its fields). ``temperature`` means the final temperature for annealed sampling.
+
+    Two knobs follow the others: a caller's ``step_size`` for MALA or HMC is used as given (``adapt``
+    False) unless the caller also asks for ``adapt``; and a recommended ``burn_in`` keeps its share
+    of the updates when the caller picks another number of steps."""
     rec = recommended(model, sampler)
     default_steps = rec.pop("steps")
     base = None
@@ -154,13 +177,44 @@ def resolve(model: nn.Module | None, sampler: str, steps=None, **changes) -> Set
             changes.setdefault("t_end", changes["temperature"])
         changes.pop("temperature", None)
     allowed = _allowed(sampler, base)
-    options = {k: v for k, v in rec.items() if k in allowed}
-    for key, value in changes.items():
-        if value is None or key not in allowed:
-            continue
-        options[key] = _knob(key, value) if key in KNOBS else value
     steps = default_steps if steps is None else validate.whole("steps", steps, 0, MAX_STEPS)
-    return Settings(sampler, int(steps), options)
+    options = {k: v for k, v in rec.items() if k in allowed}
+    if "burn_in" in options and changes.get("burn_in") is None:
+        share = options["burn_in"] / max(recommended(model, base or sampler)["steps"], 1)
+        options["burn_in"] = min(round(share * steps), steps)
+    return Settings(sampler, int(steps), merge(options, _checked(changes, allowed)))
+
+
+def _checked(changes: dict, allowed: set[str]) -> dict:
+    return {k: _knob(k, v) if k in KNOBS else v for k, v in changes.items() if v is not None and k in allowed}
+
+
+def merge(options: dict, changes: dict) -> dict:
+    """``options`` updated with a caller's ``changes``: a step size given without ``adapt`` switches
+    the step-size adaptation off (the step is used as given), so what runs is what was asked for."""
+    out = {**options, **changes}
+    if "adapt" in options and changes.get("step_size") is not None and "adapt" not in changes:
+        out["adapt"] = False
+    return out
+
+
+def sampling_caveat(model: nn.Module | None) -> str | None:
+    """Why ``model`` should not be offered for unconditional sampling, or None when its samples are
+    digits (a model file may say so too: ``info["not_for_sampling"]``, a reason)."""
+    info = getattr(model, "info", None)
+    own = info.get("not_for_sampling") if isinstance(info, dict) else None
+    return own if isinstance(own, str) else NOT_FOR_SAMPLING.get(getattr(model, "kind", None))
+
+
+def offered(model: nn.Module | None) -> tuple[str, ...]:
+    """The samplers a UI should offer for ``model``: block Gibbs for an RBM, the gradient samplers for
+    other energies, none for a model :func:`sampling_caveat` rules out. Each (sampler, shipped model)
+    pair offered is checked to give digits at its defaults (tests/test_settings.py)."""
+    if sampling_caveat(model) is not None:
+        return ()
+    if getattr(model, "kind", None) == "rbm":
+        return ("gibbs",)
+    return tuple(samplers.GRADIENT_SAMPLERS)
 
 
 def shown(model: nn.Module | None, sampler: str, base: str | None = None) -> Settings:

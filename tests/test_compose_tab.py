@@ -13,7 +13,7 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from ebm_play import EBMError
+from ebm_play import EBMError, settings
 from ebm_play.playground import Playground
 from ui import compose_tab as C
 from ui import playback as P
@@ -82,7 +82,8 @@ def test_every_recipe_builds_a_finite_energy(pg):
 def test_only_gradient_samplers_are_offered(pg):
     sampler, steps, *knobs = C.compose_knobs(pg, "hmc", None)
     assert [c[0] for c in sampler.choices] == C.SAMPLERS and "gibbs" not in C.SAMPLERS
-    assert knobs[3].visible and knobs[3].value == 5 and steps == 100
+    want = settings.resolve(C.COMPOSED, "hmc")
+    assert knobs[3].visible and knobs[3].value == want.options["leapfrog"] and steps == want.steps
     with pytest.raises(EBMError, match="need a gradient sampler.*not 'gibbs'"):
         list(C.compose(pg, None, [{"expert": "symmetry"}], None, "gibbs", 5))
     with pytest.raises(EBMError, match="too much work"):

@@ -20,7 +20,7 @@ from PIL import Image
 from test_recording import fake_recording
 
 import ebm_play
-from ebm_play import EBMError, media
+from ebm_play import EBMError, media, settings
 from ebm_play.playground import Playground
 from ui import playback as P
 from ui import sample_tab as S
@@ -104,11 +104,13 @@ def test_samplers_are_offered_only_for_the_models_they_apply_to(pg, tmp_path):
 
 
 def test_the_knobs_show_what_each_sampler_has(pg):
+    model = pg.models[pg.default_model]
     hmc = S.knobs(pg, None, "", "hmc", None, None)
-    assert hmc[5].visible and hmc[5].value == 5 and not hmc[7].visible  # leapfrog; no base
+    assert hmc[5].visible and hmc[5].value == settings.resolve(model, "hmc").options["leapfrog"] and not hmc[7].visible
     annealed = S.knobs(pg, None, "", "annealed", "mala", None)
     assert annealed[6].visible and annealed[7].visible and annealed[7].value == "mala"
-    assert annealed[1] == 300 and annealed[4].value == 1e-5  # the final temperature in the temperature field
+    want = settings.resolve(model, "annealed")  # the final temperature in the temperature field
+    assert annealed[1] == want.steps and annealed[4].value == want.options["t_end"]
     label = S.knobs(pg, None, "", "langevin", None, None)[-1]
     assert label.interactive is pg.current_model(None)[0].has_classes
 
@@ -187,7 +189,7 @@ def test_status_shows_acceptance_and_the_adapted_step_size():
 def test_score_reads_a_picture_against_real_digits_and_noise(pg, tmp_path):
     energy, view, note = S.score(pg, None, {"path": digit_png(tmp_path / "d.png")})
     assert math.isfinite(energy) and f"**E(x) = {S.fmt(energy)}**" in note and "real test digits average" in note
-    assert Image.open(view).size == (28 * 6 + 4, 28 * 6 + 4)
+    assert Image.open(view).size == (28 * 6, 28 * 6)  # one image: no frame
     with pytest.raises(EBMError, match="upload an image to score"):
         S.score(pg, None, None)
 

@@ -310,7 +310,9 @@ GOOD_OPTIONS = {  # values a recommendation may hold
     "temperature": st.floats(1e-3, 10), "grad_clamp": st.one_of(st.none(), st.floats(0, 1)), "leapfrog": st.integers(1, 4),
     "bounds": st.lists(st.floats(-2, 2), min_size=2, max_size=2, unique=True).map(sorted),
     "base": st.sampled_from(["ula", "mala", "hmc", "langevin"]), "t_start": st.floats(0.01, 100),
-    "t_end": st.floats(0.01, 100), "wall": st.floats(0, 200),
+    "t_end": st.floats(0.01, 100), "wall": st.floats(0, 200), "adapt": st.one_of(st.none(), st.booleans()),
+    "warmup": st.one_of(st.none(), st.integers(0, 20)), "burn_in": st.integers(0, 20),
+    "target_accept": st.floats(0.05, 0.95),
 }
 BAD_OPTIONS = st.one_of(ANY_VALUE, st.sampled_from([float("nan"), float("inf"), -1.0, 0, 1e-300, 10**12, 10**400, 2.5, "1"]),
                         st.lists(st.one_of(st.floats(-2, 2), st.just(float("nan"))), max_size=3))

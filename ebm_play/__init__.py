@@ -7,12 +7,13 @@
 """
 
 from . import runtime  # noqa: F401  (sets the OpenMP wait policy before torch spins up threads)
-from .api import denoise, inpaint, sample, sample_chains, score
+from .api import default_sampler, denoise, inpaint, sample, sample_chains, score
 from .composition import ClassEnergy, ComposedEnergy, Expert, InkEnergy, SketchEnergy, SymmetryEnergy, compose, ensemble
 from .data import mnist, sample_digits
 from .errors import EBMError
 from .images import load_images, preprocess, save_images
-from .models import RBM, CNNEnergy, EnergyModel, JEMEnergy, JEMEnsemble, MLPEnergy, build_model
+from .models import (RBM, CNNEnergy, EnergyModel, JEMEnergy, JEMEnsemble, MLPEnergy, NoiseCNNEnergy, NoiseMLPEnergy,
+                     build_model)
 from .runtime import configure_threads, resolve_device
 from .samplers import SAMPLERS
 from .training import TrainConfig, Trainer
@@ -20,8 +21,8 @@ from .weights import load_model, save_model, shipped_models
 
 __all__ = [
     "CNNEnergy", "ClassEnergy", "ComposedEnergy", "EBMError", "EnergyModel", "Expert", "InkEnergy", "JEMEnergy",
-    "JEMEnsemble", "MLPEnergy", "RBM", "SAMPLERS", "SketchEnergy", "SymmetryEnergy", "TrainConfig", "Trainer",
-    "build_model", "compose", "configure_threads", "denoise", "ensemble", "inpaint", "load_images", "load_model",
+    "JEMEnsemble", "MLPEnergy", "NoiseCNNEnergy", "NoiseMLPEnergy", "RBM", "SAMPLERS", "SketchEnergy", "SymmetryEnergy", "TrainConfig", "Trainer",
+    "build_model", "compose", "configure_threads", "default_sampler", "denoise", "ensemble", "inpaint", "load_images", "load_model",
     "mnist", "preprocess", "resolve_device", "sample", "sample_chains", "sample_digits", "save_images", "save_model",
     "score", "shipped_models",
 ]

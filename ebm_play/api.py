@@ -29,6 +29,13 @@ def default_sampler_settings(model: nn.Module, sampler: str) -> dict:
     return rec
 
 
+def default_sampler(model: nn.Module) -> str:
+    """The model's own sampler, named in its file (``info["sampler"]``: ``ladder`` for a dsm model),
+    else ``langevin`` (files written before the objectives existed)."""
+    name = getattr(model, "info", {}).get("sampler")
+    return name if name in samplers.SAMPLERS else "langevin"
+
+
 def _device_of(model: nn.Module) -> torch.device:
     for t in (*model.parameters(), *model.buffers()):
         return t.device
@@ -43,14 +50,16 @@ def _check_count(name: str, v, lo: int, hi: int) -> int:
     return int(v)
 
 
-def sample_chains(model: nn.Module, n: int = 16, steps: int | None = None, sampler: str = "langevin",
+def sample_chains(model: nn.Module, n: int = 16, steps: int | None = None, sampler: str | None = None,
                   seed: int | None = None, x0: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                   callback: Callable[[samplers.Step], object] | None = None, keep_frames: int = 0,
                   compile: bool = False, **options) -> samplers.SampleResult:
-    """Run ``sampler`` on ``model`` from fresh uniform-noise chains (or from ``x0``) and return the
-    whole :class:`~ebm_play.samplers.SampleResult` (final chains, energies per step, frames).
+    """Run ``sampler`` (default: the model's own, :func:`default_sampler`) on ``model`` from fresh
+    uniform-noise chains (or from ``x0``) and return the whole
+    :class:`~ebm_play.samplers.SampleResult` (final chains, energies per step, frames).
     ``compile=True`` compiles the energy-and-gradient step (CUDA graphs on a GPU; see
     :class:`~ebm_play.samplers.CompiledEnergy`): worth it for large batches and long runs."""
+    sampler = default_sampler(model) if sampler is None else sampler
     if sampler not in samplers.SAMPLERS:
         raise EBMError(f"unknown sampler {sampler!r}; known: {', '.join(samplers.SAMPLERS)}")
     settings = default_sampler_settings(model, sampler)
@@ -75,14 +84,14 @@ def sample_chains(model: nn.Module, n: int = 16, steps: int | None = None, sampl
     was_training = model.training
     model.eval()
     try:
-        energy = samplers.compiled(model) if compile and sampler != "gibbs" else model
+        energy = samplers.compiled(model) if compile and sampler not in ("gibbs", "ladder") else model
         return samplers.run(sampler, energy, x0, steps, generator=g, callback=callback,
                             keep_frames=keep_frames, **options)
     finally:
         model.train(was_training)
 
 
-def sample(model: nn.Module, n: int = 16, steps: int | None = None, sampler: str = "langevin",
+def sample(model: nn.Module, n: int = 16, steps: int | None = None, sampler: str | None = None,
            seed: int | None = None, x0: torch.Tensor | None = None, mask: torch.Tensor | None = None,
            callback: Callable[[samplers.Step], object] | None = None, **options) -> torch.Tensor:
     """N×1×28×28 samples in [−1, 1] (see :func:`sample_chains` for the full record)."""
@@ -103,7 +112,7 @@ def score(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Te
 
 
 def inpaint(model: nn.Module, image: torch.Tensor, keep: torch.Tensor, n: int = 4, steps: int | None = None,
-            sampler: str = "langevin", seed: int | None = None, **options) -> samplers.SampleResult:
+            sampler: str | None = None, seed: int | None = None, **options) -> samplers.SampleResult:
     """Fill the pixels where ``keep`` is 0 by sampling with the kept pixels held fixed.
     Each of the ``n`` fills starts from its own uniform noise in the free region."""
     image = check_pixels(image, "image")[:1]
@@ -117,9 +126,10 @@ def inpaint(model: nn.Module, image: torch.Tensor, keep: torch.Tensor, n: int = 
 
 
 def denoise(model: nn.Module, noisy: torch.Tensor, data_weight: float = 1.0, steps: int | None = None,
-            sampler: str = "langevin", seed: int | None = None, **options) -> samplers.SampleResult:
+            sampler: str | None = None, seed: int | None = None, **options) -> samplers.SampleResult:
     """Minimise E(x) + λ‖x − x_noisy‖² by sampling from the noisy image (λ = ``data_weight``)."""
     noisy = check_pixels(noisy, "noisy image")
+    sampler = default_sampler(model) if sampler is None else sampler
     if sampler == "gibbs":
         raise EBMError("denoising needs a gradient sampler (langevin, ula, mala, hmc, annealed)")
     if not (data_weight >= 0 and data_weight < float("inf")):

@@ -209,13 +209,13 @@ def ood_sets(test: torch.Tensor, n: int, seed: int = 0) -> dict[str, torch.Tenso
 
 def _samples(model, n: int, sampler: str | None, steps: int | None, seed: int, batch: int = 250, label=None):
     """n samples from fresh uniform-noise chains with the model's recommended settings."""
-    from .api import sample
+    from .api import default_sampler, sample
     from .composition import ClassEnergy
 
     energy = model if label is None else ClassEnergy(model, label)
     if label is not None:
         energy.info = getattr(model, "info", {})
-    sampler = sampler or ("gibbs" if model.kind == "rbm" else "langevin")
+    sampler = sampler or ("gibbs" if model.kind == "rbm" else default_sampler(model))
     out = [sample(energy, min(batch, n - i), steps, sampler, seed=seed + i) for i in range(0, n, batch)]
     return torch.cat(out), sampler
 

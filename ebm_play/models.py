@@ -389,26 +389,30 @@ class NoiseConditional(EnergyModel):
     How σ enters: E(x, σ) = B(x, σ) + f(x, φ(σ))/σ.
     - B(x, σ) is the exact energy, with noise σ added, of the data's independent-pixel model, fitted
       by :meth:`fit_baseline`: ``bins`` 1, a Gaussian per coordinate (mean μ_d, variance v_d:
-      B = Σ_d (x_d − μ_d)²/(2(v_d + σ²))); ``bins`` K > 1, each pixel's histogram over K levels of
-      [−1, 1], a mixture of Gaussians of half the bin spacing (B = −Σ_d log Σ_k π_dk N(x_d; c_k,
-      s₀² + σ²)). At small σ denoising is mostly per pixel (snap a noisy pixel back to black, white
-      or a common grey), which the histogram gets exactly; on digits it alone beats a CNN trained for
-      1,800 updates at every level below σ ≈ 0.3. The network learns what B misses: the
-      dependencies between pixels, which is all that matters at large σ.
+      B = Σ_d (x_d − μ_d)²/(2(v_d + σ²))); ``bins`` K > 1, each pixel's histogram over K levels c_k
+      of [−1, 1], a mixture of narrow Gaussians (B = −Σ_d log Σ_k π_dk N(x_d; c_k, s₀² + σ²), s₀ =
+      ``bin_width``). At small σ denoising is mostly per pixel (snap a noisy pixel back to black,
+      white or a common grey), which the histogram gets exactly: on digits it alone has a lower loss
+      than a CNN trained for 1,800 updates at every level below σ ≈ 0.3 (21 levels of width 0.0125:
+      0.15 at σ 0.02, 41 levels of width 0.025: 0.24, a Gaussian per pixel: 0.39, the CNN: 0.37).
+      The network learns what B misses: the dependencies between pixels, all that matters at large σ.
     - The division by σ makes σ∇ₓ(f/σ) = ∇ₓf, what the loss compares with unit noise, the same
       scale at every level (NCSNv2's s(x)/σ, which works for images because a noisy image shows its
       own noise level); φ(σ), Fourier features of log σ over the ladder, lets f differ between
       levels too, which points in the plane need (a 2-D point does not show how noisy it is)."""
 
     def __init__(self, shape: tuple[int, ...], sigma_min: float = 0.02, sigma_max: float = 1.0, levels: int = 10,
-                 bins: int = 1, **config):
+                 bins: int = 1, bin_width: float = 0.0125, **config):
         from .objectives import noise_ladder
 
         noise_ladder(float(sigma_max), float(sigma_min), int(levels))  # validates
         if not 1 <= int(bins) <= 256:
             raise EBMError(f"bins must be between 1 and 256, got {bins}")
+        if not (math.isfinite(bin_width) and bin_width > 0):
+            raise EBMError(f"bin_width must be positive, got {bin_width}")
+        extra = {} if bins == 1 else {"bin_width": float(bin_width)}
         super().__init__(**config, sigma_min=float(sigma_min), sigma_max=float(sigma_max), levels=int(levels),
-                         bins=int(bins))
+                         bins=int(bins), **extra)
         if bins == 1:  # fit_baseline sets them
             self.register_buffer("data_mean", torch.zeros(shape))
             self.register_buffer("data_var", torch.ones(shape))
@@ -419,10 +423,6 @@ class NoiseConditional(EnergyModel):
         if self.config["bins"] == 1 and not (self.data_var >= 0).all():
             raise EBMError("the baseline's pixel variances must be 0 or more")
 
-    def _bins(self) -> tuple[torch.Tensor, float]:
-        """The histogram's level centres c_k over [−1, 1] and its width s₀ (half their spacing)."""
-        k = self.config["bins"]
-        return torch.linspace(-1, 1, k, device=self.log_pi.device), 1.0 / (k - 1)
 
     @torch.no_grad()
     def fit_baseline(self, data: torch.Tensor) -> None:
@@ -441,20 +441,28 @@ class NoiseConditional(EnergyModel):
         counts += 0.01
         self.log_pi.copy_((counts / counts.sum(-1, keepdim=True)).log())
 
+    @torch.no_grad()
     def baseline(self, x: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """B(x, σ) and its gradient."""
+        """B(x, σ) and its gradient, written out (no autograd graph: B has no weights)."""
         s2 = s.view(-1, *[1] * (x.dim() - 1)).pow(2)
         if self.config["bins"] == 1:
             d = x - self.data_mean
             g = d / (self.data_var + s2)
             return 0.5 * (d * g).flatten(1).sum(1), g
-        c, s0 = self._bins()
-        v = (s0 * s0 + s2)[..., None]
-        d = x[..., None] - c
-        logp = self.log_pi - d * d / (2 * v) - 0.5 * torch.log(2 * math.pi * v)
-        e = -torch.logsumexp(logp, -1)
-        g = (torch.softmax(logp, -1) * d).sum(-1) / v[..., 0]
+        v = (self.config["bin_width"] ** 2 + s2)[..., None]
+        d = x[..., None] - torch.linspace(-1, 1, self.config["bins"], device=x.device, dtype=x.dtype)
+        q = d.square().mul_(-0.5 / v).add_(self.log_pi)  # log π_k − (x − c_k)²/2v, in place: B is the costly part
+        m = q.amax(-1, keepdim=True)
+        p = q.sub_(m).exp_()
+        z = p.sum(-1)
+        g = p.mul_(d).sum(-1) / (z * v[..., 0])
+        e = 0.5 * torch.log(2 * math.pi * v[..., 0]) - m[..., 0] - z.log()
         return e.flatten(1).sum(1), g
+
+    def _baseline_term(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """B(x, σ) for a forward pass: differentiable in x once (its gradient is written out), which
+        is all the score-matching loss needs of a term without weights."""
+        return _Baseline.apply(x, s, self)
 
     def noise_ladder(self) -> torch.Tensor:
         """The training ladder σ_max … σ_min (descending)."""
@@ -483,6 +491,21 @@ class NoiseConditional(EnergyModel):
         return NoiseLevel(self, sigma)
 
 
+class _Baseline(torch.autograd.Function):
+    """B(x, σ) with its written-out gradient as the backward pass (see NoiseConditional.baseline)."""
+
+    @staticmethod
+    def forward(ctx, x, s, model):
+        e, g = model.baseline(x, s)
+        ctx.save_for_backward(g)
+        return e
+
+    @staticmethod
+    def backward(ctx, grad):
+        (g,) = ctx.saved_tensors
+        return grad.view(-1, *[1] * (g.dim() - 1)) * g, None, None
+
+
 class NoiseLevel(EnergyModel):
     """E(x, σ) of a :class:`NoiseConditional` model at a fixed σ (a view: it shares the weights)."""
 
@@ -507,8 +530,8 @@ class NoiseCNNEnergy(NoiseConditional):
     kind = "cnn-noise"
 
     def __init__(self, width: int = 16, sigma_min: float = 0.02, sigma_max: float = 1.0, levels: int = 10,
-                 bins: int = 41):
-        super().__init__(IMAGE_SHAPE, sigma_min, sigma_max, levels, bins, width=int(width))
+                 bins: int = 21, bin_width: float = 0.0125):
+        super().__init__(IMAGE_SHAPE, sigma_min, sigma_max, levels, bins, bin_width, width=int(width))
         if not 1 <= width <= 256:
             raise EBMError(f"width must be between 1 and 256, got {width}")
         self.body = _trunk(width, False)
@@ -524,7 +547,7 @@ class NoiseCNNEnergy(NoiseConditional):
 
     def forward(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
         s = self._sigma(x, sigma)
-        return self._head(self.body(x), s)[0] + self.baseline(x, s)[0]
+        return self._head(self.body(x), s)[0] + self._baseline_term(x, s)
 
     def energy_and_grad(self, x: torch.Tensor, sigma=None) -> tuple[torch.Tensor, torch.Tensor]:
         s = self._sigma(x, sigma)
@@ -558,7 +581,7 @@ class NoiseMLPEnergy(NoiseConditional):
     def forward(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
         s = self._sigma(x, sigma)
         h = torch.cat([x * self.config["scale"], self.noise_features(s)], 1)
-        return self.net(h).squeeze(-1) / s + self.baseline(x, s)[0]
+        return self.net(h).squeeze(-1) / s + self._baseline_term(x, s)
 
     def energy_and_grad(self, x: torch.Tensor, sigma=None) -> tuple[torch.Tensor, torch.Tensor]:
         return autograd_energy_and_grad(lambda v: self(v, sigma), x)

@@ -98,10 +98,14 @@ def test_rbm_free_energy_equals_brute_force_sum_over_hidden_states():
     assert torch.allclose(rbm.free_energy(v), brute, atol=1e-5)
 
 
-def test_energy_gradient_matches_finite_differences(x):
+@pytest.mark.parametrize("make", [lambda: ebm_play.CNNEnergy(width=4), lambda: _noise_cnn().at_noise(0.05),
+                                  lambda: ebm_play.NoiseMLPEnergy(hidden=8).at_noise(0.1)])
+def test_energy_gradient_matches_finite_differences(x, make):
+    """Directional derivatives of the written-out gradients (the σ-conditioned models' baseline B
+    included) against central differences, in float64."""
     torch.manual_seed(0)
-    m = ebm_play.CNNEnergy(width=4).double()
-    x = x.double()
+    m = make().double()
+    x = x.double() if "mlp" not in type(getattr(m, "model", m)).kind else x.double().flatten(1)[:, :2]
     e, g = m.energy_and_grad(x)
     d = torch.randn_like(x)
     h = 1e-6

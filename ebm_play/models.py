@@ -143,21 +143,25 @@ def _input_grad(layer: nn.Module, w: torch.Tensor | None, x: torch.Tensor, g: to
                                                False, [0, 0], 1, [True, False, False])[0]
 
 
-def trunk_energy_and_grad(body: nn.Sequential, x: torch.Tensor, head) -> tuple[torch.Tensor, torch.Tensor]:
+def trunk_energy_and_grad(body: nn.Sequential, x: torch.Tensor, head, film: dict | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
     """E(x) and dE/dx through a :func:`_trunk` body with the backward pass written out: no
     autograd graph, only the input gradient, and a faster first layer (``_subpixel_input_grad``).
     ``head(h)`` returns the energies and dE/dh of the body's output h. Equal to autograd's result
-    up to float rounding, and most of the sampler's lead over the reference (sampler_speed.py)."""
+    up to float rounding, and most of the sampler's lead over the reference (sampler_speed.py).
+    ``film`` {layer index: (scale, shift)} modulates those layers' outputs, h ← h·scale + shift
+    (the σ-conditioned CNN)."""
     with torch.no_grad():
         saved = []
         h = x.detach()
-        for layer in body:
+        for i, layer in enumerate(body):
             out, w = _forward(layer, h)
-            saved.append((layer, w, h))
-            h = out
+            scale, shift = (film or {}).get(i, (None, None))
+            saved.append((layer, w, h, scale))
+            h = out if scale is None else out * scale + shift
         e, g = head(h)
-        for layer, w, inp in reversed(saved):
-            g = _input_grad(layer, w, inp, g)
+        for layer, w, inp, scale in reversed(saved):
+            g = _input_grad(layer, w, inp, g if scale is None else g * scale)
     return e, g
 
 
@@ -522,10 +526,14 @@ class NoiseLevel(EnergyModel):
         return self.model.energy_and_grad(x, self.sigma)
 
 
+FILM_LAYERS = (0, 2, 4, 6, 9)  # the convolutions and the linear layer of _trunk, before their Swish
+
+
 class NoiseCNNEnergy(NoiseConditional):
-    """The reference CNN (:func:`_trunk`, width c) with a σ-dependent read-out of its 4c features:
-    E(x, σ) = B(x, σ) + (w(σ)·h(x) + b(σ))/σ, where (w, b) is linear in φ(σ), so every level of the
-    ladder reads the shared features its own way. The read-out starts σ-independent."""
+    """The reference CNN (:func:`_trunk`, width c) conditioned on σ: each layer's output is scaled
+    and shifted per channel by a linear map of φ(σ) (FiLM, as NCSN's conditional normalisation),
+    and the 4c features are read out per level: E(x, σ) = B(x, σ) + (w(σ)·h(x, σ) + b(σ))/σ. The
+    modulations start at the identity and the read-out σ-independent (E = B + f(x)/σ)."""
 
     kind = "cnn-noise"
 
@@ -535,10 +543,30 @@ class NoiseCNNEnergy(NoiseConditional):
         if not 1 <= width <= 256:
             raise EBMError(f"width must be between 1 and 256, got {width}")
         self.body = _trunk(width, False)
+        self._channels = [self.body[i].weight.shape[0] for i in FILM_LAYERS]
+        self.film = nn.Linear(NOISE_FEATURES, 2 * sum(self._channels))
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
         self.readout = nn.Linear(NOISE_FEATURES, 4 * width + 1)
         nn.init.zeros_(self.readout.weight)
         nn.init.uniform_(self.readout.bias, -1 / math.sqrt(4 * width), 1 / math.sqrt(4 * width))
         self.to(memory_format=torch.channels_last)
+
+    def _film(self, s: torch.Tensor) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """{layer: (scale 1 + γ(σ), shift β(σ))}, shaped to broadcast over that layer's output."""
+        out, parts = {}, self.film(self.noise_features(s)).split([2 * c for c in self._channels], 1)
+        for i, c, m in zip(FILM_LAYERS, self._channels, parts):
+            shape = (-1, c) if isinstance(self.body[i], nn.Linear) else (-1, c, 1, 1)
+            out[i] = (1 + m[:, :c].reshape(shape), m[:, c:].reshape(shape))
+        return out
+
+    def _features(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        film, h = self._film(s), x
+        for i, layer in enumerate(self.body):
+            h = layer(h)
+            if i in film:
+                h = h * film[i][0] + film[i][1]
+        return h
 
     def _head(self, h: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         wb = self.readout(self.noise_features(s))
@@ -547,11 +575,11 @@ class NoiseCNNEnergy(NoiseConditional):
 
     def forward(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
         s = self._sigma(x, sigma)
-        return self._head(self.body(x), s)[0] + self._baseline_term(x, s)
+        return self._head(self._features(x, s), s)[0] + self._baseline_term(x, s)
 
     def energy_and_grad(self, x: torch.Tensor, sigma=None) -> tuple[torch.Tensor, torch.Tensor]:
         s = self._sigma(x, sigma)
-        e, g = trunk_energy_and_grad(self.body, x, lambda h: self._head(h, s))
+        e, g = trunk_energy_and_grad(self.body, x, lambda h: self._head(h, s), self._film(s))
         b, gb = self.baseline(x, s)
         return e + b, g + gb
 

@@ -339,7 +339,7 @@ def _ladder_of(energy, sigma_max, sigma_min, levels) -> torch.Tensor:
     return noise_ladder(hi, lo, len(ladder) if levels is None else levels)
 
 
-def ladder(energy, x0: torch.Tensor, steps: int = 1000, *, step_size: float = 8e-5, sigma_max: float | None = None,
+def ladder(energy, x0: torch.Tensor, steps: int = 1000, *, step_size: float = 2e-5, sigma_max: float | None = None,
            sigma_min: float | None = None, levels: int | None = None, final_denoise: bool = True,
            bounds: tuple[float, float] | None = (-1.0, 1.0), mask=None, x_obs=None, data_weight: float = 0.0,
            generator: torch.Generator | None = None) -> Iterator[Step]:

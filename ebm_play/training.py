@@ -109,7 +109,7 @@ class TrainConfig:
     sigma_max: float = 1.0
     sigma_min: float = 0.02
     sigma_levels: int = 10
-    ladder_step: float = 8e-5
+    ladder_step: float = 2e-5
     # nce: the noise distribution (gaussian: fitted to the data; uniform: on [−1, 1]^D; default
     # gaussian for images, uniform for 2-D points) and noise samples per data sample ν.
     nce_noise: str | None = None
@@ -241,6 +241,11 @@ PRESETS: dict[str, dict] = {
     "fast": dict(batch_size=64, sampler_steps=20, lr=1e-3, buffer_size=2000, fresh_steps=256),
     # The reference recipe: the TrainConfig defaults.
     "reference": {},
+    # Denoising score matching on digits: no MCMC while training, the ladder sampler for fresh
+    # chains (benchmarks/objectives.py against "fast").
+    "dsm": dict(objective="dsm", batch_size=64, lr=1e-3),
+    # Noise-contrastive estimation against a Gaussian fitted to the digits; sampled like "fast".
+    "nce": dict(objective="nce", batch_size=64, lr=1e-3, fresh_steps=256),
 }
 
 
@@ -736,7 +741,8 @@ class Trainer:
     def fresh_chains(self, n: int, steps: int | None = None, seed: int = 0) -> Iterator[torch.Tensor]:
         """:meth:`fresh_samples` one sampler update at a time (the sampler's records: steps + 1
         states, the last the result), so a caller can spread the work out; the model must not
-        change in between."""
+        change in between. The run's own sampler: Langevin (cd, nce), Gibbs (rbm), the ladder down
+        the noise ladder (dsm; ``steps`` is then the ladder steps in all)."""
         g = make_generator(seed, self.device)
         x0 = torch.rand((n, *self.data.shape[1:]), generator=g, device=self.device) * 2 - 1
         c = self.config

@@ -180,8 +180,11 @@ def test_bad_configurations_are_user_errors():
 
 
 def _noise_cnn():
+    """A σ-conditioned CNN with a fitted baseline and, unlike a fresh one, non-trivial modulations."""
     m = ebm_play.NoiseCNNEnergy(width=4, levels=4)
     m.fit_baseline(ebm_play.sample_digits(train=True).x[:500])
+    torch.nn.init.normal_(m.film.weight, std=0.3)
+    torch.nn.init.normal_(m.readout.weight, std=0.3)
     return m
 
 

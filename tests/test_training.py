@@ -308,7 +308,7 @@ def test_dsm_trains_without_mcmc_or_buffer_and_records_its_ladder(digits):
     assert set(tr.metric_names()) >= {"loss", "dsm_loss_3"}
     info = tr.metadata()
     assert info["objective"] == "dsm" and info["sampler"] == "ladder" and len(info["noise_ladder"]) == 4
-    assert info["samplers"] == {"ladder": {"steps": 400, "step_size": 8e-5}}
+    assert info["samplers"] == {"ladder": {"steps": 400, "step_size": 2e-5}}
     x = tr.fresh_samples(3, steps=8)
     assert x.shape == (3, 1, 28, 28) and x.abs().max() <= 1
     assert len(list(tr.fresh_chains(3, steps=8))) == 9

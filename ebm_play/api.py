@@ -27,14 +27,16 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def sample_chains(model: nn.Module, n: int = 16, steps: int | None = None, sampler: str = "langevin",
+def sample_chains(model: nn.Module, n: int = 16, steps: int | None = None, sampler: str | None = None,
                   seed: int | None = None, x0: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                   callback: Callable[[samplers.Step], object] | None = None, keep_frames: int = 0,
                   compile: bool = False, **options) -> samplers.SampleResult:
-    """Run ``sampler`` on ``model`` from fresh uniform-noise chains (or from ``x0``) and return the
-    whole :class:`~ebm_play.samplers.SampleResult` (final chains, energies per step, frames).
+    """Run ``sampler`` (default: the model's own, :func:`~ebm_play.settings.default_sampler`) on
+    ``model`` from fresh uniform-noise chains (or from ``x0``) and return the whole
+    :class:`~ebm_play.samplers.SampleResult` (final chains, energies per step, frames).
     ``compile=True`` compiles the energy-and-gradient step (CUDA graphs on a GPU; see
     :class:`~ebm_play.samplers.CompiledEnergy`): worth it for large batches and long runs."""
+    sampler = settings.default_sampler(model) if sampler is None else sampler
     chosen = settings.resolve(model, sampler, None if steps is None else validate.whole("steps", steps, 0, MAX_STEPS))
     steps = validate.whole("steps", chosen.steps, 0, MAX_STEPS)
     options = settings.merge(chosen.options, options)
@@ -56,14 +58,14 @@ def sample_chains(model: nn.Module, n: int = 16, steps: int | None = None, sampl
     was_training = model.training
     model.eval()
     try:
-        energy = samplers.compiled(model) if compile and sampler != "gibbs" else model
+        energy = samplers.compiled(model) if compile and sampler not in ("gibbs", "ladder") else model
         return samplers.run(sampler, energy, x0, steps, generator=g, callback=callback,
                             keep_frames=keep_frames, **options)
     finally:
         model.train(was_training)
 
 
-def sample(model: nn.Module, n: int = 16, steps: int | None = None, sampler: str = "langevin",
+def sample(model: nn.Module, n: int = 16, steps: int | None = None, sampler: str | None = None,
            seed: int | None = None, x0: torch.Tensor | None = None, mask: torch.Tensor | None = None,
            callback: Callable[[samplers.Step], object] | None = None, **options) -> torch.Tensor:
     """N×1×28×28 samples in [−1, 1] (see :func:`sample_chains` for the full record)."""
@@ -84,7 +86,7 @@ def score(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Te
 
 
 def inpaint(model: nn.Module, image: torch.Tensor, keep: torch.Tensor, n: int = 4, steps: int | None = None,
-            sampler: str = "langevin", seed: int | None = None, **options) -> samplers.SampleResult:
+            sampler: str | None = None, seed: int | None = None, **options) -> samplers.SampleResult:
     """Fill the pixels where ``keep`` is 0 by sampling with the kept pixels held fixed.
     Each of the ``n`` fills starts from its own uniform noise in the free region."""
     image = check_pixels(image, "image")[:1]
@@ -101,7 +103,7 @@ DENOISE_STEPS = 40  # updates from the noisy image when the caller gives none (s
 
 
 def denoise(model: nn.Module, noisy: torch.Tensor, data_weight: float = 0.0, steps: int | None = None,
-            sampler: str = "langevin", seed: int | None = None, **options) -> samplers.SampleResult:
+            sampler: str | None = None, seed: int | None = None, **options) -> samplers.SampleResult:
     """Restore noisy images by sampling from E(x) + λ‖x − x_noisy‖², starting at the noisy images
     (λ = ``data_weight``), for ``steps`` updates (default :data:`DENOISE_STEPS`).
 
@@ -113,6 +115,7 @@ def denoise(model: nn.Module, noisy: torch.Tensor, data_weight: float = 0.0, ste
     distance to the clean digit is 5.0 at λ = 0, 7.2 at λ = 0.01 and 11.8 at the previous λ = 1
     (noisy: 10.2), so λ defaults to 0. A λ of 0.01–0.03 stops the drift of long runs."""
     noisy = check_pixels(noisy, "noisy image")
+    sampler = settings.default_sampler(model) if sampler is None else sampler
     if sampler == "gibbs":
         raise EBMError("denoising needs a gradient sampler (langevin, ula, mala, hmc, annealed)")
     if not (data_weight >= 0 and data_weight < float("inf")):

@@ -32,6 +32,7 @@ from .images import OUTPUT_TYPES, load_images, save_images
 from .metrics import CLASSIFIER_UPDATES
 from .models import IMAGE_ENERGIES
 from .reproduce import PRESETS, run_info, settings_from_info
+from .objectives import ABOUT, NCE_NOISES, OBJECTIVES
 from .runtime import configure_threads, resolve_device
 from .training import Interrupted, TrainConfig, Trainer
 from .weights import load_model, read_metadata, resolve, save_model, shipped_models
@@ -92,6 +93,9 @@ SAMPLER_FLAGS = [
     ("--t-start", "t_start", positive, "annealed: first temperature"),
     ("--t-end", "t_end", positive, "annealed: last temperature"),
     ("--base", "base", str, "annealed: base sampler (langevin, ula, mala, hmc)"),
+    ("--sigma-max", "sigma_max", positive, "ladder: first (largest) noise level (default: the model's)"),
+    ("--sigma-min", "sigma_min", positive, "ladder: last (smallest) noise level (default: the model's)"),
+    ("--levels", "levels", positive_int, "ladder: noise levels (default: the model's)"),
 ]
 _HIDDEN_OPTIONS = {"bounds", "mask", "x_obs", "data_weight", "generator", "wall", "base"}
 
@@ -140,8 +144,17 @@ TRAIN_HELP = {
     "drift_window": "updates averaged by the slow-runaway check, and between its healthy checkpoints",
     "checkpoint_every": "updates between rollback checkpoints",
     "seed": "random seed",
-    "fresh_steps": "Langevin steps recommended for fresh chains from noise, stored in the file (default: sampler steps)",
+    "fresh_steps": "Langevin steps recommended for fresh chains from noise, stored in the file (default: sampler steps; "
+                   "dsm: ladder steps in all, default 100 per noise level)",
+    "objective": "training objective: " + "; ".join(f"{k}: {v}" for k, v in ABOUT.items()),
+    "sigma_max": "dsm: largest noise level σ of the ladder (pixels in [-1, 1])",
+    "sigma_min": "dsm: smallest noise level; the model's energy E(x) is E(x, σ_min)",
+    "sigma_levels": "dsm: noise levels in the geometric ladder",
+    "ladder_step": "dsm: the ladder sampler's step ε at σ_min (ε(σ/σ_min)² at level σ), stored as its recommendation",
+    "nce_noise": "nce: noise distribution, gaussian (fitted to the data) or uniform on [-1, 1] (default gaussian for digits)",
+    "nce_ratio": "nce: noise samples per data sample",
 }
+CHOICES = {"model": TRAINABLE, "objective": OBJECTIVES, "nce_noise": NCE_NOISES}
 
 
 def _config_flags(p: argparse.ArgumentParser) -> list[str]:
@@ -158,8 +171,8 @@ def _config_flags(p: argparse.ArgumentParser) -> list[str]:
                     "help": f"{TRAIN_HELP.get(f.name, f.name)}" + ("" if default is None else f" (default {default})")}
         if base is bool:
             kw["action"] = argparse.BooleanOptionalAction
-        elif f.name == "model":
-            kw["choices"] = TRAINABLE
+        elif f.name in CHOICES:
+            kw["choices"] = CHOICES[f.name]
         elif typing.get_origin(base) is list:
             kw.update(type=_classes, metavar="D,D,…")
         elif base in (int, float):
@@ -210,7 +223,8 @@ def _model_arg(p):
 
 
 def _sampler_args(p, steps_help="sampler updates (default: the model's recommendation)"):
-    p.add_argument("--sampler", default="langevin", choices=list(samplers.SAMPLERS), help="MCMC sampler (default langevin)")
+    p.add_argument("--sampler", choices=list(samplers.SAMPLERS),
+                   help="MCMC sampler (default: the model's own, named in its file: ladder for dsm models, else langevin)")
     p.add_argument("--steps", type=count, metavar="N", help=steps_help)
     g = p.add_argument_group("sampler options (only those given are passed; see the defaults below)")
     for flag, dest, typ, text in SAMPLER_FLAGS:
@@ -234,6 +248,13 @@ def build_parser() -> Parser:
     p.add_argument("files", nargs="*", metavar="FILE", help="weight files to describe (default: the shipped models)")
     _common(p, seed=False)
 
+    _image_commands(sub, fmt, epilog)
+    _model_commands(sub, fmt)
+    return parser
+
+
+def _image_commands(sub, fmt, epilog: str) -> None:
+    """sample, score, inpaint, denoise: a model's work on images."""
     p = sub.add_parser("sample", help="draw samples by MCMC from noise", formatter_class=fmt, epilog=epilog,
                        description=f"Draw samples from fresh uniform-noise chains. {CONVENTION}\n"
                                    "--out grid.png writes a picture grid; --out x.npz writes x and energy.")
@@ -278,13 +299,16 @@ def build_parser() -> Parser:
     p.add_argument("--out", required=True, metavar="FILE", help="output .png grid or .npz (keys x, energy)")
     _common(p)
 
+
+def _model_commands(sub, fmt) -> None:
+    """evaluate, ensemble, train: making and judging models."""
     p = sub.add_parser("evaluate", help="sample quality and OOD figures of a model", formatter_class=fmt,
                        description="Sample quality (Fréchet digit distance, confident fraction, class coverage, judged "
                                    "by the evaluation classifier) of fresh chains from uniform noise, with held-out and "
                                    "blurred real digits for scale; OOD AUROC of the energy; JEM accuracy. " + CONVENTION)
     _model_arg(p)
     p.add_argument("--n", type=positive_int, default=1000, metavar="N", help="samples and OOD images per set (default 1000)")
-    p.add_argument("--sampler", choices=list(samplers.SAMPLERS), help="default: langevin (gibbs for an RBM)")
+    p.add_argument("--sampler", choices=list(samplers.SAMPLERS), help="default: the model's own (gibbs for an RBM)")
     p.add_argument("--steps", type=count, metavar="N", help="sampler updates (default: the model's recommendation)")
     _data_flags(p)
     p.add_argument("--classifier", default="mnist-classifier", metavar="NAME_OR_PATH", help="evaluation classifier (MNIST digits)")
@@ -303,8 +327,11 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("train", help="train a model (also on N processes under torchrun)", formatter_class=fmt,
                        description="Train an energy model by contrastive divergence (fakes from a replay buffer refined "
-                                   "by Langevin; Gibbs for the RBM). Progress: step, loss, E(real), E(fake), gap = "
-                                   f"E(fake) − E(real), steps/s. {CONVENTION}\nThe file is written every --save-every "
+                                   "by Langevin; Gibbs for the RBM), or with --objective dsm (denoising score matching "
+                                   "over a noise ladder) or nce (noise-contrastive estimation). Progress: step, loss, "
+                                   "and per objective E(real), E(fake), gap = E(fake) − E(real) (cd); the loss at the "
+                                   "largest, middle and smallest noise level (dsm); classification accuracy and log Z "
+                                   f"(nce); steps/s. {CONVENTION}\nThe file is written every --save-every "
                                    "steps, at the end and on Ctrl-C.",
                        epilog="Data-parallel on several processes (DistributedDataParallel; gloo on the CPU, NCCL with "
                               "one GPU per process):\n"
@@ -322,7 +349,6 @@ def build_parser() -> Parser:
     p.add_argument("--minutes", type=positive, metavar="M", help="stop after this wall-clock budget")
     _common(p, seed=False)  # --seed is a TrainConfig field
     _config_flags(p.add_argument_group("training settings (TrainConfig)"))
-    return parser
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -402,10 +428,11 @@ def cmd_sample(args) -> int:
     _check_out(args.out)
     model = _load(args.model, args.device)
     extra = {"compile": True} if args.compile else {}
-    r = sample_chains(model, args.n, args.steps, args.sampler, args.seed, **extra, **_sampler_options(args))
+    sampler = args.sampler or settings.default_sampler(model)
+    r = sample_chains(model, args.n, args.steps, sampler, args.seed, **extra, **_sampler_options(args))
     save_images(r.x, args.out, energy=r.energy.cpu().numpy())
     rate = "" if r.accept_rate is None else f", acceptance {r.accept_rate:.2f}"
-    print(f"wrote {args.out}: {len(r.x)} samples after {r.steps[-1]} {args.sampler} steps, {_summary(r.energy)}{rate}")
+    print(f"wrote {args.out}: {len(r.x)} samples after {r.steps[-1]} {sampler} steps, {_summary(r.energy)}{rate}")
     return 0
 
 
@@ -588,6 +615,8 @@ def _train_loop(args, trainer: Trainer, data: Dataset, record: dict, done: int, 
         say(f"{note}: saved {out} at step {trainer.state.step} ({len(trainer.state.events)} rollbacks)")
 
     arch = f"hidden {config.hidden}" if config.model in ("rbm", "mlp2d") else f"width {config.width}"
+    if config.objective != "cd":
+        arch += f", objective {config.objective}"
     ranks = "" if world.size == 1 else (f", {world.size} processes ({world.backend}), batch {config.batch_size} per "
                                         f"process ({config.batch_size * world.size} in all)")
     say(data.summary())
@@ -614,9 +643,7 @@ def _train_loop(args, trainer: Trainer, data: Dataset, record: dict, done: int, 
                 if (s - done) % args.log_every == 0 or s == end:
                     now = time.perf_counter()
                     rate = n_log / max(now - t_log, 1e-9)
-                    acc = f"  acc {m['accuracy']:.2f}" if "accuracy" in m else ""
-                    say(f"step {s:>6}/{end}  loss {m['loss']:+.4f}  E(real) {m['e_real']:+.4f}  E(fake) {m['e_fake']:+.4f}"
-                        f"  gap {m['gap']:+.4f}{acc}  {rate:.2f} steps/s")
+                    say(f"step {s:>6}/{end}  loss {m['loss']:+.4f}  {_progress(m, config)}  {rate:.2f} steps/s")
                     t_log, n_log = now, 0
                 if args.save_every and (s - done) % args.save_every == 0 and s != end:
                     save("checkpoint")
@@ -630,6 +657,18 @@ def _train_loop(args, trainer: Trainer, data: Dataset, record: dict, done: int, 
             raise EBMError(f"the ranks ended with different weights (parameter hashes {', '.join(digests)})")
         say(f"parameters identical on all {world.size} ranks (sha256 {digests[0]}; per rank: {' '.join(digests)})")
     return 0
+
+
+def _progress(m: dict, config: TrainConfig) -> str:
+    """The figures of one progress line that mean something for the run's objective."""
+    if config.objective == "dsm":
+        sigmas = config.noise_ladder().tolist()
+        shown = sorted({0, len(sigmas) // 2, len(sigmas) - 1})
+        return "  ".join(f"σ {sigmas[i]:.3g}: {m[f'dsm_loss_{i}']:.4f}" for i in shown)
+    if config.objective == "nce":
+        return f"acc {m['nce_accuracy']:.3f}  log Z {m['log_z']:+.2f}  E(data) {m['e_real']:+.3f}  E(noise) {m['e_noise']:+.3f}"
+    acc = f"  acc {m['accuracy']:.2f}" if "accuracy" in m else ""
+    return f"E(real) {m['e_real']:+.4f}  E(fake) {m['e_fake']:+.4f}  gap {m['gap']:+.4f}{acc}"
 
 
 def cmd_ensemble(args) -> int:

@@ -140,6 +140,19 @@ class ComposedEnergy(EnergyModel):
                 total, grad = total + e.weight * ei, grad + e.weight * gi
         return total, grad
 
+    def noise_ladder(self) -> torch.Tensor | None:
+        """The noise ladder of the first noise-conditional expert (a dsm model), None without one:
+        the ``ladder`` sampler then walks the whole sum down that ladder."""
+        for e in self.experts:
+            if e.enabled and e.weight != 0 and hasattr(e.energy, "at_noise"):
+                return e.energy.noise_ladder()
+        return None
+
+    def at_noise(self, sigma: float) -> "ComposedEnergy":
+        """The sum with each noise-conditional expert at noise level σ; the other experts as they are."""
+        return ComposedEnergy([Expert(e.name, e.energy.at_noise(sigma) if hasattr(e.energy, "at_noise") else e.energy,
+                                      e.weight, e.enabled) for e in self.experts])
+
     @torch.no_grad()
     def terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each expert's own (unweighted) energy, to plot which term pulls where."""

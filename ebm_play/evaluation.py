@@ -38,7 +38,7 @@ def _samples(model, n: int, sampler: str | None, steps: int | None, seed: int, b
     energy = model if label is None else ClassEnergy(model, label)
     if label is not None:
         energy.info = getattr(model, "info", {})
-    sampler = sampler or ("gibbs" if model.kind == "rbm" else "langevin")
+    sampler = sampler or ("gibbs" if model.kind == "rbm" else settings.default_sampler(model))
     out = [sample(energy, min(batch, n - i), steps, sampler, seed=seed + i) for i in range(0, n, batch)]
     return torch.cat(out), sampler
 

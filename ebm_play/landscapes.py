@@ -31,7 +31,9 @@ from torch import nn
 
 from .errors import EBMError
 from .models import EnergyModel
-from .training import TrainConfig, cd_loss
+from .objectives import OBJECTIVES
+from .samplers import energy_and_grad
+from .training import TrainConfig, Trainer, cd_loss
 
 BOUNDS = (-1.0, 1.0)
 DATASETS = ("two_moons", "rings", "gaussians8", "checkerboard", "spiral")
@@ -362,7 +364,8 @@ def cd_force_grid(model: nn.Module, data: torch.Tensor, negatives: torch.Tensor,
 
 def train_config(**overrides) -> TrainConfig:
     """Training settings for an MLP energy on the square (measured to fit two moons in well under
-    30 s on one CPU thread; see ``tests/test_landscapes.py``).
+    30 s on one CPU thread; see ``tests/test_landscapes.py``); ``objective="dsm"`` or ``"nce"``
+    gives that objective's settings (:data:`OBJECTIVE_SETTINGS`).
 
     The image recipe (step 10, noise 0.005, gradient clamp 0.03) is wrong here: in the plane the
     sampler should be textbook Langevin, noise = √(2·step) (so the model learns p ∝ exp(−E) at
@@ -373,7 +376,36 @@ def train_config(**overrides) -> TrainConfig:
                 noise=math.sqrt(2 * 0.002), grad_clamp=50.0, alpha=0.1, lr=5e-3, lr_gamma=1.0,
                 buffer_size=2000, reinit=0.05, data_noise=0.0, grad_clip=None, energy_bound=100.0,
                 gap_bound=10.0, seed=0)
-    return TrainConfig(**{**base, **overrides})
+    objective = overrides.get("objective", "cd")
+    if objective not in OBJECTIVES:
+        raise EBMError(f"unknown objective {objective!r}: use {', '.join(OBJECTIVES)}")
+    return TrainConfig(**{**base, **OBJECTIVE_SETTINGS.get(objective, {}), **overrides})
+
+
+# Per objective, what differs from the CD settings above. dsm: the ladder spans the square (σ_max
+# 1, about the distance between modes) down to below the data sets' own spread (0.03–0.06); the
+# ladder sampler's step at σ_min is 0.2 σ_min², NCSN's ratio, with 100 steps per level. nce:
+# uniform noise on the square (density 1/4), 4 noise points per data point.
+OBJECTIVE_SETTINGS: dict[str, dict] = {
+    "dsm": dict(objective="dsm", lr=2e-3, sigma_max=1.0, sigma_min=0.02, sigma_levels=10, ladder_step=8e-5),
+    "nce": dict(objective="nce", nce_noise="uniform", nce_ratio=4),
+}
+
+
+def score_field(energy, resolution: int = 20, sigma: float | None = None, bounds=BOUNDS
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The score −∇E on a ``resolution``² grid, the arrows the samplers follow, in one batched call.
+    For a σ-conditioned (dsm) model it is the learned score at noise level ``sigma`` (default
+    σ_min, the model's E(x)); for any other energy (a CD model, a hand-made one) the field its
+    energy implies. Returns ``(xs, ys, U, V)``: the field (U, V)[i, j] at (xs[j], ys[i])."""
+    if sigma is not None:
+        if not hasattr(energy, "at_noise"):
+            raise EBMError("a noise level needs a σ-conditioned (dsm) model")
+        energy = energy.at_noise(float(sigma))
+    xs, ys, pts = grid_points(resolution, bounds)
+    _, g = energy_and_grad(energy, pts.to(_device_of(energy)))
+    g = -g.detach().float().cpu().numpy()
+    return xs, ys, g[:, 0].reshape(len(ys), len(xs)), g[:, 1].reshape(len(ys), len(xs))
 
 
 # --- samples against the data -------------------------------------------------------------------
@@ -435,6 +467,24 @@ class Modes:
         counts = torch.bincount(a + 1, minlength=self.k + 1).float()
         shares = (counts / max(len(a), 1)).numpy()
         return np.concatenate([shares[1:], shares[:1]])
+
+
+def mode_share_error(samples: torch.Tensor, modes: Modes, data: torch.Tensor) -> dict:
+    """Each mode's weight among the samples against its weight in the data (both assigned by
+    ``modes``). ``samples`` and ``data``: the K mode shares, then the share in no mode; ``weights``
+    and ``data_weights``: the K shares among the points that are in some mode (the mode weights,
+    e.g. 1/8 each for 8 Gaussians); ``max_error``: the largest |weight − data weight|; ``outside``:
+    the samples' share in no mode; ``tv``: the total-variation distance between the two histograms,
+    outside share included (0 = the same, 1 = disjoint)."""
+    s, d = modes.occupancy(samples), modes.occupancy(data)
+    ws, wd = s[:-1] / max(s[:-1].sum(), 1e-12), d[:-1] / max(d[:-1].sum(), 1e-12)
+
+    def r(v):
+        return [round(float(u), 4) for u in v]
+
+    return {"samples": r(s), "data": r(d), "weights": r(ws), "data_weights": r(wd),
+            "max_error": round(float(np.abs(ws - wd).max()), 4), "outside": round(float(s[-1]), 4),
+            "tv": round(float(0.5 * np.abs(s - d).sum()), 4)}
 
 
 def modes_for(name: str, energy=None, data=None, labels=None) -> Modes | None:
@@ -532,3 +582,33 @@ def hop_statistics(trajectory, modes: Modes) -> dict:
     for k, x in enumerate(states):
         tracker.update(torch.as_tensor(x), step=k)
     return tracker.summary()
+
+
+# --- objectives side by side --------------------------------------------------------------------
+class SideBySide:
+    """Several objectives trained on the same data with the same seed (the Landscape tab's
+    comparison): one :class:`Trainer` each, from :func:`train_config` with the same overrides.
+    Every run keeps its own sampler for fresh samples (Langevin for cd and nce, the ladder for dsm)."""
+
+    def __init__(self, data: torch.Tensor, objectives=("cd", "dsm"), seed: int = 0, **overrides):
+        data = check_points(data, "data")
+        if not objectives or any(o not in OBJECTIVES for o in objectives) or len(set(objectives)) != len(objectives):
+            raise EBMError(f"objectives must be distinct names from {', '.join(OBJECTIVES)}")
+        self.data = data
+        self.trainers = {o: Trainer(train_config(objective=o, seed=seed, **overrides), data) for o in objectives}
+
+    def step(self, n: int = 1) -> dict[str, dict]:
+        """``n`` updates of every run, taken in turns; the last figures of each."""
+        last = {}
+        for _ in range(n):
+            for o, tr in self.trainers.items():
+                last[o] = tr.step()
+        return last
+
+    def samples(self, n: int = 500, seed: int = 0, steps: int | None = None) -> dict[str, torch.Tensor]:
+        """Fresh samples from uniform noise, each run with its own sampler and the same seed."""
+        return {o: tr.fresh_samples(n, steps, seed) for o, tr in self.trainers.items()}
+
+    def mode_report(self, modes: Modes, samples: dict[str, torch.Tensor]) -> dict[str, dict]:
+        """:func:`mode_share_error` of each run's samples against the data."""
+        return {o: mode_share_error(x, modes, self.data) for o, x in samples.items()}

@@ -102,8 +102,8 @@ def _best_preset(config: TrainConfig, preset: str | None) -> tuple[str | None, d
     options += [None] + [p for p in PRESETS if PRESETS[p]]
     best = None
     for p in options:
-        changes = _changes(config, p)
-        try:
+        try:  # (a preset of another objective does not apply to this model kind)
+            changes = _changes(config, p)
             for k, v in changes.items():
                 _text(k, v)
         except EBMError:

@@ -412,10 +412,75 @@ def gibbs(energy, x0: torch.Tensor, steps: int = 100, *, mask=None,
             yield Step(k + 1, image(pv), rbm.free_energy(v))
 
 
+def _level_sizes(steps: int, levels: int) -> list[int]:
+    """``steps`` updates spread over the levels as evenly as possible (earlier levels get the rest)."""
+    return [steps // levels + (1 if i < steps % levels else 0) for i in range(levels)]
+
+
+def _ladder_of(energy, sigma_max, sigma_min, levels) -> torch.Tensor:
+    """The noise ladder to walk: the energy's own (``noise_ladder()``), with any of its ends or its
+    number of levels replaced by the options given."""
+    from .objectives import noise_ladder
+
+    own = getattr(energy, "noise_ladder", None)
+    ladder = own() if own is not None and hasattr(energy, "at_noise") else None
+    if ladder is None:
+        raise EBMError("the ladder sampler needs a noise-conditional energy E(x, σ): a model trained with "
+                       "objective dsm (or a composition that contains one)")
+    hi = float(ladder[0]) if sigma_max is None else sigma_max
+    lo = float(ladder[-1]) if sigma_min is None else sigma_min
+    return noise_ladder(hi, lo, len(ladder) if levels is None else levels)
+
+
+def ladder(energy, x0: torch.Tensor, steps: int = 1000, *, step_size: float = 2e-5, sigma_max: float | None = None,
+           sigma_min: float | None = None, levels: int | None = None, final_denoise: bool = True,
+           bounds: tuple[float, float] | None = (-1.0, 1.0), mask=None, x_obs=None, data_weight: float = 0.0,
+           generator: torch.Generator | None = None) -> Iterator[Step]:
+    """Annealed Langevin down a noise ladder (NCSN, Song & Ermon 2019), for σ-conditioned energies.
+
+    The ``steps`` updates are spread evenly over the levels σ_max … σ_min (the model's ladder unless
+    given); at level σ each update is textbook Langevin on E(x, σ), x ← x − α∇E + √(2α)ξ, with
+    α = ``step_size``·(σ/σ_min)², so the step shrinks with the noise. High levels are broad and
+    smooth: chains cross between modes there and settle into them in proportion to their mass.
+    ``final_denoise`` ends with the Tweedie step x ← x − σ_min²∇E(x, σ_min), the posterior mean
+    of the clean image, which removes the last level's noise.
+
+    The chains move freely (noisy images leave [−1, 1]); each record shows them clamped into
+    ``bounds``, and the final state is clamped. With ``mask`` the kept pixels follow x0 plus the
+    level's noise (one draw per level) and end exactly at x0; ``data_weight`` adds λ‖x − x_obs‖²
+    at every level. Records carry E(x, σ) at the level's σ (``Step.temperature`` holds σ).
+    """
+    if not (isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0):
+        raise EBMError(f"step_size must be a positive number, got {step_size!r}")
+    sigmas = [float(v) for v in _ladder_of(energy, sigma_max, sigma_min, levels)]
+    t = _Target(energy, x0, mask, x_obs, data_weight, None, wall=0.0)
+    view = energy.at_noise
+    shown = (lambda v: v) if bounds is None else (lambda v: v.clamp(*bounds))
+    x, k = x0, 0
+    for sigma, n in zip(sigmas, _level_sizes(int(steps), len(sigmas))):
+        t.energy = view(sigma)
+        alpha = step_size * (sigma / sigmas[-1]) ** 2
+        if mask is not None and n:  # observed pixels at this level's noise, the rest free
+            x = torch.where(t.free > 0, x, x0 + sigma * _randn(x, generator))
+        for _ in range(n):
+            _, g, e = t.potential(x, 1.0)
+            yield Step(k, shown(x), e, temperature=sigma)
+            x = x - alpha * g + t.masked(math.sqrt(2 * alpha) * _randn(x, generator))
+            k += 1
+    t.energy = view(sigmas[-1])
+    if final_denoise and k:
+        x = x - sigmas[-1] ** 2 * t.potential(x, 1.0)[1]
+    if mask is not None:
+        x = torch.where(t.free > 0, x, x0)
+    x = shown(x)
+    yield Step(k, x, t.model(x), temperature=sigmas[-1])
+
+
 SAMPLERS: dict[str, Callable[..., Iterator[Step]]] = {
     "langevin": langevin, "ula": ula, "mala": mala, "hmc": hmc, "annealed": annealed, "gibbs": gibbs,
+    "ladder": ladder,
 }
-GRADIENT_SAMPLERS = ("langevin", "ula", "mala", "hmc", "annealed")
+GRADIENT_SAMPLERS = ("langevin", "ula", "mala", "hmc", "annealed", "ladder")  # ladder: noise-conditional energies
 
 
 def sampler_options(name: str) -> dict[str, object]:
@@ -448,6 +513,14 @@ def _option(name: str, v):
         return whole("steps", v, 0, MAX_STEPS)
     if name == "leapfrog":
         return whole("leapfrog", v, 1, MAX_LEAPFROG)
+    if name in ("sigma_max", "sigma_min"):  # the ladder's: None = the model's own
+        return None if v is None else _finite(name, v, 0.0, strict=True)
+    if name == "levels":
+        return None if v is None else whole("levels", v, 1, 1000)
+    if name == "final_denoise":
+        if not isinstance(v, bool):
+            raise EBMError(f"final_denoise must be true or false, got {shown(v)}")
+        return v
     if name in ("burn_in", "warmup"):
         return None if v is None and name == "warmup" else whole(name, v, 0, MAX_STEPS)
     if name == "adapt":

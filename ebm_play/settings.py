@@ -117,6 +117,14 @@ def check_sampler(name) -> str:
     return name
 
 
+def default_sampler(model: nn.Module | None) -> str:
+    """The model's own sampler, named in its file (``info["sampler"]``: ``ladder`` for a dsm model),
+    else ``langevin`` (files written before the objectives existed, composed energies)."""
+    info = getattr(model, "info", None)
+    name = info.get("sampler") if isinstance(info, dict) else None
+    return name if name in samplers.SAMPLERS and name in applicable(model) else "langevin"
+
+
 def applicable(model: nn.Module | None) -> list[str]:
     """The samplers that can run on ``model``: Gibbs needs an RBM's conditionals and the noise ladder
     a noise-conditional energy; the gradient samplers run on every energy (composed ones too)."""

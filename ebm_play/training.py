@@ -1,14 +1,18 @@
-"""Contrastive-divergence training for the CNN EBM, JEM and the RBM, one step at a time.
+"""Training for the CNN EBM, JEM, the RBM and the 2-D MLP energy, one step at a time.
 
 The trainer never loops by itself: ``Trainer.step()`` does one update and returns its figures,
 so a CLI loop, a background thread in the app or a test can pause, resume and stop between steps.
 
-Loss (CNN energy): E(real) − E(fake) + α(E(real)² + E(fake)²); fakes come from a replay buffer
-refined by the shared Langevin sampler. JEM adds cross-entropy on p(y|x) to the same generative
-term with E(x) = −logsumexp f(x). The RBM uses CD-k or persistent CD with block Gibbs.
+The objective (``TrainConfig.objective``; the losses are in ``objectives.py``) is contrastive
+divergence by default. Loss (CNN energy): E(real) − E(fake) + α(E(real)² + E(fake)²); fakes come
+from a replay buffer refined by the shared Langevin sampler. JEM adds cross-entropy on p(y|x) to
+the same generative term with E(x) = −logsumexp f(x). The RBM uses CD-k or persistent CD with
+block Gibbs. ``dsm`` (denoising score matching over a noise ladder; the model is the σ-conditioned
+version of the CNN or MLP) and ``nce`` (noise-contrastive estimation with a learned log Z) need no
+MCMC in an update and keep no replay buffer (``Trainer.buffer`` is None).
 
-Divergence (non-finite values, energies past a bound, fakes far below reals) rolls the model
-and optimiser back to the last good checkpoint and halves the learning rate; it is recorded.
+Divergence (non-finite values; for CD also energies past a bound, fakes far below reals) rolls the
+model and optimiser back to the last good checkpoint and halves the learning rate; it is recorded.
 A slow runaway (fakes drifting above the data in energy over hundreds of updates: the chains no
 longer reach the data and the energy turns into a data-versus-chains classifier) rolls the model,
 optimiser and replay buffer back to a healthy anchor, taken every ``drift_window`` updates, and
@@ -32,12 +36,15 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 import torch.nn.functional as F
 
-from . import distributed, samplers
+from . import distributed, objectives, samplers
 from .errors import EBMError
 from .models import RBM, EnergyModel, build_model
+from .objectives import OBJECTIVES, cd_loss
 from .runtime import make_generator
 
 DEFAULT_WIDTH = {"cnn": 16, "jem": 32}
+NOISE_KINDS = {"cnn": "cnn-noise", "mlp2d": "mlp2d-noise"}  # the σ-conditioned model dsm trains
+LADDER_STEPS_PER_LEVEL = 100  # fresh ladder chains: NCSN's 100 Langevin steps per noise level
 # Digits whose mirror image is no digit: 0, 1 and 8 mirror into themselves.
 MIRROR_CLASSES = torch.tensor([2, 3, 4, 5, 6, 7, 9])
 MAX_DRIFT_STEPS = 256  # a drift rollback doubles the sampler steps up to this, then halves the lr
@@ -92,13 +99,27 @@ class TrainConfig:
     seed: int = 0
     # Langevin steps recommended for fresh chains from noise, stored in the weights file; default
     # sampler_steps. A replay-buffer model is trained on long chains and needs more than that.
+    # dsm: updates of the ladder sampler in all (default 100 per noise level).
     fresh_steps: int | None = None
+    # The training objective (see objectives.py): cd (contrastive divergence, the reference), dsm
+    # (denoising score matching over a noise ladder) or nce (noise-contrastive estimation).
+    objective: str = "cd"
+    # dsm: the geometric noise ladder σ_max … σ_min (pixels in [−1, 1]), and the ladder sampler's
+    # step ε at σ_min (the step at level σ is ε(σ/σ_min)²), stored as its recommended setting.
+    sigma_max: float = 1.0
+    sigma_min: float = 0.02
+    sigma_levels: int = 10
+    ladder_step: float = 2e-5
+    # nce: the noise distribution (gaussian: fitted to the data; uniform: on [−1, 1]^D; default
+    # gaussian for images, uniform for 2-D points) and noise samples per data sample ν.
+    nce_noise: str | None = None
+    nce_ratio: int = 1
 
     def __post_init__(self):
         if self.model not in ("cnn", "jem", "rbm", "mlp2d"):
             raise EBMError(f"unknown model kind {self.model!r}: use cnn, jem, rbm or mlp2d")
         for name in ("batch_size", "sampler_steps", "lr_step_every", "buffer_size", "cd_k", "hidden", "checkpoint_every", "seed",
-                     "drift_window", "dimmed_from"):
+                     "drift_window", "dimmed_from", "sigma_levels", "nce_ratio"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 if isinstance(v, float) and v.is_integer():
@@ -149,6 +170,46 @@ class TrainConfig:
             self.width = DEFAULT_WIDTH[self.model]
         if self.energy_bound is None:
             self.energy_bound = 1e5 if self.model == "rbm" else 100.0
+        self._check_objective()
+
+    def _check_objective(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise EBMError(f"unknown objective {self.objective!r}: use {', '.join(OBJECTIVES)}")
+        if self.objective == "cd":
+            return
+        if self.model not in NOISE_KINDS:
+            raise EBMError(f"objective {self.objective} trains cnn or mlp2d energies, not {self.model}")
+        for name, what in (("dimmed", "dimmed restarts"), ("mirrored", "mirrored negatives")):
+            if getattr(self, name):
+                raise EBMError(f"{what} belong to contrastive divergence (objective cd)")
+        objectives.noise_ladder(self.sigma_max, self.sigma_min, self.sigma_levels)  # validates the ladder
+        if not (math.isfinite(self.ladder_step) and self.ladder_step > 0):
+            raise EBMError(f"ladder_step must be a positive number, got {self.ladder_step!r}")
+        if self.nce_noise is not None and self.nce_noise not in objectives.NCE_NOISES:
+            raise EBMError(f"unknown NCE noise {self.nce_noise!r}: use {', '.join(objectives.NCE_NOISES)}")
+        if isinstance(self.nce_ratio, bool) or not isinstance(self.nce_ratio, int) or not 1 <= self.nce_ratio <= 64:
+            raise EBMError(f"nce_ratio must be a whole number from 1 to 64, got {self.nce_ratio!r}")
+
+    @property
+    def model_kind(self) -> str:
+        """The model kind this run builds (dsm trains the σ-conditioned version of ``model``)."""
+        return NOISE_KINDS[self.model] if self.objective == "dsm" else self.model
+
+    def noise_ladder(self) -> torch.Tensor:
+        return objectives.noise_ladder(self.sigma_max, self.sigma_min, self.sigma_levels)
+
+    def sampler(self) -> str:
+        """The sampler of this run's fresh chains, and the default sampler stored in its file."""
+        return "gibbs" if self.model == "rbm" else "ladder" if self.objective == "dsm" else "langevin"
+
+    def fresh_sampler_options(self) -> dict:
+        """Settings of the run's fresh chains from noise (steps included), as stored in its file."""
+        if self.model == "rbm":
+            return {"steps": 200}
+        if self.objective == "dsm":
+            steps = self.fresh_steps or LADDER_STEPS_PER_LEVEL * self.sigma_levels
+            return {"steps": steps, "step_size": self.ladder_step}
+        return {"steps": self.fresh_steps or self.sampler_steps, **self.sampler_options()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -159,6 +220,12 @@ class TrainConfig:
         return cls(**d)
 
     def build_model(self) -> EnergyModel:
+        if self.objective == "dsm":
+            ladder = dict(sigma_min=self.sigma_min, sigma_max=self.sigma_max, levels=self.sigma_levels)
+            size = dict(hidden=self.hidden) if self.model == "mlp2d" else dict(width=self.width)
+            if self.spectral_norm:
+                raise EBMError("spectral_norm is not available for dsm models")
+            return build_model(self.model_kind, **size, **ladder)
         if self.model in ("rbm", "mlp2d"):
             return build_model(self.model, hidden=self.hidden)
         return build_model(self.model, width=self.width, spectral_norm=self.spectral_norm)
@@ -174,6 +241,11 @@ PRESETS: dict[str, dict] = {
     "fast": dict(batch_size=64, sampler_steps=20, lr=1e-3, buffer_size=2000, fresh_steps=256),
     # The reference recipe: the TrainConfig defaults.
     "reference": {},
+    # Denoising score matching on digits: no MCMC while training, the ladder sampler for fresh
+    # chains (benchmarks/objectives.py against "fast").
+    "dsm": dict(objective="dsm", batch_size=64, lr=1e-3),
+    # Noise-contrastive estimation against a Gaussian fitted to the digits; sampled like "fast".
+    "nce": dict(objective="nce", batch_size=64, lr=1e-3, fresh_steps=256),
 }
 
 
@@ -189,11 +261,6 @@ def _check_labels(config: TrainConfig, labels: torch.Tensor | None) -> None:
         raise EBMError("JEM training needs labels")
     if labels is None and config.mirrored:
         raise EBMError("mirrored negatives need labels (they mirror the digits 2–7 and 9)")
-
-
-def cd_loss(e_real: torch.Tensor, e_fake: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Contrastive divergence with an energy-magnitude penalty: pushes E down at data, up at fakes."""
-    return e_real.mean() - e_fake.mean() + alpha * (e_real.pow(2).mean() + e_fake.pow(2).mean())
 
 
 class ReplayBuffer:
@@ -250,14 +317,20 @@ class TrainState:
 
 class LossView(torch.nn.Module):
     """What the loss reads from the model, as one ``forward``: JEM's logits (E = −logsumexp),
-    every other model's energies. DDP only wraps ``forward``, so the loss goes through this."""
+    every other model's energies (a dsm model's at the given noise levels; nce's plus the learned
+    log-partition constant ``log_z``, a parameter of this view). DDP only wraps ``forward``, so the
+    loss goes through this."""
 
-    def __init__(self, model: EnergyModel):
+    def __init__(self, model: EnergyModel, log_z: bool = False):
         super().__init__()
         self.model = model
+        self.log_z = torch.nn.Parameter(torch.zeros(())) if log_z else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.logits(x) if self.model.kind == "jem" else self.model(x)
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        if self.model.kind == "jem":
+            return self.model.logits(x)
+        e = self.model(x) if sigma is None else self.model(x, sigma)
+        return e if self.log_z is None else e + self.log_z
 
 
 class Interrupted(Exception):
@@ -279,6 +352,7 @@ class Trainer:
                  interrupt: Callable[[], bool] | None = None):
         self.config = c = config
         self.interrupt = interrupt  # checked between sampler steps; True drops the update (Interrupted)
+        self._buffer_write: tuple | None = None  # (indices, fakes) of the update in progress (CD)
         self.device = torch.device(device)
         if c.classes is not None and labels is not None:
             keep = torch.isin(labels, torch.tensor(c.classes))
@@ -291,8 +365,10 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # seeded weights without touching the global RNG
             torch.manual_seed(c.seed)
             self.model = (model or c.build_model()).to(self.device)
-        if model is not None and model.kind != c.model:
-            raise EBMError(f"the loaded model is a {model.kind} model, but the run trains {c.model}")
+        if model is None and hasattr(self.model, "fit_baseline"):  # a new dsm model: its Gaussian baseline
+            self.model.fit_baseline(data)
+        if model is not None and model.kind != c.model_kind:
+            raise EBMError(f"the loaded model is a {model.kind} model, but the run trains {c.model_kind}")
         n_classes = self.model.config.get("n_classes") if self.model.has_classes else None
         if n_classes is not None and self.labels is not None and int(self.labels.max()) >= n_classes:
             raise EBMError(f"a JEM of {n_classes} classes cannot learn digit {int(self.labels.max())}: "
@@ -300,12 +376,17 @@ class Trainer:
         self.world = distributed.current_world()
         self.generator = make_generator(distributed.rank_seed(c.seed, self.world.rank), self.device)
         self.state = TrainState(step=start_step)  # a resumed run counts on from its file's updates
+        # Only contrastive divergence keeps a replay buffer (None for dsm and nce).
         self.buffer = ReplayBuffer(c.buffer_size, c.reinit if c.model != "rbm" else 0.0, self.device, self.generator,
-                                   shape=tuple(data.shape[1:]), dimmed=self._dimmed())
+                                   shape=tuple(data.shape[1:]), dimmed=self._dimmed()) if c.objective == "cd" else None
+        self.noise = self._nce_noise() if c.objective == "nce" else None
         # The loss forward; DDP (several ranks) averages gradients in backward(). The RBM's CD
         # gradient is autograd of free energies too, so DDP fits all models: no manual all-reduce.
-        self._loss_net = distributed.data_parallel(LossView(self.model), self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))
+        self._view = LossView(self.model, log_z=c.objective == "nce")
+        if self._view.log_z is not None:
+            self._view.log_z.data.fill_(self._first_log_z(model))
+        self._loss_net = distributed.data_parallel(self._view, self.device)
+        self.optimizer = torch.optim.Adam(self._view.parameters(), lr=c.lr, betas=(c.beta1, c.beta2))
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, c.lr_step_every, c.lr_gamma)
         self._order = torch.empty(0, dtype=torch.long)
         self._checkpoint = self._snapshot()
@@ -331,19 +412,41 @@ class Trainer:
         self.data = data.to(self.device)
         self.labels = None if labels is None else labels.to(self.device)
         self._order = torch.empty(0, dtype=torch.long)
+        if self.noise is not None:
+            self.noise = self._nce_noise()
+
+    @torch.no_grad()
+    def _first_log_z(self, model: EnergyModel | None) -> float:
+        """nce's starting log Z: a resumed run's own, else the value that centres the first logits
+        G = −E − log Z − log q − log ν of 256 data and noise points at 0. On digits against a Gaussian
+        log q alone spans hundreds of nats; from log Z = 0 the first hundreds of updates only shift
+        the energies by that much."""
+        if model is not None:
+            return float(getattr(model, "info", {}).get("log_z", 0.0))
+        x = torch.cat([self.data[:256], self.noise.sample(256, self.generator, self.device)])
+        g = objectives.nce_logits(self.model(x), self.noise.log_prob(x), self.config.nce_ratio)
+        return g.mean().item()
+
+    def _nce_noise(self):
+        """The NCE noise distribution for this run's data (a Gaussian is fitted to it)."""
+        kind = self.config.nce_noise or ("uniform" if self.data.dim() == 2 else "gaussian")
+        return objectives.nce_noise(kind, self.data)
 
     def update_config(self, **changes) -> list[str]:
         """Change settings of a live run (learning rate, sampler settings, α, re-init, batch size…);
         the architecture is fixed. Returns the names of the fields that changed."""
-        arch = {"model", "width", "hidden", "spectral_norm"} & set(changes)
+        arch = {"model", "width", "hidden", "spectral_norm", "objective", "sigma_max", "sigma_min",
+                "sigma_levels"} & set(changes)
         if any(changes[k] != getattr(self.config, k) for k in arch):
             raise EBMError(f"{sorted(arch)[0]} cannot change during a run: start a new one")
         new = dataclasses.replace(self.config, **changes)
         _check_labels(new, self.labels)
         changed = [k for k in changes if getattr(new, k) != getattr(self.config, k)]
         self.config = new
-        if new.model != "rbm":
+        if new.model != "rbm" and self.buffer is not None:
             self.buffer.reinit = new.reinit
+        if "nce_noise" in changed and self.noise is not None:
+            self.noise = self._nce_noise()
         if "drift_bound" in changed and (self._anchor is None) == self._drift_checked():  # check turned on or off
             self._anchor = self._snapshot(buffer=True) if self._drift_checked() else None
             self._candidate = None
@@ -355,7 +458,7 @@ class Trainer:
 
     # --- checkpoints ------------------------------------------------------------------------
     def _snapshot(self, buffer: bool = False) -> dict:
-        snap = {"model": copy.deepcopy(self.model.state_dict()),
+        snap = {"model": copy.deepcopy(self._view.state_dict()),  # the model (and nce's log Z)
                 "optimizer": copy.deepcopy(self.optimizer.state_dict()),
                 "scheduler": copy.deepcopy(self.scheduler.state_dict()), "step": self.state.step}
         if buffer:
@@ -371,7 +474,7 @@ class Trainer:
         steps = self.config.sampler_steps
         more_steps = drift and min(2 * steps, MAX_DRIFT_STEPS) > steps
         lrs, base_lrs = [g["lr"] for g in self.optimizer.param_groups], self.scheduler.base_lrs
-        self.model.load_state_dict(snap["model"])
+        self._view.load_state_dict(snap["model"])
         # copies: Adam would otherwise update the snapshot's moment tensors in place
         self.optimizer.load_state_dict(copy.deepcopy(snap["optimizer"]))
         self.scheduler.load_state_dict(copy.deepcopy(snap["scheduler"]))
@@ -383,7 +486,7 @@ class Trainer:
         self.scheduler.base_lrs = [b * factor for b in base_lrs]
         if more_steps:
             self.config = dataclasses.replace(self.config, sampler_steps=min(2 * steps, MAX_DRIFT_STEPS))
-        replaced = self.buffer.sanitize()
+        replaced = self.buffer.sanitize() if self.buffer is not None else 0
         lr = self.optimizer.param_groups[0]["lr"]
         target = f"the healthy checkpoint of update {snap['step']}" if drift else "the last good checkpoint"
         change = f"sampler steps now {self.config.sampler_steps}" if more_steps else f"lr now {lr:.3g}"
@@ -418,8 +521,21 @@ class Trainer:
         return res.x
 
     def step(self) -> dict:
-        c = self.config
+        """One update of the run's objective; returns its figures (also appended to the history)."""
         t0 = time.perf_counter()
+        c = self.config
+        self._buffer_write = None
+        if c.objective == "cd":
+            loss, metrics, energies = self._cd_loss()
+        else:
+            if self.interrupt is not None and self.interrupt():  # no sampler loop to check inside
+                raise Interrupted(f"update {self.state.step + 1} interrupted")
+            loss, metrics, energies = self._dsm_loss() if c.objective == "dsm" else self._nce_loss()
+        return self._update(loss, metrics, energies, t0)
+
+    def _cd_loss(self) -> tuple[torch.Tensor, dict, tuple[torch.Tensor, torch.Tensor]]:
+        """Contrastive divergence: fakes from the replay buffer refined by the sampler."""
+        c = self.config
         x_real, y = self._batch()
         if c.model == "rbm":
             v_real = torch.bernoulli(RBM.to_visible(x_real), generator=self.generator)
@@ -434,6 +550,7 @@ class Trainer:
             noise = torch.randn(x_real.shape, generator=self.generator, device=self.device)
             x_real = (x_real + c.data_noise * noise).clamp(-1, 1)
         x_neg = self.negatives(x_neg)
+        self._buffer_write = None if idx is None else (idx, x_neg)  # written once the update is taken
 
         self.model.train()
         metrics: dict = dict(self.sampler_stats)
@@ -455,24 +572,66 @@ class Trainer:
                 metrics["accuracy"] = (out[:n].argmax(1) == y).float().mean().item()
         if len(x_mir):
             metrics["e_mirrored"] = e_mir.mean().item()
+        return loss, metrics, (e_real, e_fake)
 
+    def _dsm_loss(self) -> tuple[torch.Tensor, dict, None]:
+        """Denoising score matching: each sample of the batch at one level of the noise ladder
+        (stratified, so every level is logged every update), no MCMC."""
+        x, _ = self._batch()
+        x = self._augmented(x)
+        sigmas = self._sigmas()
+        level = objectives.levels_of_batch(len(x), len(sigmas), self.device)
+        z = torch.randn(x.shape, generator=self.generator, device=self.device)
+        self.model.train()
+        per_sample = objectives.dsm_loss(self._loss_net, x, sigmas[level], z)
+        per_level = torch.zeros(len(sigmas), device=self.device).index_add_(0, level, per_sample.detach())
+        per_level = per_level / torch.bincount(level, minlength=len(sigmas)).clamp_min(1)
+        metrics = {f"dsm_loss_{i}": v for i, v in enumerate(per_level.tolist())}
+        return per_sample.mean(), metrics, None
+
+    def _nce_loss(self) -> tuple[torch.Tensor, dict, None]:
+        """Noise-contrastive estimation: data against ν× as many noise samples, no MCMC."""
+        c = self.config
+        x, _ = self._batch()
+        x = self._augmented(x)
+        noise = self.noise.sample(c.nce_ratio * len(x), self.generator, self.device)
+        self.model.train()
+        e = self._loss_net(torch.cat([x, noise]))  # E(x) + log Z
+        g = objectives.nce_logits(e, self.noise.log_prob(torch.cat([x, noise])), c.nce_ratio)
+        g_data, g_noise = g[: len(x)], g[len(x):]
+        log_z = self._view.log_z.item()
+        metrics = {"nce_accuracy": objectives.nce_accuracy(g_data, g_noise), "log_z": log_z,
+                   "e_real": e[: len(x)].mean().item() - log_z, "e_noise": e[len(x):].mean().item() - log_z}
+        return objectives.nce_loss(g_data, g_noise, c.nce_ratio), metrics, None
+
+    def _sigmas(self) -> torch.Tensor:
+        return self.config.noise_ladder().to(self.device)
+
+    def _update(self, loss: torch.Tensor, metrics: dict, energies, t0: float) -> dict:
+        """The objective-independent rest of an update: backward, clipping, divergence checks and
+        rollbacks, the optimiser step, checkpoints and the history row."""
+        c = self.config
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip or math.inf)
-        e_r, e_f = e_real.mean().item(), e_fake.mean().item()
+        gnorm = torch.nn.utils.clip_grad_norm_(self._view.parameters(), c.grad_clip or math.inf)
         if self.interrupt is not None and self.interrupt():  # the last moment to drop the update whole
             raise Interrupted(f"update {self.state.step + 1} interrupted")
         # collective: every rank rolls back (and halves its lr) when any rank diverged
-        reason = distributed.shared_divergence(self._divergence(loss.item(), gnorm.item(), e_real, e_fake))
+        reason = distributed.shared_divergence(self._divergence(loss.item(), gnorm.item(), energies))
         drift = reason is None and self._anchor is not None
+        gap = None
+        if energies is not None:
+            e_r, e_f = energies[0].mean().item(), energies[1].mean().item()
+            gap = e_f - e_r
+            metrics.update(e_real=e_r, e_fake=e_f, gap=gap)
         if drift:
-            reason = distributed.shared_divergence(self._drift(e_f - e_r))
-        if idx is not None:
-            self.buffer.update(idx, x_neg)
+            reason = distributed.shared_divergence(self._drift(gap))
+        if self._buffer_write is not None:  # CD's refined fakes go back to the replay buffer
+            self.buffer.update(*self._buffer_write)
         self.state.step += 1
         self._updates += 1
-        metrics.update(step=self.state.step, loss=loss.item(), e_real=e_r, e_fake=e_f, gap=e_f - e_r,
-                       grad_norm=gnorm.item(), lr=self.optimizer.param_groups[0]["lr"], rolled_back=False)
+        metrics.update(step=self.state.step, loss=loss.item(), grad_norm=gnorm.item(),
+                       lr=self.optimizer.param_groups[0]["lr"], rolled_back=False)
         if reason:
             event = self._rollback(reason, drift)
             metrics.update(rolled_back=True, event=event.message, lr=self.optimizer.param_groups[0]["lr"])
@@ -528,14 +687,20 @@ class Trainer:
         return -e.mean() + self.config.alpha * e.pow(2).mean() if len(e) else e.new_zeros(())
 
     def _finite_params(self) -> bool:
-        return all(torch.isfinite(p).all() for p in self.model.parameters())
+        return all(torch.isfinite(p).all() for p in self._view.parameters())
 
-    def _divergence(self, loss, gnorm, e_real, e_fake) -> str | None:
+    def _divergence(self, loss, gnorm, energies) -> str | None:
+        """Non-finite figures for every objective; for contrastive divergence (``energies`` =
+        (E(real), E(fake))) also energies past the bound and a collapsed gap. dsm and nce energies
+        have no such scale (E(x, σ) grows as 1/σ; nce's are log-density ratios)."""
         c = self.config
         if not (math.isfinite(loss) and math.isfinite(gnorm)):
             return "non-finite loss or gradient"
         if not self._finite_params():
             return "non-finite weights"
+        if energies is None:
+            return None
+        e_real, e_fake = energies
         worst = max(e_real.abs().max().item(), e_fake.abs().max().item())
         if worst > c.energy_bound:
             return f"|energy| {worst:.3g} past the bound {c.energy_bound:g}"
@@ -547,7 +712,8 @@ class Trainer:
         return self.config.dimmed if self.state.step >= self.config.dimmed_from else 0.0
 
     def _drift_checked(self) -> bool:
-        return self.config.drift_bound is not None and self.config.model in ("cnn", "jem")
+        c = self.config
+        return c.drift_bound is not None and c.model in ("cnn", "jem") and c.objective == "cd"
 
     def _drift(self, gap: float) -> str | None:
         """The slow-runaway verdict. The trainer's first window is skipped (also after a resume):
@@ -584,15 +750,14 @@ class Trainer:
     def fresh_chains(self, n: int, steps: int | None = None, seed: int = 0) -> Iterator[torch.Tensor]:
         """:meth:`fresh_samples` one sampler update at a time (the sampler's records: steps + 1
         states, the last the result), so a caller can spread the work out; the model must not
-        change in between."""
+        change in between. The run's own sampler: Langevin (cd, nce), Gibbs (rbm), the ladder down
+        the noise ladder (dsm; ``steps`` is then the ladder steps in all)."""
         g = make_generator(seed, self.device)
         x0 = torch.rand((n, *self.data.shape[1:]), generator=g, device=self.device) * 2 - 1
         c = self.config
-        if c.model == "rbm":
-            chain = samplers.SAMPLERS["gibbs"](self.model, x0, steps or 200, generator=g)
-        else:
-            chain = samplers.SAMPLERS["langevin"](self.model, x0, steps or c.fresh_steps or c.sampler_steps,
-                                                  generator=g, **c.sampler_options())
+        options = c.fresh_sampler_options()
+        default_steps = options.pop("steps")
+        chain = samplers.SAMPLERS[c.sampler()](self.model, x0, steps or default_steps, generator=g, **options)
         while True:
             was_training = self.model.training
             self.model.eval()
@@ -605,15 +770,24 @@ class Trainer:
             yield rec.x
 
     def metadata(self) -> dict:
-        """Training facts stored beside the weights."""
+        """Training facts stored beside the weights: the objective, the run's own sampler
+        (``sampler``, which ``ebm_play.sample`` uses when none is named) and its recommended
+        settings (``samplers``); dsm adds its noise ladder, nce its log-partition constant."""
         c = self.config
-        if c.model == "rbm":
-            recommended = {"gibbs": {"steps": 200}}
-        else:
-            recommended = {"langevin": {"steps": c.fresh_steps or c.sampler_steps, **c.sampler_options()}}
-        return {"train_config": asdict(c), "samplers": recommended, "train_steps": self.state.step,
+        info = {"train_config": asdict(c), "objective": c.objective, "sampler": c.sampler(),
+                "samplers": {c.sampler(): c.fresh_sampler_options()}, "train_steps": self.state.step,
                 "train_seconds": round(time.perf_counter() - self._started, 1),
                 "rollbacks": len(self.state.events), "world_size": self.world.size}
+        if c.objective == "dsm":
+            info["noise_ladder"] = [round(float(v), 6) for v in c.noise_ladder()]
+        if c.objective == "nce":
+            info.update(log_z=self._view.log_z.item(), nce_noise=self.noise.describe(), nce_ratio=c.nce_ratio)
+        return info
+
+    def metric_names(self) -> dict[str, str]:
+        """The history keys whose curves mean something for this run's objective, with labels."""
+        c = self.config
+        return objectives.metric_names(c.objective, c.noise_ladder().tolist(), c.model)
 
     def close(self) -> None:
         """Drop the DDP wrapper. It must go before its process group: a DDP reducer still alive

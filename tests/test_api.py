@@ -97,3 +97,24 @@ def test_inpaint_defaults_fill_half_erased_test_digits_with_digits():
     _, p = metrics.classify(ebm_play.load_model("mnist-classifier"), fills)
     assert (p.argmax(1) == data.y[:16].repeat_interleave(2)).float().mean() >= 0.6
     assert torch.equal(fills[..., :14, :], data.x[:16].repeat_interleave(2, 0)[..., :14, :])
+
+
+def test_a_dsm_file_brings_its_own_sampler_to_sample_inpaint_denoise_and_compose(tmp_path):
+    """Without a sampler named, a file that names one (info["sampler"]: ladder for dsm) gets it;
+    older files keep langevin. Compositions that contain a dsm model walk its noise ladder."""
+    digits = ebm_play.sample_digits(train=True).x
+    tr = ebm_play.Trainer(ebm_play.TrainConfig(objective="dsm", width=4, sigma_levels=3, fresh_steps=6), digits[:200])
+    m = ebm_play.load_model(ebm_play.save_model(tr.model, tmp_path / "d.safetensors", tr.metadata()))
+    assert ebm_play.default_sampler(m) == "ladder"
+    res = ebm_play.sample_chains(m, 2, seed=0)
+    assert res.steps[-1] == 6 and res.x.abs().max() <= 1
+    keep = torch.zeros(1, 1, 28, 28)
+    keep[..., :14, :] = 1
+    fills = ebm_play.inpaint(m, digits[:1], keep, n=2, steps=6, seed=0).x
+    assert torch.equal(fills[:, :, :14], digits[:1, :, :14].expand(2, -1, -1, -1))
+    assert ebm_play.denoise(m, digits[:2], 1.0, steps=6, sigma_max=0.2, seed=0).x.shape == (2, 1, 28, 28)
+    both = ebm_play.compose((m, 1.0), (ebm_play.InkEnergy(), 1.0))
+    assert ebm_play.sample(both, 2, 6, "ladder", seed=0).shape == (2, 1, 28, 28)
+    assert ebm_play.default_sampler(ebm_play.CNNEnergy(width=4)) == "langevin"
+    with pytest.raises(EBMError, match="noise-conditional"):
+        ebm_play.sample(ebm_play.CNNEnergy(width=4), 2, 4, "ladder")

@@ -207,6 +207,36 @@ def test_train_writes_loadable_file_with_metadata(capsys, tmp_path, monkeypatch)
     assert info["train_config"]["batch_size"] == 8  # taken from the resumed file
 
 
+def test_train_dsm_and_nce_and_the_file_brings_its_own_sampler(capsys, tmp_path, monkeypatch, digits_npz):
+    """--objective dsm writes a σ-conditioned model whose file names the ladder sampler: sample,
+    inpaint and evaluate then use it without --sampler; nce logs its accuracy and log Z."""
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run(capsys, "train", *TINY, "--objective", "dsm", "--sigma-levels", 3, "--fresh-steps", 6,
+                       "--steps", 2, "--log-every", 1, "--data", "nodata", "--out", "d.safetensors")
+    assert rc == 0, err
+    assert "objective dsm" in out and "σ 1: " in out and "gap" not in out
+    model = ebm_play.load_model("d.safetensors", "cpu")
+    assert model.kind == "cnn-noise" and model.info["objective"] == "dsm" and model.info["sampler"] == "ladder"
+    assert model.info["noise_ladder"] == pytest.approx([1.0, 0.1414, 0.02], rel=1e-3)
+    rc, out, err = run(capsys, "sample", "--model", "d.safetensors", "--n", 2, "--out", "s.npz")
+    assert rc == 0 and "after 6 ladder steps" in out, err
+    rc, out, err = run(capsys, "sample", "--model", "d.safetensors", "--n", 2, "--steps", 4, "--sigma-max", 0.5,
+                       "--levels", 2, "--out", "s.npz")
+    assert rc == 0 and "after 4 ladder steps" in out, err
+    rc, out, err = run(capsys, "inpaint", "--model", "d.safetensors", "--in", digits_npz, "--keep", "top", "--n", 2,
+                       "--out", "f.npz")
+    assert rc == 0, err
+    with np.load("f.npz") as z:  # the ladder sampler holds the kept half exactly too
+        assert np.array_equal(z["x"][:, :, :14], np.repeat(np.load(digits_npz)["x"][:1, :, :14], 2, 0))
+    rc, out, err = run(capsys, "train", *TINY, "--objective", "nce", "--nce-ratio", 2, "--steps", 2, "--log-every", 1,
+                       "--data", "nodata", "--out", "n.safetensors")
+    assert rc == 0 and "acc " in out and "log Z" in out, err
+    info = ebm_play.load_model("n.safetensors", "cpu").info
+    assert info["objective"] == "nce" and "log_z" in info and info["nce_ratio"] == 2
+    rc, out, err = run(capsys, "train", *TINY, "--objective", "dsm", "--model", "rbm", "--data", "nodata", "--out", "x.safetensors")
+    assert_user_error(rc, err, "dsm")
+
+
 def test_train_saves_every_k_steps(capsys, tmp_path, monkeypatch):
     saved = []
     real = cli.save_model

@@ -34,23 +34,25 @@ def torchrun(args: list, tmp_path: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_train_on_two_processes(tmp_path):
+@pytest.mark.parametrize("objective", ["cd", "dsm", "nce"])
+def test_train_on_two_processes(tmp_path, objective):
     p = torchrun(["-m", "ebm_play", "train", "--steps", 6, "--batch-size", 8, "--sampler-steps", 2, "--buffer-size", 32,
-                  "--width", 4, "--out", tmp_path / "m.safetensors", "--threads", 1], tmp_path)
+                  "--width", 4, "--objective", objective, "--out", tmp_path / "m.safetensors", "--threads", 1], tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     out = p.stdout
     assert out.count("training cnn") == 1 and out.count("step      6/6") == 1, out  # rank 0 alone prints
     assert "2 processes (gloo)" in out and "16 in all" in out
     model = ebm_play.load_model(tmp_path / "m.safetensors", "cpu")
     assert model.info["world_size"] == 2 and model.info["train_steps"] == 6 and "bundled" in model.info["data"]
+    assert model.info["objective"] == objective
     # each rank hashed its own parameters at the end; rank 0 printed them all
     line = re.search(r"parameters identical on all 2 ranks \(sha256 (\w+); per rank: (\w+) (\w+)\)", out)
     assert line, out
     assert line[2] == line[3] == distributed.parameter_digest(model)  # and the file holds those weights
 
 
-# Run by torchrun in the next test: one Trainer per model kind; rank 1 alone sees a divergence at
-# update 2 and (cnn, jem) a slow runaway at update 4.
+# Run by torchrun in the next test: one Trainer per model kind and objective; rank 1 alone sees a
+# divergence at update 2 and (cnn, jem: contrastive divergence) a slow runaway at update 4.
 WORKER = r'''
 import json
 import torch
@@ -61,7 +63,9 @@ digits = ebm_play.sample_digits(train=True)
 with distributed.session(torch.device("cpu")) as (world, device), open(f"rank{world.rank}.jsonl", "w") as log:
     log.write(json.dumps({"rank": world.rank, "flagged": distributed.flagged_ranks(world.rank == 1),
                           "any": distributed.any_rank(world.rank == 1), "none": distributed.any_rank(False)}) + "\n")
-    for kind, arch in (("cnn", {"width": 4}), ("jem", {"width": 4}), ("rbm", {"hidden": 16})):
+    for name, kind, arch in (("cnn", "cnn", {"width": 4}), ("jem", "jem", {"width": 4}), ("rbm", "rbm", {"hidden": 16}),
+                             ("dsm", "cnn", {"width": 4, "objective": "dsm", "sigma_levels": 4}),
+                             ("nce", "cnn", {"width": 4, "objective": "nce"})):
         config = ebm_play.TrainConfig(model=kind, batch_size=8, sampler_steps=2, buffer_size=32, lr=1e-3,
                                       checkpoint_every=1, **arch)
         tr = ebm_play.Trainer(config, digits.x[:400], digits.y[:400], device=device)
@@ -71,11 +75,12 @@ with distributed.session(torch.device("cpu")) as (world, device), open(f"rank{wo
         tr._drift = lambda gap, tr=tr, own=own_drift: "drift" if world.rank == 1 and tr.state.step == 3 else own(gap)
         try:
             rows = [tr.step() for _ in range(4)]
-            log.write(json.dumps({"rank": world.rank, "kind": kind, "rolled_back": [m["rolled_back"] for m in rows],
+            log.write(json.dumps({"rank": world.rank, "kind": name, "rolled_back": [m["rolled_back"] for m in rows],
                                   "events": [e.message for e in tr.state.events], "lr": rows[-1]["lr"],
                                   "sampler_steps": tr.config.sampler_steps,
-                                  "digest": distributed.parameter_digest(tr.model),
-                                  "buffer": tr.buffer.x.sum().item()}) + "\n")
+                                  "digest": distributed.parameter_digest(tr._view),
+                                  "buffer": None if tr.buffer is None else tr.buffer.x.sum().item(),
+                                  "loss": rows[-1]["loss"]}) + "\n")
         finally:
             tr.close()
 '''
@@ -90,17 +95,21 @@ def test_divergence_on_one_rank_rolls_back_every_rank(tmp_path):
     rows = [json.loads(line) for rank in (0, 1) for line in (tmp_path / f"rank{rank}.jsonl").read_text().splitlines()]
     flags = [r for r in rows if "flagged" in r]
     assert len(flags) == 2 and all(r["flagged"] == [1] and r["any"] and not r["none"] for r in flags)
-    for kind in ("cnn", "jem", "rbm"):
+    for kind in ("cnn", "jem", "rbm", "dsm", "nce"):
         r0, r1 = sorted((r for r in rows if r.get("kind") == kind), key=lambda r: r["rank"])
-        drift = kind != "rbm"
+        drift = kind in ("cnn", "jem")  # the slow-runaway check is contrastive divergence's
         assert r0["rolled_back"] == r1["rolled_back"] == [False, True, False, drift], kind
         assert "forced" in r1["events"][0] and "on rank 1" in r0["events"][0]
         if drift:
             assert "(drift)" in r1["events"][1] and "on rank 1" in r0["events"][1]
         assert r0["lr"] == r1["lr"] == pytest.approx(0.5e-3)  # both halved their learning rate
         assert r0["sampler_steps"] == r1["sampler_steps"] == 2 * (1 + drift)  # the drift doubled both
-        assert r0["digest"] == r1["digest"], kind  # identical weights after the shared rollback
-        assert r0["buffer"] != r1["buffer"], kind  # one replay buffer per rank, with its own stream
+        assert r0["digest"] == r1["digest"], kind  # identical weights (and nce's log Z) after the shared rollback
+        assert r0["loss"] != r1["loss"], kind  # each rank its own batches and noise
+        if kind in ("dsm", "nce"):
+            assert r0["buffer"] is None  # no replay buffer, no MCMC in their updates
+        else:
+            assert r0["buffer"] != r1["buffer"], kind  # one replay buffer per rank, with its own stream
 
 
 # --- single process: the same code, no process group, no collectives ------------------------------

@@ -109,10 +109,14 @@ def test_rbm_free_energy_equals_brute_force_sum_over_hidden_states():
     assert torch.allclose(rbm.free_energy(v), brute, atol=1e-5)
 
 
-def test_energy_gradient_matches_finite_differences(x):
+@pytest.mark.parametrize("make", [lambda: ebm_play.CNNEnergy(width=4), lambda: _noise_cnn().at_noise(0.05),
+                                  lambda: ebm_play.NoiseMLPEnergy(hidden=8).at_noise(0.1)])
+def test_energy_gradient_matches_finite_differences(x, make):
+    """Directional derivatives of the written-out gradients (the σ-conditioned models' baseline B
+    included) against central differences, in float64."""
     torch.manual_seed(0)
-    m = ebm_play.CNNEnergy(width=4).double()
-    x = x.double()
+    m = make().double()
+    x = x.double() if "mlp" not in type(getattr(m, "model", m)).kind else x.double().flatten(1)[:, :2]
     e, g = m.energy_and_grad(x)
     d = torch.randn_like(x)
     h = 1e-6
@@ -130,7 +134,9 @@ def _autograd_energy_and_grad(energy, x):
     lambda: ebm_play.CNNEnergy(width=4), lambda: ebm_play.CNNEnergy(width=4, spectral_norm=True),
     lambda: ebm_play.JEMEnergy(width=4), lambda: ClassEnergy(ebm_play.JEMEnergy(width=4), 3),
     lambda: _ensemble(), lambda: ClassEnergy(_ensemble(), 3),
-    lambda: compose((ebm_play.CNNEnergy(width=4), 1.0), (ClassEnergy(ebm_play.JEMEnergy(width=4), 7), -0.5))])
+    lambda: compose((ebm_play.CNNEnergy(width=4), 1.0), (ClassEnergy(ebm_play.JEMEnergy(width=4), 7), -0.5)),
+    lambda: _noise_cnn(), lambda: _noise_cnn().at_noise(0.3),
+    lambda: compose((_noise_cnn(), 1.0), (ebm_play.InkEnergy(), 2.0)).at_noise(0.1)])
 def test_written_out_gradients_equal_autograd(make, x):
     torch.manual_seed(0)
     m = make().double().eval()  # in training mode spectral norm takes a power-iteration step per call
@@ -228,3 +234,29 @@ def test_check_config_normalises_whole_floats_and_jem_needs_two_classes():
     assert check_config("cnn", {"width": 8.0}) == {"width": 8} and type(check_config("cnn", {"width": 8.0})["width"]) is int
     with pytest.raises(EBMError, match="n_classes"):
         ebm_play.JEMEnergy(width=2, n_classes=1)  # 0 classes made an energy of +inf
+
+
+def _noise_cnn():
+    """A σ-conditioned CNN with a fitted baseline and, unlike a fresh one, non-trivial modulations."""
+    m = ebm_play.NoiseCNNEnergy(width=4, levels=4)
+    m.fit_baseline(ebm_play.sample_digits(train=True).x[:500])
+    torch.nn.init.normal_(m.film.weight, std=0.3)
+    torch.nn.init.normal_(m.readout.weight, std=0.3)
+    return m
+
+
+def test_noise_conditional_cnn_is_its_energy_at_sigma_min_and_survives_a_file(x, tmp_path):
+    """E(x) = E(x, σ_min); the fitted histogram baseline and the ladder travel in the file."""
+    m = _noise_cnn().eval()
+    assert m.kind in ebm_play.models.IMAGE_ENERGIES and m.noise_ladder().tolist() == pytest.approx([1.0, 0.2714, 0.0737, 0.02], rel=1e-3)
+    assert torch.equal(m(x), m(x, 0.02)) and torch.equal(m(x), m.at_noise(0.02)(x))
+    per_sample = m(x, torch.tensor([0.02, 0.1, 0.3, 0.5, 1.0]))
+    assert torch.allclose(per_sample[1], m(x[1:2], 0.1)[0]) and torch.allclose(per_sample[4], m(x[4:5], 1.0)[0])
+    loaded = ebm_play.load_model(ebm_play.save_model(m, tmp_path / "n.safetensors"))
+    assert torch.equal(loaded(x), m(x)) and torch.equal(loaded.log_pi, m.log_pi)
+    digit = ebm_play.sample_digits(train=False).x[:5]
+    assert (m(digit) < m(x)).all()  # the baseline alone already rates digits far above uniform noise
+    with pytest.raises(EBMError, match="sigma_min"):
+        ebm_play.NoiseCNNEnergy(sigma_min=2.0)
+    with pytest.raises(EBMError, match="bins"):
+        ebm_play.NoiseCNNEnergy(bins=0)

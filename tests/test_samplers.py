@@ -315,3 +315,80 @@ def test_burn_in_updates_are_unadjusted_warm_up_records():
 def test_bad_warm_up_options_are_named(bad, msg):
     with pytest.raises(EBMError, match=msg):
         run("mala", 3, **bad)
+
+
+# --- the ladder sampler: annealed Langevin down a noise ladder -----------------------------------
+class NoisyMixture(nn.Module):
+    """A σ-conditioned energy known exactly: E(x, σ) = −log Σ_k w_k N(x; μ_k, (s² + σ²)I), the mixture
+    with noise σ added, as a dsm model would learn it (without σ: E(x, σ_min))."""
+
+    def __init__(self, means, weights, std, ladder=(1.0, 0.02, 10)):
+        super().__init__()
+        self.means, self.log_w, self.std, self.ladder = torch.tensor(means), torch.tensor(weights).log(), std, ladder
+
+    def forward(self, x, sigma=None):
+        v = self.std ** 2 + (self.ladder[1] if sigma is None else sigma) ** 2
+        d2 = (x[:, None, :] - self.means[None]).pow(2).sum(-1)
+        return -torch.logsumexp(self.log_w - d2 / (2 * v) - math.log(2 * math.pi * v), 1)
+
+    def noise_ladder(self):
+        from ebm_play.objectives import noise_ladder
+
+        return noise_ladder(*self.ladder)
+
+    def at_noise(self, sigma):
+        return lambda x: self(x, sigma)
+
+
+MIX_MEANS = [[0.6, 0.0], [-0.3, 0.52], [-0.3, -0.52]]
+MIX_WEIGHTS = [0.2, 0.3, 0.5]
+
+
+def test_ladder_sampler_gets_mixture_weights_and_moments_right():
+    """From uniform noise, 100 steps per level: the chains end with the mixture's mode weights
+    (unequal, 0.2 / 0.3 / 0.5; each within 5 binomial standard errors) and its moments. Each mode is
+    N(μ_k, v) at the last level, v = s² + σ_min²; ULA with step ε keeps variance v/(1 − ε/(2v)), and
+    the final Tweedie step x − σ_min²∇E shrinks the offset from μ_k by s²/v: the variance about the
+    mode is v/(1 − ε/(2v))·(s²/v)². Means and variances: 5 standard errors (√(var/N), var·√(2/N))."""
+    target = NoisyMixture(MIX_MEANS, MIX_WEIGHTS, std=0.05)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(N, 2, generator=g) * 2 - 1
+    eps = 8e-5
+    res = samplers.run("ladder", target, x0, 1000, generator=g, step_size=eps, bounds=None)
+    assert res.steps == list(range(1001)) and res.energies.shape == (1001, N)
+    means = torch.tensor(MIX_MEANS)
+    d, k = torch.cdist(res.x, means).min(1)
+    assert (d < 0.3).all()  # every chain in a mode
+    shares = torch.bincount(k, minlength=3).float() / N
+    for share, w in zip(shares.tolist(), MIX_WEIGHTS):
+        assert abs(share - w) < 5 * math.sqrt(w * (1 - w) / N), shares
+    v = 0.05 ** 2 + 0.02 ** 2
+    var = v / (1 - eps / (2 * v)) * (0.05 ** 2 / v) ** 2
+    offsets = res.x - means[k]
+    assert torch.all(offsets.mean(0).abs() < 5 * math.sqrt(var / N)), offsets.mean(0)
+    assert torch.all((offsets.var(0) - var).abs() < 5 * var * math.sqrt(2 / N)), (offsets.var(0), var)
+
+
+def test_plain_langevin_from_noise_gets_the_weights_wrong():
+    """The contrast the ladder is for: ULA at the last level alone, as long, keeps each chain in the
+    basin it started in, so the shares follow the basins' areas (about 1/3 each), not the weights."""
+    target = NoisyMixture(MIX_MEANS, MIX_WEIGHTS, std=0.05)
+    g = torch.Generator().manual_seed(0)
+    res = samplers.run("ula", lambda x: target(x), torch.rand(N, 2, generator=g) * 2 - 1, 1000, generator=g,
+                       step_size=8e-5, bounds=None)
+    _, k = torch.cdist(res.x, torch.tensor(MIX_MEANS)).min(1)
+    shares = torch.bincount(k, minlength=3).float() / N
+    assert abs(shares[2] - 0.5) > 0.1, shares
+
+
+def test_ladder_sampler_holds_masked_coordinates_and_needs_a_noise_ladder():
+    target = NoisyMixture(MIX_MEANS, MIX_WEIGHTS, std=0.05)
+    x0 = torch.full((64, 2), 0.6)
+    res = samplers.run("ladder", target, x0, 50, seed=0, mask=torch.tensor([1.0, 0.0]), sigma_max=0.3, levels=5)
+    assert torch.equal(res.x[:, 0], x0[:, 0]) and not torch.equal(res.x[:, 1], x0[:, 1])
+    assert res.x.abs().max() <= 1  # the final state is clamped into the bounds
+    with pytest.raises(EBMError, match="noise-conditional"):
+        samplers.run("ladder", TARGET, x0, 10, seed=0)
+    with pytest.raises(EBMError, match="sigma_min"):
+        samplers.run("ladder", target, x0, 10, seed=0, sigma_min=2.0)
+    assert len(samplers.run("ladder", target, x0, 0, seed=0).steps) == 1

@@ -287,3 +287,98 @@ def test_an_interrupted_update_changes_nothing(digits):
     assert all(torch.equal(v, before[k]) for k, v in tr.model.state_dict().items())
     tr.interrupt = None
     assert tr.step()["step"] == 1
+
+
+# --- the other objectives: denoising score matching and noise-contrastive estimation -------------
+def test_dsm_trains_without_mcmc_or_buffer_and_records_its_ladder(digits):
+    tr = ebm_play.Trainer(small(objective="dsm", sigma_levels=4, lr=2e-3), digits.x, digits.y)
+    assert tr.buffer is None and tr.model.kind == "cnn-noise"
+    g = torch.Generator().manual_seed(1)
+    held, z = digits.x[-256:], torch.randn(256, 1, 28, 28, generator=g)
+    sigma = tr.config.noise_ladder()[torch.arange(256) % 4]
+
+    def held_out_loss():  # the same images, levels and noise before and after
+        return ebm_play.objectives.dsm_loss(tr.model, held, sigma, z).mean().item()
+
+    before = held_out_loss()
+    rows = [tr.step() for _ in range(30)]
+    last = rows[-1]
+    assert {f"dsm_loss_{i}" for i in range(4)} <= set(last) and "gap" not in last
+    assert held_out_loss() < before - 0.001  # the histogram baseline alone: 0.100; 30 updates: 0.097
+    assert set(tr.metric_names()) >= {"loss", "dsm_loss_3"}
+    info = tr.metadata()
+    assert info["objective"] == "dsm" and info["sampler"] == "ladder" and len(info["noise_ladder"]) == 4
+    assert info["samplers"] == {"ladder": {"steps": 400, "step_size": 2e-5}}
+    x = tr.fresh_samples(3, steps=8)
+    assert x.shape == (3, 1, 28, 28) and x.abs().max() <= 1
+    assert len(list(tr.fresh_chains(3, steps=8))) == 9
+
+
+def test_dsm_model_is_an_ordinary_energy_at_its_smallest_noise(digits):
+    tr = ebm_play.Trainer(small(objective="dsm", sigma_levels=3), digits.x, digits.y)
+    m = tr.model.eval()
+    x = digits.x[:5]
+    assert torch.allclose(m(x), m(x, 0.02)) and not torch.allclose(m(x), m(x, 1.0))
+    e, g = m.energy_and_grad(x, 0.1)  # the written-out gradient equals autograd's
+    xr = x.clone().requires_grad_(True)
+    (ga,) = torch.autograd.grad(m(xr, 0.1).sum(), xr)
+    assert torch.allclose(e, m(x, 0.1), atol=1e-4) and torch.allclose(g, ga, atol=1e-4, rtol=1e-3)
+    pi = m.log_pi.exp()  # the baseline's pixel histograms were fitted to the data: corners black, centre inked
+    assert pi[0, 0, 0, 0] > 0.99 and pi[0, 14, 14, -1] > 0.2 and torch.allclose(pi.sum(-1), torch.ones(1, 28, 28))
+
+
+def test_nce_learns_to_tell_data_from_noise(digits):
+    """Against uniform noise the classification is easy (and the density model poor): it is learnt
+    within 40 updates. The default noise for digits is a Gaussian fitted to them; its first log Z
+    centres the logits (log q of digits and of Gaussian noise differ by hundreds of nats)."""
+    assert ebm_play.Trainer(small(objective="nce"), digits.x[:300]).noise.name == "gaussian"
+    tr = ebm_play.Trainer(small(objective="nce", nce_ratio=2, nce_noise="uniform"), digits.x, digits.y)
+    assert tr.buffer is None and tr.model.kind == "cnn"
+    rows = [tr.step() for _ in range(40)]
+    assert rows[-1]["nce_accuracy"] > 0.9 and rows[-1]["loss"] < rows[0]["loss"]
+    assert rows[-1]["e_noise"] > rows[-1]["e_real"] + 1
+    info = tr.metadata()
+    assert info["objective"] == "nce" and info["sampler"] == "langevin" and info["log_z"] == rows[-1]["log_z"] != 0
+    assert tr._view.log_z in [p for g in tr.optimizer.param_groups for p in g["params"]]
+
+
+@pytest.mark.parametrize("objective", ["dsm", "nce"])
+def test_non_finite_updates_roll_back_for_every_objective(digits, objective):
+    tr = ebm_play.Trainer(small(objective=objective, checkpoint_every=1), digits.x[:200], digits.y[:200])
+    tr.step()
+    good = {k: v.clone() for k, v in tr._view.state_dict().items()}
+    with torch.no_grad():
+        next(tr.model.parameters()).fill_(float("nan"))
+    m = tr.step()
+    assert m["rolled_back"] and "non-finite" in m["event"] and m["lr"] == pytest.approx(5e-4)
+    assert all(torch.equal(v, good[k]) for k, v in tr._view.state_dict().items())
+    assert not tr.step()["rolled_back"]
+
+
+@pytest.mark.parametrize("objective", ["dsm", "nce"])
+def test_an_interrupted_update_of_any_objective_changes_nothing(digits, objective):
+    tr = ebm_play.Trainer(small(objective=objective), digits.x[:64], digits.y[:64], interrupt=lambda: True)
+    before = {k: v.clone() for k, v in tr._view.state_dict().items()}
+    with pytest.raises(ebm_play.training.Interrupted):
+        tr.step()
+    assert tr.state.step == 0 and all(torch.equal(v, before[k]) for k, v in tr._view.state_dict().items())
+
+
+@pytest.mark.parametrize("bad", [dict(objective="gan"), dict(objective="dsm", model="rbm"), dict(objective="nce", model="jem"),
+                                 dict(objective="dsm", mirrored=0.5), dict(objective="nce", dimmed=0.1),
+                                 dict(objective="dsm", sigma_min=2.0), dict(objective="dsm", sigma_levels=0),
+                                 dict(objective="dsm", ladder_step=-1.0), dict(objective="nce", nce_ratio=0),
+                                 dict(objective="nce", nce_noise="laplace")])
+def test_bad_objective_settings_are_user_errors(bad):
+    with pytest.raises(EBMError):
+        small(**bad)
+
+
+def test_the_objective_and_ladder_are_fixed_during_a_run(digits):
+    tr = ebm_play.Trainer(small(objective="dsm"), digits.x[:100])
+    with pytest.raises(EBMError, match="cannot change"):
+        tr.update_config(sigma_min=0.05)
+    with pytest.raises(EBMError, match="cannot change"):
+        tr.update_config(objective="cd")
+    assert tr.update_config(lr=1e-4, ladder_step=1e-4) == ["lr", "ladder_step"]
+    assert tr.metadata()["samplers"]["ladder"]["step_size"] == 1e-4

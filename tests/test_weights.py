@@ -300,7 +300,8 @@ def test_save_never_replaces_a_non_regular_file(model, tmp_path):
 
 
 # --- generated files: refused in one line, or a model that samples ----------------------------------
-SMALL = {kind: {f: rule if rule is bool else (rule[0], min(rule[1], rule[0] + 2)) for f, rule in fields.items()}
+SMALL = {kind: {f: rule if rule is bool else (rule[0], min(rule[1], rule[0] + 2)) for f, rule in fields.items()
+                if rule is bool or isinstance(rule[0], int)}  # real numbers (noise ladders): the defaults
          for kind, fields in CONFIG_BOUNDS.items()}
 ANY_VALUE = st.one_of(st.integers(-10**6, 10**6), st.just(10**400), st.floats(allow_nan=True, allow_infinity=True),
                       st.booleans(), st.none(), st.text(max_size=4), st.lists(st.integers(-3, 3), max_size=3),
@@ -312,7 +313,9 @@ GOOD_OPTIONS = {  # values a recommendation may hold
     "base": st.sampled_from(["ula", "mala", "hmc", "langevin"]), "t_start": st.floats(0.01, 100),
     "t_end": st.floats(0.01, 100), "wall": st.floats(0, 200), "adapt": st.one_of(st.none(), st.booleans()),
     "warmup": st.one_of(st.none(), st.integers(0, 20)), "burn_in": st.integers(0, 20),
-    "target_accept": st.floats(0.05, 0.95),
+    "target_accept": st.floats(0.05, 0.95), "sigma_max": st.one_of(st.none(), st.floats(0.5, 2)),
+    "sigma_min": st.one_of(st.none(), st.floats(0.01, 0.1)), "levels": st.one_of(st.none(), st.integers(1, 5)),
+    "final_denoise": st.booleans(),
 }
 BAD_OPTIONS = st.one_of(ANY_VALUE, st.sampled_from([float("nan"), float("inf"), -1.0, 0, 1e-300, 10**12, 10**400, 2.5, "1"]),
                         st.lists(st.one_of(st.floats(-2, 2), st.just(float("nan"))), max_size=3))
@@ -331,12 +334,17 @@ def _config(kind, data, fault: bool) -> tuple[dict, dict]:
     if not fault:
         return real, claimed
     how = data.draw(st.sampled_from(["field", "range", "extra", "drop"]))
-    name = data.draw(st.sampled_from(sorted(real)))
+    name = data.draw(st.sampled_from(sorted(CONFIG_BOUNDS[kind] if how == "range" else real)))
     if how == "field":
         claimed[name] = data.draw(ANY_VALUE)
     elif how == "range":  # in or past the bounds: never matches the small tensors, never allocated
         rule = CONFIG_BOUNDS[kind][name]
-        claimed[name] = data.draw(st.booleans() if rule is bool else st.integers(rule[0] - 10, rule[1] * 100))
+        if rule is bool:
+            claimed[name] = data.draw(st.booleans())
+        elif isinstance(rule[0], float):
+            claimed[name] = data.draw(st.floats(-1.0, rule[1] * 100))
+        else:
+            claimed[name] = data.draw(st.integers(rule[0] - 10, rule[1] * 100))
     elif how == "extra":
         claimed[data.draw(st.text(min_size=1, max_size=5))] = data.draw(ANY_VALUE)
     else:  # the constructor's default then applies
@@ -411,9 +419,9 @@ def _samples(model) -> None:
     if model.kind == "classifier":
         assert model(torch.zeros(2, 1, 28, 28)).shape == (2, model.config.get("n_classes", 10))
         return
-    names = {"langevin", *stored} - ({"gibbs"} if model.kind != "rbm" else set())
+    names = {"langevin", *stored} & set(ebm_play.settings.applicable(model))
     for name in sorted(names):
-        if model.kind == "mlp2d":
+        if model.kind in ("mlp2d", "mlp2d-noise"):
             opts = {k: v for k, v in stored.get(name, {}).items() if k != "steps"}
             ebm_play.samplers.run(name, model, torch.zeros(2, 2), 2, seed=0, **opts)
         else:

@@ -222,7 +222,7 @@ def offered(model: nn.Module | None) -> tuple[str, ...]:
         return ()
     if getattr(model, "kind", None) == "rbm":
         return ("gibbs",)
-    return tuple(samplers.GRADIENT_SAMPLERS)
+    return tuple(s for s in applicable(model) if s in samplers.GRADIENT_SAMPLERS)
 
 
 def shown(model: nn.Module | None, sampler: str, base: str | None = None) -> Settings:

@@ -33,7 +33,7 @@ from .common import fmt, picture
 
 MAX_STEPS = 2000
 MAX_WEIGHT = 1000.0
-SAMPLER = draw.engine_default(ebm_play.denoise, "sampler")
+SAMPLERS = [draw.AUTO, *GRADIENT_SAMPLERS]
 KIND_LABELS = [("Gaussian", "gaussian"), ("Salt and pepper", "salt_pepper"), ("Occlusion (white patch)", "occlusion")]
 DEFAULT_STRENGTH = {"gaussian": 0.5, "salt_pepper": 0.2, "occlusion": 0.15}
 
@@ -47,7 +47,7 @@ SPECS = dict(session=AnySession(), image=Picture(), digit=draw.DIGIT, corruption
              strength=Number(0, max(hi for _, hi, _ in KINDS.values())).named("noise strength"),
              corruption_seed=Whole(0, 2**63 - 1).named("noise seed"),
              data_weight=Number(0, MAX_WEIGHT, optional=True).named("λ (data weight)"),
-             steps=Whole(0, MAX_STEPS, optional=True), sampler=Choice(GRADIENT_SAMPLERS).named("gradient sampler"),
+             steps=Whole(0, MAX_STEPS, optional=True), sampler=Choice(SAMPLERS).named("gradient sampler"),
              seed=Whole(0, 2**63 - 1, optional=True), **draw.KNOB_SPECS)
 
 
@@ -76,13 +76,14 @@ def summary(d0: float, d1: float, energies: tuple[float, float, float], label: s
 
 @endpoint(**SPECS)
 def denoise(pg: Playground, session=None, image=None, digit=None, corruption="gaussian", strength=0.5,
-            corruption_seed=0, data_weight=None, steps=None, sampler=SAMPLER, seed=0, step_size=None, noise=None,
+            corruption_seed=0, data_weight=None, steps=None, sampler=draw.AUTO, seed=0, step_size=None, noise=None,
             temperature=None):
     """Corrupt a drawing (or test digit ``digit``) and restore it with the session's current model,
     streaming noisy | restored | clean with the energy and distance to the clean image per step."""
     clean, source = draw.model_input(image, digit)
     noisy = corrupt(clean, corruption, strength, seed=corruption_seed)
     model, label = pg.current_model(session)
+    sampler = settings.default_sampler(model) if sampler == draw.AUTO else sampler
     knobs = dict(step_size=step_size, noise=noise, temperature=temperature)
     chosen = settings.resolve(model, sampler, steps, **knobs)
     chosen.check_work(1)
@@ -139,7 +140,7 @@ def create_tab(pg: Playground, session: gr.BrowserState, page: gr.Tab | None = N
                                  label="Strength", info=KINDS["gaussian"][2], elem_id="denoise-strength")
             with gr.Row():
                 weight = gr.Number(None, label="λ (data weight)", info="0 = the engine's default", min_width=120)
-                sampler = gr.Dropdown(list(GRADIENT_SAMPLERS), value=SAMPLER, label="Sampler", min_width=120)
+                sampler = gr.Dropdown(SAMPLERS, value=draw.AUTO, label="Sampler", min_width=120)
             with gr.Row():
                 noise_seed = gr.Number(0, precision=0, label="Noise seed", min_width=100)
                 seed = gr.Number(0, precision=0, label="Sampler seed", info="empty = random", min_width=100)

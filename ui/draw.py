@@ -45,6 +45,7 @@ from .boundary import PRIVATE, AnySession, Kept, Number, Picture, Session, Spec,
 from .canvas_pad import canvas_pad, data_url, read_data_url
 from .common import picture, thin
 
+AUTO = "auto"  # the sampler choice that means "the model's own" (settings.default_sampler)
 CANVAS = 280  # the pad: 10 canvas pixels per model pixel
 BRUSH_SIZE = 13  # ≈ 2.5-pixel MNIST strokes once a full-height digit is scaled to 20 pixels
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024

@@ -30,8 +30,7 @@ from .common import picture
 MAX_FILLS = 16
 MAX_STEPS = 2000
 STRIP_FRAMES = 8  # columns of the "filling step by step" picture
-AUTO = "auto"
-SAMPLERS = [AUTO, *ebm_play.SAMPLERS]
+SAMPLERS = [draw.AUTO, *ebm_play.SAMPLERS]
 
 SPECS = dict(session=AnySession(), image=Picture(), digit=draw.DIGIT, mask=Picture(), fills=Whole(1, MAX_FILLS),
              steps=Whole(0, MAX_STEPS, optional=True), sampler=Choice(SAMPLERS), seed=Whole(0, 2**63 - 1, optional=True),
@@ -39,9 +38,9 @@ SPECS = dict(session=AnySession(), image=Picture(), digit=draw.DIGIT, mask=Pictu
 
 
 def pick_sampler(model, sampler: str) -> str:
-    """``auto``: block Gibbs for an RBM, else the engine's own sampler for inpainting."""
-    if sampler == AUTO:
-        return "gibbs" if "gibbs" in settings.applicable(model) else draw.engine_default(ebm_play.inpaint, "sampler")
+    """``auto``: block Gibbs for an RBM, else the model's own sampler (the ladder for a dsm model)."""
+    if sampler == draw.AUTO:
+        return "gibbs" if "gibbs" in settings.applicable(model) else settings.default_sampler(model)
     return settings.check_applicable(model, sampler)
 
 
@@ -53,7 +52,7 @@ def energy_plot(rec, fills: int, title: str) -> gr.LinePlot:
 
 
 @endpoint(**SPECS)
-def inpaint(pg: Playground, session=None, image=None, digit=None, mask=None, fills=4, steps=None, sampler=AUTO,
+def inpaint(pg: Playground, session=None, image=None, digit=None, mask=None, fills=4, steps=None, sampler=draw.AUTO,
             seed=0, step_size=None, noise=None, temperature=None, keep_half=""):
     """Fill the erased pixels of a drawing (or test digit ``digit``) with the session's current model,
     streaming the fills; the kept pixels stay exactly as given."""
@@ -116,7 +115,7 @@ def create_tab(pg: Playground, session: gr.BrowserState, page: gr.Tab | None = N
         with gr.Column(scale=1, min_width=300):
             draw.model_picker(pg, session, page, "inpaint-model")
             with gr.Row():
-                sampler = gr.Dropdown(SAMPLERS, value=AUTO, label="Sampler", min_width=140,
+                sampler = gr.Dropdown(SAMPLERS, value=draw.AUTO, label="Sampler", min_width=140,
                                       info="auto: Gibbs for an RBM, else the engine's default")
                 seed = gr.Number(0, precision=0, label="Seed", info="empty = random", min_width=100)
             fills = gr.Slider(1, MAX_FILLS, 4, step=1, label="Fills side by side")

@@ -55,10 +55,12 @@ RECORD, FPS = Text(64).named("record"), Number(1, 60).named("frames per second")
 
 # --- the sampler knobs ---------------------------------------------------------------------------------
 def knob_state(model, sampler: str, base: str | None = None) -> tuple[list[str], str, int, list[tuple]]:
-    """(samplers that apply to ``model``, the sampler (langevin if the chosen one does not apply), its
-    recommended steps, (value, shown) of each field of :func:`knob_fields`)."""
-    choices = settings.applicable(model)
-    sampler = sampler if sampler in choices else "langevin"
+    """(samplers offered for ``model`` (those checked to give digits at their defaults, else all that
+    run on it), the sampler (the model's own if the chosen one is not offered), its recommended
+    steps, (value, shown) of each field of :func:`knob_fields`)."""
+    choices = list(settings.offered(model) or settings.applicable(model))
+    own = settings.default_sampler(model)
+    sampler = sampler if sampler in choices else own if own in choices else choices[0]
     shown = settings.shown(model, sampler, base=base or None)
     o, annealed = shown.options, sampler == "annealed"
     temp = o.get("t_end" if annealed else "temperature")

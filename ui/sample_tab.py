@@ -208,8 +208,9 @@ def _settings_column(pg: Playground) -> dict:
     with gr.Accordion("…or upload a model (.safetensors)", open=False):
         c["model_file"] = gr.File(label="Model file", file_types=[".safetensors"], type="filepath", height=100)
     with gr.Row():
-        c["sampler"] = gr.Dropdown(settings.applicable(model), value="langevin", label="Sampler", min_width=120,
-                                   info="those that apply to the model")
+        choices, first = P.knob_state(model, "langevin")[:2]
+        c["sampler"] = gr.Dropdown(choices, value=first, label="Sampler", min_width=120,
+                                   info="those that give digits with this model at their defaults")
         c["label"] = gr.Dropdown(LABELS, value=-1, label="Class (JEM)", min_width=120, info="samples E(x, y)",
                                  interactive=model.has_classes)
     with gr.Row():

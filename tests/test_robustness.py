@@ -8,6 +8,7 @@ result or one short message; afterwards the server still answers ordinary reques
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -32,6 +33,7 @@ from test_app import new_session
 
 import ebm_play
 from ebm_play import cli
+from ui import boundary as B
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -412,3 +414,73 @@ def test_a_rest_call_costs_gradio_one_small_session(app, url):
         r = http.post("/gradio_api/call/score", json={"data": [f"rest-session-{i:04d}", None]})
         stream = http.get(f"/gradio_api/call/score/{r.json()['event_id']}").text
         assert "event: error" in stream and "upload an image to score" in stream
+
+
+# --- every event the page can send, hidden ones included ----------------------------------------------
+def page_call(url: str, fn_index: int, data: list, queued: bool, timeout: float = 60.0):
+    """One event as the page sends it (through the queue, or straight to /run/predict for the events
+    that skip it): ('ok', outputs) or ('error', message)."""
+    session_hash = "walk" + os.urandom(4).hex()
+    body = json.dumps({"fn_index": fn_index, "data": data, "session_hash": session_hash, "trigger_id": None,
+                       "event_data": {"index": [0, 0], "value": None}}, allow_nan=True)  # (a click's, ignored by others)
+    headers = {"content-type": "application/json"}
+    if not queued:
+        r = httpx.post(f"{url}gradio_api/run/predict", content=body, headers=headers, timeout=timeout)
+        payload = r.json()
+        return ("ok", payload.get("data")) if r.status_code == 200 else ("error", payload.get("error"))
+    r = httpx.post(f"{url}gradio_api/queue/join", content=body, headers=headers)
+    if r.status_code != 200:
+        return "error", r.json().get("error")
+    with httpx.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session_hash},
+                      timeout=timeout) as events:
+        for line in events.iter_lines():
+            msg = json.loads(line[5:]) if line.startswith("data:") else {}
+            if msg.get("msg") == "process_completed":
+                out = msg.get("output") or {}
+                return ("ok", out.get("data")) if msg.get("success") else ("error", out.get("error"))
+    return "error", None
+
+
+def page_values(fn, names: list[str], specs: dict, sid: str) -> list:
+    """What the page sends for ``fn`` before anyone touches it: each input component's value (a
+    session id for the session), the function's default for an API-only parameter."""
+    defaults = inspect.signature(fn.fn.endpoint).parameters
+    out = []
+    for comp, name in zip(fn.inputs, names):
+        if isinstance(specs[name], (B.Session, B.AnySession)):
+            out.append(sid)
+        elif getattr(comp, "value", None) is not None:
+            out.append(comp.value)
+        else:
+            d = defaults[name].default
+            out.append(None if d is inspect.Parameter.empty else d)
+    return out
+
+
+def test_nan_through_every_event_the_page_can_send(app, url):
+    """Issue #19: a hidden canvas-click event once took [NaN, NaN] points and its run rolled back
+    forever. Every event (named or not), every checked parameter in turn, gets NaN where the page
+    would send its value: each call ends in one short message naming what is wrong, and nothing runs."""
+    tried, failures = 0, []
+    for index, fn in app.fns.items():
+        ep = fn.fn.endpoint
+        specs = ep.specs
+        names = [p for p in list(inspect.signature(ep).parameters)[1:] if p in specs]
+        assert len(fn.inputs) <= len(names), f"{fn.name}: {len(fn.inputs)} inputs for {names}"
+        names = names[:len(fn.inputs)]  # the rest keep their defaults
+        base = page_values(fn, names, specs, new_session())
+        for i, name in enumerate(names):
+            if isinstance(specs[name], (B.Kept, B.Click, B.AnySession)) or isinstance(fn.inputs[i], gr.State):
+                continue  # server-side state and click data (gradio's), and a session a bad id simply lacks
+            data = list(base)
+            data[i] = float("nan")
+            kind, message = page_call(url, index, data, fn.queue is not False)
+            what = f"{fn.name}({name}=NaN)"
+            if kind != "error":
+                failures.append(f"{what}: accepted")
+            elif not message or len(message) > 400 or "\n" in message or "unexpected error" in message:
+                failures.append(f"{what}: {message!r}")
+            tried += 1
+    assert not failures, "\n".join(failures)
+    assert tried > 150, tried  # the page's events really were walked
+    assert app.playground.active_runs() == 0  # nothing started

@@ -371,13 +371,18 @@ class Gate:
             return fn
         if fn is not None and len(data) != len(fn.inputs):
             return f"this event takes {len(fn.inputs)} input values, got {len(data)}"
+        for comp, v in zip(fn.inputs if fn is not None else (), data):  # gradio validates files before any handler
+            model = getattr(comp, "data_model", None)
+            if model is not None and v is not None and not isinstance(v, (dict, list)):
+                what = getattr(comp, "label", None) or type(comp).__name__.lower()
+                return f"{what} must be a file object ({{\"path\": …}} or an upload), got {type(v).__name__}"
         return None
 
     def _fn(self, path: str, payload: dict):
         blocks = self.blocks
         if blocks is None:
             return None
-        if path.startswith("/gradio_api/queue/join"):
+        if path.startswith("/gradio_api/queue/join") or path == "/gradio_api/run/predict":
             index = payload.get("fn_index")
             if index is None:
                 name = payload.get("api_name")

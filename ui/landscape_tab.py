@@ -8,10 +8,15 @@
 - **Sample**: two samplers side by side on a trained or hand-made landscape, streamed, with
   acceptance, mode shares and mode hopping (:class:`ebm_play.landscape_sampling.Comparison`).
 - **Compose**: E = Σ wᵢ Eᵢ of landscapes, sampled with annealed MALA.
+- **Objectives side by side**: two of cd, dsm and nce trained on the same data and seed, in turns,
+  in the session's run of kind "objectives" (:class:`ebm_play.runs.ObjectivesRun`); heat maps with
+  score arrows and, at the end, mode shares of fresh samples from each model's own sampler. A 0.5 s
+  timer runs only while the comparison does.
 
 Endpoints: ``/landscape_train_start``, ``/landscape_status``, ``/landscape_pause``,
 ``/landscape_step``, ``/landscape_reset``, ``/landscape_sample``, ``/landscape_compose``,
-``/landscape_gif``. What a session keeps besides its run (clicked points, the composed landscape,
+``/landscape_gif``, ``/landscape_objectives_start``, ``/landscape_objectives_status``,
+``/landscape_objectives_stop``. What a session keeps besides its run (clicked points, the composed landscape,
 the last comparison for its GIF) lives in its ``choices``.
 """
 
@@ -735,7 +740,7 @@ OBJECTIVES_INTRO = (
     "### Objectives side by side\nTwo training objectives on the data set and seed chosen above, the same network and "
     "the same number of updates: **cd** pushes energy up at MCMC negatives, **dsm** learns the score −∇E from noised "
     "data (no MCMC), **nce** tells data from uniform noise. Each heat map shows its energy with the score field as "
-    "yellow arrows (for dsm the *learned* score at the smallest noise level, for cd and nce the field their energy "
+    "red arrows (for dsm the *learned* score at the smallest noise level, for cd and nce the field their energy "
     "implies) and, at the end, fresh samples from its own sampler (pink; dsm: annealed Langevin down the noise "
     "ladder), whose mode shares the table compares with the data's.")
 

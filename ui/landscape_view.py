@@ -131,7 +131,7 @@ def draw_arrows(draw: ImageDraw.ImageDraw, arrows: dict, size: int = SIZE) -> No
 
 
 def draw_field(draw: ImageDraw.ImageDraw, xs: np.ndarray, ys: np.ndarray, U: np.ndarray, V: np.ndarray,
-               size: int = SIZE, color=(255, 255, 255)) -> None:
+               size: int = SIZE, color=(239, 68, 68)) -> None:
     """A vector field on a grid ((U, V)[i, j] at (xs[j], ys[i])) as arrows of one colour. A score's
     length spans orders of magnitude (tiny in a valley, huge on the steep rim of an MLP energy), so
     lengths are capped at the field's 75th percentile: the direction is what matters, and arrows
@@ -334,13 +334,13 @@ def sampling_frames(grid: tuple, frames, sides: list[str], size: int = 300) -> l
     return out
 
 
-FIELD_COLOR = (253, 224, 71)  # yellow: the score arrows
+FIELD_COLOR = (239, 68, 68)  # red: the score arrows (no colour of the viridis heat map)
 N_FRESH_SHOWN = 400  # of a comparison's fresh samples (all of them count in its mode shares)
 
 
 def objective_picture(side, data, size: int = 400) -> Image.Image:
     """One side of an objectives comparison (``ebm_play.runs.SideView``): the heat map of its energy,
-    the data (white), the score field −∇E as arrows (yellow; for dsm the learned score at σ_min) and,
+    the data (white), the score field −∇E as arrows (red; for dsm the learned score at σ_min) and,
     once drawn, its fresh samples (pink crosses)."""
     fresh = None if side.samples is None else side.samples[:N_FRESH_SHOWN]
     img = compose_frame(background(side.xs, side.ys, side.E, size=size, contours=8), data=data, fresh=fresh)

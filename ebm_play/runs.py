@@ -683,6 +683,7 @@ class ObjectivesRun:
         self.estimate, self.source, self.info = estimate, source, dict(info or {})
         self.id = secrets.token_hex(4)
         self.state, self.step, self.error = "starting", 0, None
+        self._lock = threading.Lock()  # state changes: a stop must not be overwritten by the worker
         self.data = data
         pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[: self.N_DATA]
         self.data_shown = data[pick].numpy().copy()
@@ -706,9 +707,10 @@ class ObjectivesRun:
 
     def stop(self) -> None:
         """End the comparison at the current update; its samples and mode shares are drawn there."""
-        if self.state not in LIVE:
-            raise EBMError(f"the comparison is already {self.state}")
-        self.state = "stopped"
+        with self._lock:
+            if self.state not in LIVE:
+                raise EBMError(f"the comparison is already {self.state}")
+            self.state = "stopped"
 
     def touch(self) -> None:
         self.seen = time.monotonic()
@@ -740,19 +742,23 @@ class ObjectivesRun:
                     sb = L.SideBySide(self.data, self.objectives, seed=self.seed)
                 self.say(f"{' and '.join(self.objectives)} side by side on {len(self.data):,} points from "
                          f"{self.source}, seed {self.seed}, {self.max_steps:,} updates each")
-                if self.state == "starting":
-                    self.state = "running"
+                self._move("starting", "running")
                 self._train(sb)
                 self._publish(sb, final=True)  # first: whoever sees "finished" finds the mode shares
-                if self.state == "running":
-                    self.state = "finished"
+                self._move("running", "finished")
                 self.say(f"{self.state} at update {self.step:,}")
         except Exception as e:  # anything: keep the message for the page
             log.exception("comparison %s failed", self.id)
-            self.state, self.error = "failed", str(e) if isinstance(e, EBMError) else f"{type(e).__name__}: {e}"
+            with self._lock:
+                self.state, self.error = "failed", str(e) if isinstance(e, EBMError) else f"{type(e).__name__}: {e}"
             self.say(f"failed at update {self.step:,}: {self.error}")
         finally:
             del sb  # the trainers go with the thread: an ended comparison keeps only its views
+
+    def _move(self, old: str, new: str) -> None:
+        with self._lock:
+            if self.state == old:
+                self.state = new
 
     def _train(self, sb: L.SideBySide) -> None:
         last = time.monotonic()

@@ -87,6 +87,10 @@ def test_memory_budget_refuses_before_allocating():
     with pytest.raises(EBMError, match="lower the buffer size"):
         pg.start_run("big-buffer-1", "image", preset("fast", buffer_size=100_000), pg.data().x, pg.data().y)
     assert pg.sessions.peek("big-buffer-1") is None  # refused before even a session was made
+    tiny = Playground("cpu", limits=Limits(run_bytes=2**16))  # 64 KB: less than two 2-D trainers hold together
+    with pytest.raises(EBMError, match="over the 0 MB a run may use"):
+        tiny.start_objectives("big-sbs-01", L.dataset("two_moons")[0], ("cd", "dsm"), 0, 10)
+    assert tiny.sessions.peek("big-sbs-01") is None
 
 
 

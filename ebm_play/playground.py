@@ -24,11 +24,25 @@ from pathlib import Path
 
 import torch
 
+from . import landscapes as L
 from .data import Digits, mnist
 from .errors import EBMError
 from .models import IMAGE_ENERGIES, CNNEnergy, EnergyModel
+from .objectives import OBJECTIVES
 from .recording import Jobs, RecordStore
-from .runs import Estimate, ImageViews, LandscapeViews, Limits, Run, Spec, check_budget, estimate
+from .runs import (
+    MAX_COMPARE_STEPS,
+    Estimate,
+    ImageViews,
+    LandscapeViews,
+    Limits,
+    ObjectivesRun,
+    Run,
+    Spec,
+    check_budget,
+    estimate,
+    side_by_side_estimate,
+)
 from .runtime import resolve_device
 from .sessions import Session, SessionStore
 from .training import TrainConfig
@@ -199,6 +213,33 @@ class Playground:
             run = Run(kind, spec, views, est, max_steps=max_steps, start=start, idle_pause_s=idle_pause_s)
             try:
                 self.sessions.keep(s, lambda s: s.runs.__setitem__(kind, run))
+            except EBMError:
+                run.stop()
+                raise
+        return run
+
+    def start_objectives(self, sid, data: torch.Tensor, objectives, seed: int, max_steps: int,
+                         modes: L.Modes | None = None, *, source: str = "", info: dict | None = None,
+                         own_data: bool = False) -> ObjectivesRun:
+        """Claim a slot and start objectives side by side on 2-D points for the session (its run of
+        kind "objectives", :class:`ObjectivesRun`): checked like any run, before anything is built.
+        It takes one running slot (the objectives train in turns in one thread) and the memory of all
+        its trainers together."""
+        objectives = tuple(objectives)
+        if len(objectives) < 2 or len(set(objectives)) != len(objectives) or any(o not in OBJECTIVES for o in objectives):
+            raise EBMError(f"choose two or more different objectives from {', '.join(OBJECTIVES)}")
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or not 1 <= max_steps <= MAX_COMPARE_STEPS:
+            raise EBMError(f"updates must be a whole number from 1 to {MAX_COMPARE_STEPS:,}, got {max_steps!r}")
+        data = L.check_points(data, "data")
+        configs = [L.train_config(objective=o, seed=seed) for o in objectives]
+        est = side_by_side_estimate(configs, data.numel() * data.element_size() if own_data else 0)
+        check_budget(est, self.limits)
+        s = self.sessions.get(sid)
+        with self._lock:
+            self._check_room(s, ObjectivesRun.kind, est)
+            run = ObjectivesRun(data, objectives, seed, max_steps, modes, est, source, info)
+            try:
+                self.sessions.keep(s, lambda s: s.runs.__setitem__(ObjectivesRun.kind, run))
             except EBMError:
                 run.stop()
                 raise

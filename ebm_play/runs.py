@@ -629,3 +629,163 @@ class Run:
                 "rollbacks": self.events[-20:], "error": self.error, "data": self.spec.source,
                 "resumed_from": self.spec.resumed_from, "device": str(self.spec.device),
                 "memory_mb": round(self.estimate.mb, 1), "config": asdict(self.config), "log": self.log[-5:]}
+
+
+# --- objectives side by side --------------------------------------------------------------------------
+MAX_COMPARE_STEPS = 5000  # updates per objective: 5,000 cd + dsm updates take ~1 min on one core
+
+
+def side_by_side_estimate(configs: list[TrainConfig], data_bytes: int = 0) -> Estimate:
+    """What objectives side by side cost together: the memory of all their trainers, one update of
+    each in turn (they share one thread), the largest sampler step."""
+    parts: dict[str, int] = {}
+    ests = [estimate(c, (2,)) for c in configs]
+    for e in ests:
+        for k, v in e.parts.items():
+            parts[k] = parts.get(k, 0) + v
+    parts["training data"] = int(data_bytes)
+    return Estimate(sum(e.params for e in ests), sum(parts.values()), parts, max(e.step_flops for e in ests),
+                    sum(e.update_flops for e in ests))
+
+
+@dataclass(frozen=True)
+class SideView:
+    """One objective of a comparison as numpy arrays, replaced whole (any thread may read it)."""
+
+    objective: str
+    sampler: str  # the run's own sampler for fresh samples (langevin, ladder)
+    step: int
+    xs: np.ndarray
+    ys: np.ndarray
+    E: np.ndarray  # the energy on the grid (dsm: E(x, σ_min))
+    score: tuple  # (xs, ys, U, V): −∇E on a coarser grid; dsm: the learned score at σ_min
+    sigma: float | None = None  # the noise level of a dsm score
+    last: dict = field(default_factory=dict)  # the figures of its last update
+    samples: np.ndarray | None = None  # fresh samples with its own sampler (at the end)
+    report: dict | None = None  # mode shares of those samples against the data's (landscapes.mode_share_error)
+
+
+class ObjectivesRun:
+    """Objectives side by side (:class:`ebm_play.landscapes.SideBySide`) in a background thread: each
+    objective takes ``max_steps`` updates, in turns, on the same data with the same seed. The
+    energies and score fields are published twice a second; at the end (or at a stop) each objective
+    draws ``N_SAMPLES`` fresh samples with its own sampler (Langevin for cd and nce, the ladder for
+    dsm), compared with the data's mode shares. Control is a flag read between updates (a 2-D update
+    takes milliseconds). States: starting, running, stopped, finished, failed; ``busy`` stays true
+    until the final view is out."""
+
+    kind = "objectives"
+    EVERY_S, GRID, SCORE_GRID, N_SAMPLES, N_DATA = 0.5, 80, 20, 1000, 800
+
+    def __init__(self, data: torch.Tensor, objectives: tuple[str, ...], seed: int, max_steps: int,
+                 modes: L.Modes | None, estimate: Estimate, source: str = "", info: dict | None = None):
+        self.objectives, self.seed, self.max_steps, self.modes = tuple(objectives), int(seed), int(max_steps), modes
+        self.estimate, self.source, self.info = estimate, source, dict(info or {})
+        self.id = secrets.token_hex(4)
+        self.state, self.step, self.error = "starting", 0, None
+        self._lock = threading.Lock()  # state changes: a stop must not be overwritten by the worker
+        self.data = data
+        pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[: self.N_DATA]
+        self.data_shown = data[pick].numpy().copy()
+        self.sides: dict[str, SideView] = {}
+        self._last: dict[str, dict] = {}  # each objective's figures of its last update (worker only)
+        self.version = 0  # bumps whenever ``sides`` is replaced
+        self.log: list[str] = []
+        self.seen = time.monotonic()
+        self._thread = threading.Thread(target=self._loop, name=f"ebm-objectives-{self.id}", daemon=True)
+        self._thread.start()
+
+    # --- control and reading: never blocks ------------------------------------------------------------
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE
+
+    @property
+    def busy(self) -> bool:
+        """Training, or still drawing its final samples."""
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        """End the comparison at the current update; its samples and mode shares are drawn there."""
+        with self._lock:
+            if self.state not in LIVE:
+                raise EBMError(f"the comparison is already {self.state}")
+            self.state = "stopped"
+
+    def touch(self) -> None:
+        self.seen = time.monotonic()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def say(self, msg: str) -> None:
+        self.log.append(f"[{time.strftime('%H:%M:%S')}] {msg}")
+        del self.log[:-200]
+
+    def status(self) -> dict:
+        """A JSON-able summary (what ``/landscape_objectives_status`` returns)."""
+        sides = {o: {"sampler": v.sampler, "step": v.step, "sigma": v.sigma,
+                     "last": {k: round(x, 6) if isinstance(x, float) else x for k, x in v.last.items()},
+                     "modes": v.report} for o, v in self.sides.items()}
+        return {"run": self.id, "kind": self.kind, "state": self.state, "busy": self.busy, "step": self.step,
+                "max_steps": self.max_steps, "objectives": list(self.objectives), "seed": self.seed,
+                "data": self.source, "view_version": self.version, "sides": sides, "error": self.error,
+                "memory_mb": round(self.estimate.mb, 1), "log": self.log[-5:]}
+
+    # --- the worker ---------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        background_priority()
+        sb = None
+        try:
+            with job_threads(1):
+                with torch.random.fork_rng(devices=[]):
+                    sb = L.SideBySide(self.data, self.objectives, seed=self.seed)
+                self.say(f"{' and '.join(self.objectives)} side by side on {len(self.data):,} points from "
+                         f"{self.source}, seed {self.seed}, {self.max_steps:,} updates each")
+                self._move("starting", "running")
+                self._train(sb)
+                self._publish(sb, final=True)  # first: whoever sees "finished" finds the mode shares
+                self._move("running", "finished")
+                self.say(f"{self.state} at update {self.step:,}")
+        except Exception as e:  # anything: keep the message for the page
+            log.exception("comparison %s failed", self.id)
+            with self._lock:
+                self.state, self.error = "failed", str(e) if isinstance(e, EBMError) else f"{type(e).__name__}: {e}"
+            self.say(f"failed at update {self.step:,}: {self.error}")
+        finally:
+            del sb  # the trainers go with the thread: an ended comparison keeps only its views
+
+    def _move(self, old: str, new: str) -> None:
+        with self._lock:
+            if self.state == old:
+                self.state = new
+
+    def _train(self, sb: L.SideBySide) -> None:
+        last = time.monotonic()
+        while self.state == "running" and self.step < self.max_steps:
+            self._last = sb.step()
+            self.step += 1
+            if time.monotonic() - last >= self.EVERY_S:
+                self._publish(sb)
+                last = time.monotonic()
+            FOREGROUND.wait_idle(YIELD_MAX_S)  # requests first (see runtime.Foreground)
+
+    @torch.no_grad()
+    def _publish(self, sb: L.SideBySide, final: bool = False) -> None:
+        samples = sb.samples(self.N_SAMPLES, seed=1) if final else {}
+        report = sb.mode_report(self.modes, samples) if final and self.modes is not None else {}
+        sides = {}
+        for o, tr in sb.trainers.items():
+            model = tr.model.eval()
+            try:
+                xs, ys, E = L.energy_grid(model, self.GRID)
+                sigma = float(tr.config.sigma_min) if o == "dsm" else None
+                score = L.score_field(model, self.SCORE_GRID, sigma)
+            finally:
+                model.train()
+            x = samples.get(o)
+            sides[o] = SideView(o, tr.config.sampler(), tr.state.step, xs, ys, E, score, sigma,
+                                {k: v for k, v in self._last.get(o, {}).items() if isinstance(v, (int, float))},
+                                None if x is None else x.detach().float().cpu().numpy(), report.get(o))
+        self.sides = sides
+        self.version += 1

@@ -111,3 +111,51 @@ def test_landscape_tab_trains_live_samples_composes(page, url, app):
 
     page.locator("#landscape-reset").click()
     expect(page.locator("#landscape-status")).to_contain_text("No run yet")
+
+
+def arrow_pixels(src: str) -> int:
+    """Pixels of the score arrows' red in a served picture (read from gradio's cache: same machine)."""
+    import numpy as np
+
+    from ui.landscape_view import FIELD_COLOR
+
+    path = src.split("file=", 1)[1].split("?", 1)[0]
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB"), dtype=np.int16)
+    return int((np.abs(rgb - np.array(FIELD_COLOR)).max(-1) < 40).sum())  # a JPEG shifts colours a little
+
+
+@pytest.mark.timeout(90)
+def test_objectives_side_by_side_train_show_scores_and_mode_shares_then_go_quiet(page, url):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=30_000)
+    page.goto(url + "?tab=landscape")
+    go = page.locator("#landscape-compare")
+    expect(go).to_be_visible()
+    page.wait_for_timeout(500)
+    updates = page.locator("#landscape-objective-updates input")
+    updates.fill("150")
+    updates.press("Tab")
+    go.click()
+    status = page.locator("#landscape-compare-status")
+    expect(status).to_contain_text("cd vs dsm")
+    maps = [page.locator(f"#landscape-objective-{side}-map img") for side in ("a", "b")]
+    for img in maps:
+        expect(img).to_have_attribute("src", re.compile(r"\S+"))
+    table = page.locator("#landscape-objectives-table")
+    expect(table).to_contain_text("max weight error", timeout=60_000)  # filled once fresh samples are drawn
+    expect(status).to_contain_text("Finished")
+    expect(status).to_contain_text("update 150 of 150")  # the number typed in counted
+    text = table.inner_text()
+    print("mode shares:", text.replace("\n", " | ")[:400])
+    assert "cd (langevin)" in text and "dsm (ladder)" in text and "mode 2" in text
+    page.wait_for_timeout(300)  # the last pictures replace the running ones
+    counts = [arrow_pixels(img.get_attribute("src")) for img in maps]
+    print("red arrow pixels per heat map:", counts)
+    assert min(counts) > 150, f"no score arrows on the heat maps: {counts} red pixels"
+
+    sent = []  # once finished, the page is idle: its timer is off and nothing asks the server
+    page.on("request", lambda r: sent.append(r.url))
+    page.wait_for_timeout(3000)
+    assert sent == [], sent

@@ -68,7 +68,8 @@ def test_every_event_is_an_endpoint_and_no_timer_takes_a_picture(pg):
             assert not any(isinstance(i, (gr.Image, gr.ImageEditor, gr.File)) for i in f.inputs), f.name
     named = {f.api_name for f in fns if f.api_name}
     assert {"landscape_train_start", "landscape_status", "landscape_pause", "landscape_step", "landscape_reset",
-            "landscape_sample", "landscape_compose", "landscape_gif"} <= named
+            "landscape_sample", "landscape_compose", "landscape_gif", "landscape_objectives_start",
+            "landscape_objectives_status", "landscape_objectives_stop"} <= named
 
 
 def test_play_pause_step_live_settings_and_reset(pg, sid):
@@ -152,6 +153,13 @@ def test_a_click_adds_points_and_a_bad_click_is_refused(pg, sid):
     (lambda pg, sid: T.landscape_compose(pg, sid, "none", 1, "none", 1, "none", 1), "at least one term"),
     (lambda pg, sid: T.landscape_gif(pg, sid, "sampling"), "no sampling run"),
     (lambda pg, sid: T.landscape_gif(pg, sid, "training"), "no training run"),
+    (lambda pg, sid: T.landscape_objectives_start(pg, sid, "two_moons", "dsm", "dsm"), "two different objectives"),
+    (lambda pg, sid: T.landscape_objectives_start(pg, sid, "two_moons", "cd", "mle"), "objective B: unknown value"),
+    (lambda pg, sid: T.landscape_objectives_start(pg, sid, "two_moons", updates=0), "updates must be between 1 and"),
+    (lambda pg, sid: T.landscape_objectives_start(pg, sid, "two_moons", updates=1.5), "updates must be a whole"),
+    (lambda pg, sid: T.landscape_objectives_start(pg, sid, "custom"), "no points yet"),
+    (lambda pg, sid: T.landscape_objectives_stop(pg, sid), "no comparison running"),
+    (lambda pg, sid: T.compare(pg, sid, "two_moons", "cd", "nce", 10, -1, {}), "seed must be between"),
 ])
 def test_bad_input_gives_one_clear_message(pg, sid, call, msg):
     with pytest.raises(EBMError, match=msg):
@@ -221,3 +229,54 @@ def test_presets_fill_the_form_and_clear_the_last_results(pg):
     a = T.sampler_fields(pg, "langevin")
     assert a[1].interactive is True and a[2].interactive is False
     assert [x.interactive for x in T.sampler_fields(pg, "none")[1:]] == [False, False]
+
+
+def follow(pg, sid, out, timeout=90.0) -> list:
+    """Tick the comparison's timer the way the page does until it switches itself off."""
+    seen, deadline = out[4], time.monotonic() + timeout
+    while out[5].active:
+        assert time.monotonic() < deadline, "the comparison's timer never stopped"
+        time.sleep(T.COMPARE_POLL_S)
+        out = T.compare_poll(pg, sid, seen)
+        seen = out[4]
+    return out
+
+
+def test_objectives_side_by_side_show_energies_scores_and_mode_shares(pg, sid):
+    assert T.landscape_objectives_status(pg, sid)["state"] == "none"
+    out = T.compare(pg, sid, "gaussians8", "cd", "dsm", 30, 0, {})
+    assert out[5].active is True and "cd vs dsm" in out[2]  # the timer follows the run
+    last = follow(pg, sid, out)
+    seen = last[4]
+    assert "Finished" in seen["md"] and "update 30 of 30" in seen["md"]
+    with Image.open(last[0]) as a, Image.open(last[1]) as b:  # the final pictures come with the last tick
+        assert a.size == b.size == (T.SAMPLE_SIZE, T.SAMPLE_SIZE)
+    table = seen["table"]
+    assert all(h in table.splitlines()[0] for h in ("mode 1", "mode 8", "outside", "max weight error", "TV"))
+    assert "**cd** (langevin)" in table and "**dsm** (ladder)" in table
+    assert not re.findall(r"\d\.\d{5,}", table)  # numbers through fmt
+    st = T.landscape_objectives_status(pg, sid)
+    assert st["state"] == "finished" and st["objectives"] == ["cd", "dsm"] and st["dataset"] == "gaussians8"
+    for side in st["sides"].values():  # 8 modes, shares of the samples and the data, each adding up to 1
+        m = side["modes"]
+        assert len(m["weights"]) == 8 and abs(sum(m["samples"]) - 1) < 1e-3 and abs(sum(m["data"]) - 1) < 1e-3
+        assert 0 <= m["max_error"] <= 1 and m["tv"] >= m["outside"] - 1e-4  # TV counts the outside share
+    run = pg.sessions.get(sid).runs["objectives"]
+    assert run.sides["dsm"].sigma == 0.02 and run.sides["cd"].sigma is None
+    quiet = T.compare_poll(pg, sid, seen)  # an idle page: nothing new, no timer
+    assert quiet[:4] == [SKIP] * 4 and quiet[5].active is False
+
+
+def test_a_comparison_stops_and_a_new_one_replaces_it(pg, sid):
+    pts = [[-0.5 + 0.01 * i, 0.5] for i in range(20)] + [[0.5, -0.5 + 0.01 * i] for i in range(20)]
+    st = T.landscape_objectives_start(pg, sid, "custom", "cd", "nce", T.MAX_COMPARE_STEPS, 3, points=pts)
+    first = st["run"]
+    st = T.landscape_objectives_start(pg, sid, "custom", "nce", "dsm", T.MAX_COMPARE_STEPS, 3)  # replaces it
+    assert st["run"] != first and st["objectives"] == ["nce", "dsm"] and st["data"] == "My points (click the canvas)"
+    out = T.compare_stop(pg, sid, {})
+    assert "Stopped" in out[2] or "drawing fresh samples" in out[2]
+    seen = follow(pg, sid, out)[4]
+    st = T.landscape_objectives_status(pg, sid)
+    assert st["state"] == "stopped" and st["step"] < T.MAX_COMPARE_STEPS and "Stopped" in seen["md"]
+    assert all(len(s["modes"]["weights"]) == 2 for s in st["sides"].values())  # the two clicked strokes
+    assert pg.active_runs() == 0

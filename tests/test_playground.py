@@ -87,7 +87,36 @@ def test_memory_budget_refuses_before_allocating():
     with pytest.raises(EBMError, match="lower the buffer size"):
         pg.start_run("big-buffer-1", "image", preset("fast", buffer_size=100_000), pg.data().x, pg.data().y)
     assert pg.sessions.peek("big-buffer-1") is None  # refused before even a session was made
+    tiny = Playground("cpu", limits=Limits(run_bytes=2**16))  # 64 KB: less than two 2-D trainers hold together
+    with pytest.raises(EBMError, match="over the 0 MB a run may use"):
+        tiny.start_objectives("big-sbs-01", L.dataset("two_moons")[0], ("cd", "dsm"), 0, 10)
+    assert tiny.sessions.peek("big-sbs-01") is None
 
+
+
+def test_objectives_side_by_side_take_one_slot_and_report_mode_shares(pg):
+    data, labels = L.make_dataset("two_moons", 400, seed=0)
+    modes = L.modes_for("two_moons", data=data, labels=labels)
+    for bad, msg in (((("cd", "cd"), 10), "two or more different"), ((("cd", "mle"), 10), "two or more different"),
+                     ((("cd", "dsm"), 0), "updates must be"), ((("cd", "dsm"), 10**6), "updates must be")):
+        with pytest.raises(EBMError, match=msg):
+            pg.start_objectives("sbs-0001", data, *bad[:1], 0, bad[1], modes)
+    other = pg.start_run("sbs-0002", "landscape", L.train_config(), data)
+    run = pg.start_objectives("sbs-0001", data, ("cd", "dsm"), 0, 20, modes, source="two moons")
+    with pytest.raises(EBMError, match="already has a"):
+        pg.start_objectives("sbs-0001", data, ("cd", "nce"), 0, 20, modes)
+    with pytest.raises(EBMError, match="server is busy"):  # two running: the comparison holds one slot
+        pg.start_run("sbs-0003", "landscape", L.train_config(), data)
+    other.stop()
+    run.join(60)
+    st = run.status()
+    assert st["state"] == "finished" and st["step"] == 20 and not st["busy"] and pg.active_runs() == 0
+    assert st["sides"]["cd"]["sampler"] == "langevin" and st["sides"]["dsm"]["sampler"] == "ladder"
+    assert st["sides"]["dsm"]["step"] == st["sides"]["cd"]["step"] == 20 and st["sides"]["dsm"]["sigma"] == 0.02
+    for side in run.sides.values():  # the energy, the score field and the samples the report counts
+        assert side.E.shape == (run.GRID, run.GRID) and side.score[2].shape == (run.SCORE_GRID, run.SCORE_GRID)
+        assert side.samples.shape == (run.N_SAMPLES, 2) and len(side.report["weights"]) == 2
+        assert 0 <= side.report["tv"] <= 1 and side.report["data"][-1] == 0.0
 
 
 def test_the_classifying_model_is_the_sessions_jem_else_the_preferred_one(pg):

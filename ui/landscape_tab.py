@@ -8,10 +8,15 @@
 - **Sample**: two samplers side by side on a trained or hand-made landscape, streamed, with
   acceptance, mode shares and mode hopping (:class:`ebm_play.landscape_sampling.Comparison`).
 - **Compose**: E = Σ wᵢ Eᵢ of landscapes, sampled with annealed MALA.
+- **Objectives side by side**: two of cd, dsm and nce trained on the same data and seed, in turns,
+  in the session's run of kind "objectives" (:class:`ebm_play.runs.ObjectivesRun`); heat maps with
+  score arrows and, at the end, mode shares of fresh samples from each model's own sampler. A 0.5 s
+  timer runs only while the comparison does.
 
 Endpoints: ``/landscape_train_start``, ``/landscape_status``, ``/landscape_pause``,
 ``/landscape_step``, ``/landscape_reset``, ``/landscape_sample``, ``/landscape_compose``,
-``/landscape_gif``. What a session keeps besides its run (clicked points, the composed landscape,
+``/landscape_gif``, ``/landscape_objectives_start``, ``/landscape_objectives_status``,
+``/landscape_objectives_stop``. What a session keeps besides its run (clicked points, the composed landscape,
 the last comparison for its GIF) lives in its ``choices``.
 """
 
@@ -31,7 +36,7 @@ from ebm_play import EBMError
 from ebm_play import landscapes as L
 from ebm_play.landscape_sampling import MAX_CHAINS, MAX_STEPS, Comparison, describe, sampler_options
 from ebm_play.playground import Playground
-from ebm_play.runs import MAX_PENDING_STEPS, Run
+from ebm_play.runs import MAX_COMPARE_STEPS, MAX_PENDING_STEPS, ObjectivesRun, Run
 from ebm_play.runtime import job_threads
 
 from . import landscape_view as V
@@ -82,6 +87,12 @@ PRESETS = {
 }
 PRESET_LABELS = {"anneal": "No annealing: stuck chains", "step": "Too large a step",
                  "noise": "Too little noise: collapse", "hmc": "MALA vs HMC"}
+OBJECTIVE_CHOICES = [("Contrastive divergence (cd)", "cd"), ("Denoising score matching (dsm)", "dsm"),
+                     ("Noise-contrastive estimation (nce)", "nce")]
+OBJECTIVE_NAMES = {v: k for k, v in OBJECTIVE_CHOICES}
+COMPARE_UPDATES = 800  # updates of each objective by default: two moons is fitted by then (~30 s for cd + dsm)
+COMPARE_POLL_S = 0.5  # the comparison's timer (it publishes twice a second)
+MAX_MODE_COLUMNS = 8  # modes shown in the table (hand-drawn points may have many clusters)
 POINTS, COMPOSED, SAMPLED = "landscape_points", "landscape_composed", "landscape_sampled"  # session choices
 MAX_CUSTOM = 5000  # clicked points per session
 IDLE_PAUSE_S = 120.0  # a run nobody watches pauses itself (it would keep a core busy)
@@ -98,6 +109,10 @@ CONFIG_SPECS = dict(
     hidden=Whole(4, 256).named("hidden units"), batch_size=Whole(8, 1024).named("batch size"),
     seed=Whole(0, 2**31 - 1))
 POINTS_SPEC = Json(MAX_CUSTOM, optional=True).named("points")
+COMPARE_SPECS = dict(dataset=Choice(DATASET_NAMES).named("data set"),
+                     objective_a=Choice(OBJECTIVE_NAMES).named("objective A"),
+                     objective_b=Choice(OBJECTIVE_NAMES).named("objective B"),
+                     updates=Whole(1, MAX_COMPARE_STEPS).named("updates"), seed=Whole(0, 2**31 - 1))
 
 
 def _side_specs(side: str) -> dict:
@@ -123,16 +138,23 @@ def _dataset(run: Run) -> str:
     return run.spec.info.get("dataset", "")
 
 
-def _ensure_run(pg: Playground, session, dataset, lr, sampler_steps, step_size, noise, alpha, reinit, hidden,
-                batch_size, seed, points, start: bool) -> Run:
-    """The session's run, made to match these settings: the live run with the new settings when only
-    live ones changed (and new points, if given), else a new run."""
-    s = pg.sessions.get(session)
+def _own_points(s, dataset: str, points) -> torch.Tensor | None:
+    """The session's own points (new ones given through the API replace them) when the data set is
+    "custom", else None."""
     if points is not None:
         s.choices[POINTS] = L.check_points(points, "points", MAX_CUSTOM)
     own = s.choices.get(POINTS) if dataset == "custom" else None
     if dataset == "custom" and own is None:
         raise EBMError("no points yet: click on the canvas to add some (API: pass points=[[x, y], …])")
+    return own
+
+
+def _ensure_run(pg: Playground, session, dataset, lr, sampler_steps, step_size, noise, alpha, reinit, hidden,
+                batch_size, seed, points, start: bool) -> Run:
+    """The session's run, made to match these settings: the live run with the new settings when only
+    live ones changed (and new points, if given), else a new run."""
+    s = pg.sessions.get(session)
+    own = _own_points(s, dataset, points)
     cfg = L.train_config(lr=lr, sampler_steps=sampler_steps, step_size=step_size, noise=noise, alpha=alpha,
                          reinit=reinit, hidden=hidden, batch_size=batch_size, seed=seed)
     run = s.runs.get("landscape")
@@ -353,6 +375,55 @@ def landscape_gif(pg: Playground, session, what="training") -> str:
     return V.save_gif(frames, folder / f"landscape-{what}-{secrets.token_hex(3)}.gif", fps=8)
 
 
+# --- objectives side by side -----------------------------------------------------------------------
+def _comparison(pg: Playground, session) -> ObjectivesRun | None:
+    s = pg.sessions.peek(session)
+    return s.runs.get(ObjectivesRun.kind) if s is not None else None
+
+
+@endpoint(session=Session(), **COMPARE_SPECS, points=POINTS_SPEC)
+def landscape_objectives_start(pg: Playground, session: str, dataset: str = "two_moons", objective_a: str = "cd",
+                               objective_b: str = "dsm", updates: int = COMPARE_UPDATES, seed: int = 0,
+                               points: list | None = None) -> dict:
+    """Train two objectives (cd, dsm, nce) side by side on the same data set (custom: points=[[x, y],
+    …] or the clicked ones) with the same seed, ``updates`` updates each, in the background; then
+    fresh samples from each with its own sampler (dsm: the ladder) give its mode shares. A running
+    comparison of the session is replaced."""
+    if objective_a == objective_b:
+        raise EBMError("choose two different objectives to compare")
+    s = pg.sessions.get(session)
+    own = _own_points(s, dataset, points)
+    old = _comparison(pg, session)
+    if old is not None and old.live:
+        old.stop()
+    data = own if own is not None else L.dataset(dataset)[0]
+    modes = L.modes_for(dataset, data=own) if own is not None else L.modes_for(dataset)
+    pg.start_objectives(session, data, (objective_a, objective_b), seed, updates, modes,
+                        source=DATASET_NAMES[dataset], info={"dataset": dataset}, own_data=own is not None)
+    return landscape_objectives_status(pg, session)
+
+
+@endpoint(session=Session())
+def landscape_objectives_status(pg: Playground, session: str) -> dict:
+    """The session's objectives comparison: state, update, each side's sampler, last figures and,
+    once done, its mode shares against the data's (samples, data, weights, max_error, outside, tv)."""
+    run = _comparison(pg, session)
+    if run is None:
+        return {"state": "none", "step": 0}
+    run.touch()
+    return {**run.status(), "dataset": run.info.get("dataset", "")}
+
+
+@endpoint(session=Session())
+def landscape_objectives_stop(pg: Playground, session: str) -> dict:
+    """Stop the session's comparison at its current update (its mode shares are measured there)."""
+    run = _comparison(pg, session)
+    if run is None or not run.live:
+        raise EBMError("no comparison running in this session: press Compare first")
+    run.stop()
+    return landscape_objectives_status(pg, session)
+
+
 # --- what the page shows -------------------------------------------------------------------------
 def _canvas(run: Run | None, show, dataset, own) -> tuple[tuple, Callable]:
     """What the canvas shows now, as (a key that changes when the picture would, a painter): a live
@@ -499,6 +570,88 @@ def click(pg: Playground, session, per_click, show, seen, where: gr.SelectData) 
     return ["custom", *_answer(pg, session, show, "custom", seen)]
 
 
+def objectives_table(run: ObjectivesRun) -> str:
+    """Each side's mode shares against the data's: the share of samples in each mode and outside
+    every mode, the largest error of a mode's weight, the total-variation distance."""
+    reports = [(o, run.sides[o].sampler, run.sides[o].report) for o in run.objectives if o in run.sides]
+    reports = [r for r in reports if r[2] is not None]
+    if not reports:
+        return ("" if run.modes is not None or run.busy
+                else "*This data set has no modes to count (the comparison still shows its energies).*")
+    k = len(reports[0][2]["data"]) - 1
+    shown = min(k, MAX_MODE_COLUMNS)
+    head = ["", *[f"mode {i + 1}" for i in range(shown)], "outside", "max weight error", "TV"]
+    rows = [["data", *[fmt(v, 3) for v in reports[0][2]["data"][:shown]], fmt(reports[0][2]["data"][-1], 3), "–", "–"]]
+    for o, sampler, r in reports:
+        rows.append([f"**{o}** ({sampler})", *[fmt(v, 3) for v in r["samples"][:shown]], fmt(r["outside"], 3),
+                     fmt(r["max_error"], 3), fmt(r["tv"], 3)])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+    more = f" (the first {shown} of {k} modes shown)" if k > shown else ""
+    return ("\n".join(lines) + f"\n\nShares of {run.N_SAMPLES:,} fresh samples per objective, each from its own sampler, "
+            f"in each mode of the data{more} · *max weight error*: the largest |weight − data weight| among samples in "
+            "some mode · *TV*: total-variation distance of the two histograms, outside share included.")
+
+
+def objectives_status(run: ObjectivesRun | None) -> str:
+    if run is None:
+        return "Pick two objectives and press **Compare**: both train on the data set and seed chosen above."
+    parts = [f'<span class="ebm-dot ebm-{run.state}">●</span> **{run.state.capitalize()}**',
+             f"update {run.step:,} of {run.max_steps:,}", f"{' vs '.join(run.objectives)} on {run.source}",
+             f"seed {run.seed}"]
+    line = " · ".join(parts)
+    if run.busy and (not run.live or run.step >= run.max_steps):
+        line += " · drawing fresh samples for the mode shares…"
+    if run.error:
+        line += f'  \n<span class="ebm-error">Error: {html.escape(run.error)}</span>'
+    return line
+
+
+N_COMPARE_VIEW = 6  # picture A, picture B, status, table, seen, timer
+
+
+def compare_refresh(pg: Playground, session, seen: dict | None) -> list:
+    """What changed in the comparison since the page last looked; the timer stays on while it runs."""
+    out = [gr.skip()] * N_COMPARE_VIEW
+    run = _comparison(pg, session)
+    seen = {} if seen is None else dict(seen)
+    if seen.get("run", "?") != (run.id if run else None):
+        seen = {"run": run.id if run else None}
+        out[0], out[1], out[3] = None, None, ""
+    busy = run is not None and run.busy  # read first: once it is false, the final view is out
+    if run is not None:
+        run.touch()
+        if run.version != seen.get("version") and all(o in run.sides for o in run.objectives):
+            seen["version"], sides = run.version, run.sides
+            out[0], out[1] = (picture(V.objective_picture(sides[o], run.data_shown, SAMPLE_SIZE), jpeg=True)
+                              for o in run.objectives)
+            table = objectives_table(run)
+            if table != seen.get("table"):
+                out[3] = seen["table"] = table
+    md = objectives_status(run)
+    if md != seen.get("md"):
+        out[2] = seen["md"] = md
+    out[4], out[5] = seen, gr.Timer(active=busy)
+    return out
+
+
+@endpoint(session=AnySession(), seen=Kept())
+def compare_poll(pg: Playground, session, seen) -> list:
+    return compare_refresh(pg, session, seen)
+
+
+@endpoint(session=Session(), **COMPARE_SPECS, seen=Kept())
+def compare(pg: Playground, session, dataset, objective_a, objective_b, updates, seed, seen) -> list:
+    """Compare: start the comparison, and the timer that follows it."""
+    landscape_objectives_start(pg, session, dataset, objective_a, objective_b, updates, seed)
+    return compare_refresh(pg, session, seen)
+
+
+@endpoint(session=Session(), seen=Kept())
+def compare_stop(pg: Playground, session, seen) -> list:
+    landscape_objectives_stop(pg, session)
+    return compare_refresh(pg, session, seen)
+
+
 @endpoint(name=Choice([*SAMPLER_NAMES, "none"]))
 def sampler_fields(pg: Playground, name) -> tuple:
     """A sampler's 2-D defaults in the form; the fields it does not have are greyed out."""
@@ -583,6 +736,46 @@ def _sampler_fields(side: str, value: str, choices: list) -> dict:
             f"temp_{s}": gr.Number(1.0, label=f"{side}: temperature T")}
 
 
+OBJECTIVES_INTRO = (
+    "### Objectives side by side\nTwo training objectives on the data set and seed chosen above, the same network and "
+    "the same number of updates: **cd** pushes energy up at MCMC negatives, **dsm** learns the score −∇E from noised "
+    "data (no MCMC), **nce** tells data from uniform noise. Each heat map shows its energy with the score field as "
+    "red arrows (for dsm the *learned* score at the smallest noise level, for cd and nce the field their energy "
+    "implies) and, at the end, fresh samples from its own sampler (pink; dsm: annealed Langevin down the noise "
+    "ladder), whose mode shares the table compares with the data's.")
+
+
+def _objective_controls() -> dict:
+    o = {"objective_a": gr.Dropdown(OBJECTIVE_CHOICES, value="cd", label="Objective A", elem_id="landscape-objective-a"),
+         "objective_b": gr.Dropdown(OBJECTIVE_CHOICES, value="dsm", label="Objective B",
+                                    elem_id="landscape-objective-b"),
+         "updates": gr.Number(COMPARE_UPDATES, precision=0, label="Updates (each)", elem_id="landscape-objective-updates",
+                              info=f"at most {MAX_COMPARE_STEPS:,}; a cd update costs ~4 dsm updates")}
+    with gr.Row():
+        o["go"] = gr.Button("Compare", variant="primary", elem_id="landscape-compare")
+        o["stop"] = gr.Button("Stop", elem_id="landscape-compare-stop")
+    o["status"] = gr.Markdown(objectives_status(None), elem_classes="ebm-status", elem_id="landscape-compare-status")
+    return o
+
+
+def _two_pictures(label_a: str, id_a: str, label_b: str, id_b: str) -> dict:
+    """Two pictures side by side, ``img_a`` and ``img_b``."""
+    with gr.Row():
+        return {key: gr.Image(label=text, elem_id=elem, type="filepath", height=SAMPLE_SIZE, interactive=False)
+                for key, text, elem in (("img_a", label_a, id_a), ("img_b", label_b, id_b))}
+
+
+def _objectives_section() -> dict:
+    gr.Markdown(OBJECTIVES_INTRO)
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            o = _objective_controls()
+        with gr.Column(scale=2):
+            o.update(_two_pictures("Objective A", "landscape-objective-a-map", "Objective B", "landscape-objective-b-map"))
+            o["table"] = gr.Markdown("", elem_id="landscape-objectives-table", elem_classes="ebm-table")
+    return o
+
+
 def _sample_section() -> dict:
     gr.Markdown("### Sample on a landscape: two samplers side by side\nSame landscape, same start, same seed. "
                 "Mode shares and hops count chains near each mode (data clusters, wells, mixture means); "
@@ -610,10 +803,7 @@ def _sample_section() -> dict:
                     c[f"preset_{key}"] = gr.Button(text, size="sm")
             c["go"] = gr.Button("Sample", variant="primary", elem_id="landscape-sample")
         with gr.Column(scale=2):
-            with gr.Row():
-                pics = dict(type="filepath", height=SAMPLE_SIZE, interactive=False)
-                c["img_a"] = gr.Image(label="Sampler A", elem_id="landscape-a", **pics)
-                c["img_b"] = gr.Image(label="Sampler B", elem_id="landscape-b", **pics)
+            c.update(_two_pictures("Sampler A", "landscape-a", "Sampler B", "landscape-b"))
             c["stats"] = gr.Markdown("", elem_id="landscape-stats", elem_classes="ebm-table")
             with gr.Accordion("Result as JSON (what /landscape_sample returns last)", open=False):
                 c["json"] = gr.JSON(label="result")
@@ -690,6 +880,19 @@ def _wire_sample(pg: Playground, session, s: dict, k: dict) -> None:
     on(k["gif_go"].click, landscape_gif, pg, [session, k["gif_what"]], k["gif"], api_name="landscape_gif", **compute)
 
 
+def _wire_objectives(pg: Playground, session, c: dict, o: dict) -> None:
+    seen, timer = gr.State({}), gr.Timer(COMPARE_POLL_S, active=False)
+    view = [o["img_a"], o["img_b"], o["status"], o["table"], seen, timer]
+    inputs = [session, c["dataset"], o["objective_a"], o["objective_b"], o["updates"], c["seed"], seen]
+    on(o["go"].click, compare, pg, inputs, view, **QUICK)
+    on(o["stop"].click, compare_stop, pg, [session, seen], view, **QUICK)
+    on(timer.tick, compare_poll, pg, [session, seen], view, **QUICK)  # never a picture among its inputs
+    for fn, name in ((landscape_objectives_start, "landscape_objectives_start"),
+                     (landscape_objectives_status, "landscape_objectives_status"),
+                     (landscape_objectives_stop, "landscape_objectives_stop")):
+        api(fn, pg, name, concurrency_limit=None)
+
+
 def create_tab(pg: Playground, session: gr.BrowserState) -> dict:
     """Lay out the Landscape tab and wire its events; returns what the app wires to (``poll``: the
     inputs and outputs of the view's refresh, for the page load)."""
@@ -700,5 +903,6 @@ def create_tab(pg: Playground, session: gr.BrowserState) -> dict:
         with gr.Column(scale=2):
             v = _train_view()
     poll_inputs, view = _wire_train(pg, session, c, v)
+    _wire_objectives(pg, session, c, _objectives_section())
     _wire_sample(pg, session, _sample_section(), _compose_section())
     return {"poll": (poll_inputs, view)}

@@ -130,6 +130,32 @@ def draw_arrows(draw: ImageDraw.ImageDraw, arrows: dict, size: int = SIZE) -> No
         draw.polygon([(ex, ey), left, right], fill=color)
 
 
+def draw_field(draw: ImageDraw.ImageDraw, xs: np.ndarray, ys: np.ndarray, U: np.ndarray, V: np.ndarray,
+               size: int = SIZE, color=(239, 68, 68)) -> None:
+    """A vector field on a grid ((U, V)[i, j] at (xs[j], ys[i])) as arrows of one colour. A score's
+    length spans orders of magnitude (tiny in a valley, huge on the steep rim of an MLP energy), so
+    lengths are capped at the field's 75th percentile: the direction is what matters, and arrows
+    shorter than 5% of that are left out (flat ground)."""
+    X, Y = np.meshgrid(xs, ys)
+    u, v = np.asarray(U, np.float32).ravel(), np.asarray(V, np.float32).ravel()
+    mag = np.nan_to_num(np.hypot(u, v))
+    cap = float(np.percentile(mag, 75)) if mag.size else 0.0
+    if cap <= 0:
+        return
+    step = 0.8 * size / max(len(xs), 2)  # the longest arrow: most of a grid cell
+    feet = point_to_pixel(np.stack([X.ravel(), Y.ravel()], 1), size)
+    for (px, py), du, dv, m in zip(feet, u, v, mag):
+        if m < 0.05 * cap:
+            continue
+        k = step * min(m, cap) / (cap * m)
+        ex, ey = px + du * k, py - dv * k  # the picture's y axis points down
+        draw.line((px, py, ex, ey), fill=color, width=1)
+        ang = np.arctan2(ey - py, ex - px)
+        h = 4.0
+        draw.polygon([(ex, ey), (ex - h * np.cos(ang - 0.5), ey - h * np.sin(ang - 0.5)),
+                      (ex - h * np.cos(ang + 0.5), ey - h * np.sin(ang + 0.5))], fill=color)
+
+
 def label(img: Image.Image, text: str, corner: str = "tl") -> None:
     draw = ImageDraw.Draw(img, "RGBA")
     font = _font(max(11, img.width // 38))
@@ -306,3 +332,20 @@ def sampling_frames(grid: tuple, frames, sides: list[str], size: int = 300) -> l
                 for side, x in zip(sides, states)]
         out.append(pics[0] if len(pics) == 1 else side_by_side(*pics))
     return out
+
+
+FIELD_COLOR = (239, 68, 68)  # red: the score arrows (no colour of the viridis heat map)
+N_FRESH_SHOWN = 400  # of a comparison's fresh samples (all of them count in its mode shares)
+
+
+def objective_picture(side, data, size: int = 400) -> Image.Image:
+    """One side of an objectives comparison (``ebm_play.runs.SideView``): the heat map of its energy,
+    the data (white), the score field −∇E as arrows (red; for dsm the learned score at σ_min) and,
+    once drawn, its fresh samples (pink crosses)."""
+    fresh = None if side.samples is None else side.samples[:N_FRESH_SHOWN]
+    img = compose_frame(background(side.xs, side.ys, side.E, size=size, contours=8), data=data, fresh=fresh)
+    draw_field(ImageDraw.Draw(img), *side.score, size=size, color=FIELD_COLOR)
+    what = f"learned score at σ = {side.sigma:g}" if side.sigma is not None else "−∇E, the field its energy implies"
+    label(img, f"{side.objective} · update {side.step:,}")
+    label(img, what, "bl")
+    return img

@@ -5,7 +5,8 @@ Train ``/train_start``, ``/train_status``, ``/train_pause``, ``/train_resume``, 
 ``/train_stop``, ``/train_save``, ``/train_use``; Sample ``/sample``, ``/sample_files``, ``/score``;
 Compose ``/compose``; drawing tabs ``/inpaint``, ``/denoise``, ``/ood_score``, ``/ood_batch``,
 ``/classify``; Landscape ``/landscape_train_start``, ``/landscape_status``, ``/landscape_pause``,
-``/landscape_step``, ``/landscape_reset``, ``/landscape_sample``, ``/landscape_compose``, ``/landscape_gif``.
+``/landscape_step``, ``/landscape_reset``, ``/landscape_sample``, ``/landscape_compose``, ``/landscape_gif``,
+``/landscape_objectives_start``, ``/landscape_objectives_status``, ``/landscape_objectives_stop``.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def build_app(device: str | None = None, max_runs: int | None = None) -> gr.Bloc
         on(loaded.then, train_tab.poll, pg, *parts["train"]["poll"], **PRIVATE)  # a reload finds its run
         on(parts["sample_page"].select, *sample, **PRIVATE)
         on(loaded.then, landscape_tab.poll, pg, *parts["landscape"]["poll"], **landscape_tab.QUICK)
+        on(loaded.then, landscape_tab.compare_poll, pg, *parts["landscape"]["compare"], **landscape_tab.QUICK)
         on(parts["train"]["use_event"].then, *sample, **PRIVATE)
         on(parts["compose_page"].select, compose_tab.refresh, pg, *parts["compose"]["refresh"], **PRIVATE)
     demo.playground = pg

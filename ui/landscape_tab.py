@@ -636,6 +636,7 @@ def compare_refresh(pg: Playground, session, seen: dict | None) -> list:
 
 @endpoint(session=AnySession(), seen=Kept())
 def compare_poll(pg: Playground, session, seen) -> list:
+    """The timer's tick, and the page load (a reload finds a comparison still running)."""
     return compare_refresh(pg, session, seen)
 
 
@@ -880,7 +881,7 @@ def _wire_sample(pg: Playground, session, s: dict, k: dict) -> None:
     on(k["gif_go"].click, landscape_gif, pg, [session, k["gif_what"]], k["gif"], api_name="landscape_gif", **compute)
 
 
-def _wire_objectives(pg: Playground, session, c: dict, o: dict) -> None:
+def _wire_objectives(pg: Playground, session, c: dict, o: dict) -> tuple:
     seen, timer = gr.State({}), gr.Timer(COMPARE_POLL_S, active=False)
     view = [o["img_a"], o["img_b"], o["status"], o["table"], seen, timer]
     inputs = [session, c["dataset"], o["objective_a"], o["objective_b"], o["updates"], c["seed"], seen]
@@ -891,11 +892,12 @@ def _wire_objectives(pg: Playground, session, c: dict, o: dict) -> None:
                      (landscape_objectives_status, "landscape_objectives_status"),
                      (landscape_objectives_stop, "landscape_objectives_stop")):
         api(fn, pg, name, concurrency_limit=None)
+    return [session, seen], view
 
 
 def create_tab(pg: Playground, session: gr.BrowserState) -> dict:
-    """Lay out the Landscape tab and wire its events; returns what the app wires to (``poll``: the
-    inputs and outputs of the view's refresh, for the page load)."""
+    """Lay out the Landscape tab and wire its events; returns what the app wires to (``poll`` and
+    ``compare``: the inputs and outputs of the run's and the comparison's refresh, for the page load)."""
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
@@ -903,6 +905,6 @@ def create_tab(pg: Playground, session: gr.BrowserState) -> dict:
         with gr.Column(scale=2):
             v = _train_view()
     poll_inputs, view = _wire_train(pg, session, c, v)
-    _wire_objectives(pg, session, c, _objectives_section())
+    compare = _wire_objectives(pg, session, c, _objectives_section())
     _wire_sample(pg, session, _sample_section(), _compose_section())
-    return {"poll": (poll_inputs, view)}
+    return {"poll": (poll_inputs, view), "compare": compare}

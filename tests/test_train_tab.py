@@ -109,6 +109,8 @@ def test_a_dsm_run_shows_its_loss_per_noise_level_and_ladder_samples_not_a_buffe
     assert ("ladder", "ladder") in sampler.choices and sampler.value == "ladder" and steps == TINY["fresh_steps"]
     _grid, _plot, result = list(S.sample(pg, sid, "ladder", 10, chains=2))[-1]
     assert result["model"].startswith("trained in this session") and all(math.isfinite(e) for e in result["energy"])
+    with pytest.raises(EBMError, match=r"objective \(dsm\) keeps no replay buffer"):
+        list(S.sample(pg, sid, "ladder", 10, chains=2, start="buffer"))
 
 
 def test_an_nce_run_shows_accuracy_and_log_z(pg):

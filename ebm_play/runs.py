@@ -214,8 +214,10 @@ class ImageViews:
         self._fresh = None
 
     def publish(self, tr: Trainer, view: ImageView, fresh: bool = False) -> ImageView:
-        """The view now; with ``fresh`` (or before the first panel) fresh chains start too."""
-        if fresh or view.fresh_step < 0:
+        """The view now; with ``fresh`` (or before the first panel) fresh chains start too, except
+        for an untrained dsm model (step 0): nothing to see yet, and its ladder chains (100 steps per
+        noise level) would hold the first update back for ~17 s at the dsm preset on one core."""
+        if (fresh or view.fresh_step < 0) and (tr.state.step > 0 or tr.config.objective != "dsm"):
             self._fresh = tr.fresh_chains(self.N_FRESH, self.fresh_steps, seed=tr.state.step)
         return self._view(tr, view)
 

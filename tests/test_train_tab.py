@@ -94,7 +94,7 @@ def test_a_dsm_run_shows_its_loss_per_noise_level_and_ladder_samples_not_a_buffe
     assert "score matching" in loss.label and series(loss) == ["loss"]
     buffer, fresh = out[5], out[6]
     assert buffer.visible is False and fresh.label == "Fresh from noise (ladder sampler)" and fresh.value is not None
-    assert run.view.buffer is None and set(run.view.energies) == {"real", "noise"}
+    assert run.view.buffer is None and set(run.view.energies) == {"real", "noise"} and "buffer" not in out[7].label
     assert run.quality and 0 <= run.quality[-1]["confident"] <= 1  # fresh ladder chains judged by the classifier
     assert "at σ_min" in out[0] and "Denoising score matching" in out[0]
 

@@ -358,6 +358,7 @@ def _pictures(run: Run, seen: dict, new: bool) -> list:
     """Updates of (buffer grid, fresh grid, histogram). A new run resets them: cd shows its replay
     buffer; dsm and nce keep none, so that picture is hidden and the fresh one names the sampler."""
     view, has_buffer = run.view, run.config.objective == "cd"
+    label = "Energies: real digits, " + ("buffer, " if has_buffer else "") + "uniform noise"
     shown = {}
     if run.version != seen.get("version") and view.energies and (view.buffer is not None or not has_buffer):
         seen["version"] = run.version
@@ -366,13 +367,14 @@ def _pictures(run: Run, seen: dict, new: bool) -> list:
         if view.fresh_step != seen.get("fresh") and view.fresh is not None:
             shown["fresh"], seen["fresh"] = picture(view.fresh), view.fresh_step
         hist = histogram_frame(view.energies, focus=("real", "buffer"))
-        shown["hist"] = gr.LinePlot(value=hist, color_map={src: HIST_COLORS[src.split(" (")[0]]
-                                                           for src in hist["source"].unique()})
+        shown["hist"] = gr.LinePlot(value=hist, label=label, color_map={src: HIST_COLORS[src.split(" (")[0]]
+                                                                        for src in hist["source"].unique()})
     if not new:
         return [shown.get(k, gr.skip()) for k in ("buffer", "fresh", "hist")]
     sampler = {"dsm": " (ladder sampler)", "nce": " (Langevin)"}.get(run.config.objective, "")
     return [gr.Image(value=shown.get("buffer"), visible=has_buffer),
-            gr.Image(value=shown.get("fresh"), label="Fresh from noise" + sampler), shown.get("hist")]
+            gr.Image(value=shown.get("fresh"), label="Fresh from noise" + sampler),
+            shown.get("hist") or gr.LinePlot(value=None, label=label)]
 
 
 @endpoint(session=AnySession(), seen=Kept())

@@ -96,7 +96,9 @@ def test_a_dsm_run_shows_its_loss_per_noise_level_and_ladder_samples_not_a_buffe
     assert buffer.visible is False and fresh.label == "Fresh from noise (ladder sampler)" and fresh.value is not None
     assert run.view.buffer is None and set(run.view.energies) == {"real", "noise"} and "buffer" not in out[7].label
     assert run.quality and 0 <= run.quality[-1]["confident"] <= 1  # fresh ladder chains judged by the classifier
-    assert "at σ_min" in out[0] and "Denoising score matching" in out[0]
+    assert "Denoising score matching" in out[0]
+    last = run.history[-1]  # the status line names the loss at both ends of the ladder
+    assert f"at σ_max {T.fmt(last['dsm_loss_0'])}" in out[0] and f"at σ_min {T.fmt(last['dsm_loss_9'])}" in out[0]
 
     # saved, and used in the other tabs: the Sample tab offers the ladder sampler, the model's own
     model = ebm_play.load_model(T.train_save(pg, sid))

@@ -259,11 +259,12 @@ def _plot(df: pd.DataFrame, legend: list[str], run: Run | None = None, colors: d
     return gr.LinePlot(value=df, color_map=cmap, colors_in_legend=legend, **kw)
 
 
-def _headline(objective: str, m: dict) -> list[str]:
+def _headline(c: ebm_play.TrainConfig, m: dict) -> list[str]:
     """The last update's figures that mean something for the objective, for the status line."""
+    objective = c.objective
     if objective == "dsm":
-        worst, best = m.get("dsm_loss_0"), m.get(max((k for k in m if k.startswith("dsm_loss_")), default="", key=len))
-        return [f"loss {fmt(m['loss'])}", f"at σ_max {fmt(worst)}", f"at σ_min {fmt(best)}"]
+        top, bottom = m.get("dsm_loss_0"), m.get(f"dsm_loss_{c.sigma_levels - 1}")
+        return [f"loss {fmt(m['loss'])}", f"at σ_max {fmt(top)}", f"at σ_min {fmt(bottom)}"]
     if objective == "nce":
         return [f"loss {fmt(m['loss'])}", f"accuracy {m['nce_accuracy']:.0%}", f"log Z {fmt(m['log_z'])}"]
     parts = [f"loss {fmt(m['loss'])}", f"E(real) {fmt(m['e_real'])}", f"E(fake) {fmt(m['e_fake'])}"]
@@ -279,7 +280,7 @@ def status_markdown(pg: Playground, run: Run | None) -> str:
              f"step {fmt(st['step'])}" + (f" of {fmt(run.max_steps)}" if run.max_steps else "")]
     if st["last"]:
         m = st["last"]
-        parts += [f"{st['steps_per_s']:.1f} steps/s", *_headline(c.objective, m), f"lr {fmt(m['lr'], 3)}"]
+        parts += [f"{st['steps_per_s']:.1f} steps/s", *_headline(c, m), f"lr {fmt(m['lr'], 3)}"]
     if run.events:
         parts.append(f"**{len(run.events)} rollback(s)**")
     what = KIND_NAMES.get(c.model, c.model) + (f" {c.hidden} hidden" if c.model == "rbm" else f" width {c.width}")

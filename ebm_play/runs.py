@@ -41,6 +41,7 @@ from .errors import EBMError
 from .images import grid
 from .metrics import classify, label_quality
 from .models import EnergyModel, build_model
+from .objectives import metric_names
 from .runtime import FOREGROUND, background_priority, job_threads
 from .training import Interrupted, TrainConfig, Trainer
 
@@ -153,17 +154,18 @@ class ImageView:
     """The Train tab's pictures: never live tensors, so any thread may read them."""
 
     step: int = 0
-    buffer: object = None  # PIL grid of replay-buffer chains
+    buffer: object = None  # PIL grid of replay-buffer chains (None: the objective keeps no buffer)
     fresh: object = None  # PIL grid of fresh chains from noise
     fresh_step: int = -1
-    energies: dict[str, np.ndarray] = field(default_factory=dict)  # real, buffer, noise
-    starts: torch.Tensor | None = None  # buffer chains to start sampling from (CPU)
+    energies: dict[str, np.ndarray] = field(default_factory=dict)  # real, buffer (cd only), noise
+    starts: torch.Tensor | None = None  # buffer chains to start sampling from (CPU; cd only)
 
 
 class ImageViews:
     """Publishes an image run: buffer grid and energy histograms ~2 times a second, and fresh chains
-    from noise every ``fresh_every`` updates and at every pause, judged by the evaluation classifier
-    if given. Fresh chains run a few sampler updates at a time between the worker's other work, so
+    from noise (with the run's own sampler: the ladder for dsm) every ``fresh_every`` updates and at
+    every pause, judged by the evaluation classifier if given. Objectives without a replay buffer
+    (dsm, nce) publish no buffer grid and histograms of real digits and noise only. Fresh chains run a few sampler updates at a time between the worker's other work, so
     that a stop or pause never waits for them."""
 
     N_VIEW, N_GRID, N_FRESH, N_STARTS = 200, 64, 36, 256
@@ -212,8 +214,10 @@ class ImageViews:
         self._fresh = None
 
     def publish(self, tr: Trainer, view: ImageView, fresh: bool = False) -> ImageView:
-        """The view now; with ``fresh`` (or before the first panel) fresh chains start too."""
-        if fresh or view.fresh_step < 0:
+        """The view now; with ``fresh`` (or before the first panel) fresh chains start too, except
+        for an untrained dsm model (step 0): nothing to see yet, and its ladder chains (100 steps per
+        noise level) would hold the first update back for ~17 s at the dsm preset on one core."""
+        if (fresh or view.fresh_step < 0) and (tr.state.step > 0 or tr.config.objective != "dsm"):
             self._fresh = tr.fresh_chains(self.N_FRESH, self.fresh_steps, seed=tr.state.step)
         return self._view(tr, view)
 
@@ -228,13 +232,16 @@ class ImageViews:
                 _, probs = classify(self.classifier, fresh_x)
                 self.quality.append({"step": step, **label_quality(probs)})
         real, noise = self._probes_for(tr)
+        buffer = tr.buffer.x if tr.buffer is not None else None  # only contrastive divergence keeps one
+        probes = {"real": real, "buffer": None if buffer is None else buffer[: self.N_VIEW], "noise": noise}
         tr.model.eval()  # no side effects (spectral-norm power iterations) from looking
-        energies = {"real": tr.model(real), "buffer": tr.model(tr.buffer.x[: self.N_VIEW]), "noise": tr.model(noise)}
+        energies = {k: tr.model(x).float().cpu().numpy() for k, x in probes.items() if x is not None}
         tr.model.train()
         self.last = time.monotonic()
-        return ImageView(step, grid(tr.buffer.x[: self.N_GRID], 8, scale=2), fresh_img, fresh_step,
-                         {k: v.float().cpu().numpy() for k, v in energies.items()},
-                         tr.buffer.x[: self.N_STARTS].detach().float().cpu().clone())
+        if buffer is None:
+            return ImageView(step, None, fresh_img, fresh_step, energies, None)
+        return ImageView(step, grid(buffer[: self.N_GRID], 8, scale=2), fresh_img, fresh_step, energies,
+                         buffer[: self.N_STARTS].detach().float().cpu().clone())
 
 
 @dataclass
@@ -615,13 +622,23 @@ class Run:
     def weights_step(self) -> int:
         return self._weights[1] if self._weights is not None else -1
 
+    def metric_names(self) -> dict[str, str]:
+        """The history keys whose curves mean something for the run's objective, with labels
+        (``objectives.metric_names``: cd's energies and gap, dsm's loss per noise level, nce's
+        accuracy and log Z; the common loss, gradient norm, learning rate and speed)."""
+        c = self.config
+        ladder = c.noise_ladder().tolist() if c.objective == "dsm" else None
+        return metric_names(c.objective, ladder, c.model)
+
     def status(self) -> dict:
-        """A JSON-able summary (what ``/train_status`` returns)."""
+        """A JSON-able summary (what ``/train_status`` returns); ``curves`` names the history keys
+        that mean something for the objective, with labels."""
         hist = self.history
         last = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in hist[-1].items()} if hist else None
         recent = hist[-20:]
         speed = sum(r["steps_per_s"] for r in recent) / len(recent) if recent and self.state == "running" else 0.0
-        return {"run": self.id, "kind": self.kind, "state": self.state, "step": self.step,
+        return {"run": self.id, "kind": self.kind, "objective": self.config.objective, "state": self.state,
+                "step": self.step, "curves": self.metric_names(),
                 "max_steps": self.max_steps, "steps_per_s": round(speed, 2),
                 # the single step being taken counts until ``step`` moves (a poll must not stop in between)
                 "pending_steps": self._pending_steps + self._single,  # a single step counts until it is shown

@@ -120,7 +120,8 @@ def test_start_from_the_replay_buffer_of_the_sessions_run(pg):
     with pytest.raises(EBMError, match="this session has no training run"):
         run(pg, session=sid, start="buffer")
     buffer = torch.rand(8, 1, 28, 28) * 2 - 1
-    pg.sessions.get(sid).runs["image"] = types.SimpleNamespace(view=types.SimpleNamespace(starts=buffer))
+    pg.sessions.get(sid).runs["image"] = types.SimpleNamespace(view=types.SimpleNamespace(starts=buffer),
+                                                               config=ebm_play.TrainConfig())
     result = run(pg, session=sid, start="buffer", steps=0, chains=3)[2]
     x = pg.records.get(result["record"]).x
     assert all(any(torch.allclose(c, b) for b in buffer) for c in x)  # 0 steps: the picked buffer chains

@@ -72,6 +72,9 @@ def replay_buffer(pg: Playground, session) -> torch.Tensor:
     run = s.runs.get("image") if s is not None else None
     if run is None:
         raise EBMError("start from the replay buffer: this session has no training run (start one in the Train tab)")
+    if run.config.objective != "cd":
+        raise EBMError(f"start from the replay buffer: the training run's objective ({run.config.objective}) "
+                       "keeps no replay buffer (only cd does)")
     if run.view.starts is None:
         raise EBMError("start from the replay buffer: the training run has ended and its buffer is gone")
     return run.view.starts

@@ -12,14 +12,16 @@ import html
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 
 import ebm_play
 from ebm_play import EBMError
+from ebm_play.objectives import ABOUT
 from ebm_play.playground import Playground
 from ebm_play.runs import ImageViews, Run
+from ebm_play.training import LADDER_STEPS_PER_LEVEL, NOISE_KINDS, preset
 from ebm_play.training import PRESETS as ENGINE_PRESETS
-from ebm_play.training import preset
 from ebm_play.weights import UPLOAD_LIMITS, read_metadata
 
 from .boundary import PRIVATE, AnySession, Choice, Choices, File, Kept, Number, Session, Whole, api, endpoint, on
@@ -31,8 +33,21 @@ DEFAULT_WIDTH = {"cnn": 16, "jem": 32, "rbm": 256}
 DIGITS = list(range(10))
 FIELDS = ["kind", "width", "digits", "batch_size", "sampler_steps", "step_size", "noise", "alpha", "lr",
           "buffer_size", "reinit", "seed"]
+PRESET_FIELDS = [*FIELDS, "objective"]  # what a preset fills (objective last: train_start takes it last)
+OBJECTIVES = [("Contrastive divergence (CD)", "cd"), ("Denoising score matching (DSM)", "dsm"),
+              ("Noise-contrastive estimation (NCE)", "nce")]
+OBJECTIVE_NAMES = {v: k for k, v in OBJECTIVES}
+# The model kinds each objective trains (the engine's: dsm and nce train the CNN energy, not JEM or RBM).
+KINDS_FOR = {o: [k for k in DEFAULT_WIDTH if o == "cd" or k in NOISE_KINDS] for o in OBJECTIVE_NAMES}
+APPLIES = {"cd": "", "dsm": "Langevin steps, step size, noise σ, α, buffer and re-init do not apply; fresh samples "
+                            "use the ladder sampler (annealed Langevin down the noise levels).",
+           "nce": "Langevin steps, α, buffer and re-init do not apply; fresh samples use Langevin with the step "
+                  "size and noise σ."}
+FRESH_STEPS = 256  # fresh-sample steps when the form says 0 (cd, nce); dsm: its ladder's own default
+# Fresh samples every N updates by default: dsm's ladder chains (100 steps per noise level) cost about
+# 6× its 50 updates (17 s against 2.7 s at the dsm preset on one core), so it looks less often.
+FRESH_EVERY = {"cd": 50, "dsm": 500, "nce": 50}
 QUALITY_SERIES = {"confident": "confident (p > 0.9)", "coverage": "class coverage"}
-ENERGY_SERIES = {"e_real": "E(real)", "e_fake": "E(fake)", "gap": "gap E(fake)−E(real)"}
 COLORS = {"confident (p > 0.9)": "#16a34a", "class coverage": "#9333ea", "E(real)": "#2563eb", "E(fake)": "#f59e0b",
           "gap E(fake)−E(real)": "#10b981", "loss": "#6366f1", "cross-entropy": "#a855f7", "grad norm": "#0ea5e9",
           "steps/s": "#64748b"}
@@ -45,10 +60,11 @@ _REF = ebm_play.TrainConfig()
 def _ui_values(c: ebm_play.TrainConfig) -> dict:
     return dict(kind=c.model, width=c.width, digits=list(DIGITS), batch_size=c.batch_size,
                 sampler_steps=c.sampler_steps, step_size=c.step_size, noise=c.noise, alpha=c.alpha, lr=c.lr,
-                buffer_size=c.buffer_size, reinit=c.reinit, seed=c.seed)
+                buffer_size=c.buffer_size, reinit=c.reinit, seed=c.seed, objective=c.objective)
 
 
-# The engine's presets ("fast": digits within minutes on a CPU; "reference": the TrainConfig defaults).
+# The engine's presets ("fast": digits within minutes on a CPU; "reference": the TrainConfig defaults;
+# "dsm" and "nce": the other objectives).
 PRESETS = {name: _ui_values(preset(name)) for name in ENGINE_PRESETS}
 CONFIG_SPECS = dict(
     kind=Choice(DEFAULT_WIDTH).named("model kind"), width=Whole(1, 8192).named("width (RBM: hidden units)"),
@@ -58,8 +74,9 @@ CONFIG_SPECS = dict(
 
 
 def make_config(kind, width, digits, batch_size, sampler_steps, step_size, noise, alpha, lr, buffer_size, reinit,
-                seed) -> ebm_play.TrainConfig:
-    """Checked form values → a TrainConfig (which checks the rest, with its own messages)."""
+                seed, objective="cd") -> ebm_play.TrainConfig:
+    """Checked form values → a TrainConfig (which checks the rest, with its own messages, e.g. that dsm
+    and nce train no jem or rbm)."""
     if not digits:
         raise EBMError("pick at least one digit to train on")
     if kind != "rbm" and width > 256:
@@ -68,34 +85,56 @@ def make_config(kind, width, digits, batch_size, sampler_steps, step_size, noise
     return ebm_play.TrainConfig(
         model=kind, width=None if kind == "rbm" else width, hidden=width if kind == "rbm" else _REF.hidden,
         classes=None if len(classes) == 10 else classes, batch_size=batch_size, sampler_steps=sampler_steps,
-        step_size=step_size, noise=noise, alpha=alpha, lr=lr, buffer_size=buffer_size, reinit=reinit, seed=seed)
+        step_size=step_size, noise=noise, alpha=alpha, lr=lr, buffer_size=buffer_size, reinit=reinit, seed=seed,
+        objective=objective)
+
+
+def fresh_steps_of(cfg: ebm_play.TrainConfig, fresh_steps: int) -> int:
+    """The fresh-sample steps a run uses: the form's, or for 0 the objective's default (dsm: its ladder
+    sampler's 100 updates per noise level; cd and nce: ``FRESH_STEPS`` Langevin steps)."""
+    if fresh_steps:
+        return fresh_steps
+    return LADDER_STEPS_PER_LEVEL * cfg.sigma_levels if cfg.objective == "dsm" else FRESH_STEPS
 
 
 # --- the API: each call answers at once ----------------------------------------------------------------
 @endpoint(session=Session(), **CONFIG_SPECS, fresh_every=Whole(0, 1_000_000).named("fresh samples every"),
-          fresh_steps=Whole(1, 10_000).named("fresh-sample steps"), max_steps=Whole(0, 10_000_000).named("stop after"),
-          resume=File())
+          fresh_steps=Whole(0, 10_000).named("fresh-sample steps"), max_steps=Whole(0, 10_000_000).named("stop after"),
+          resume=File(), objective=Choice(OBJECTIVE_NAMES).named("objective"))
 def train_start(pg: Playground, session, kind, width, digits, batch_size, sampler_steps, step_size, noise, alpha, lr,
-                buffer_size, reinit, seed, fresh_every=50, fresh_steps=256, max_steps=0, resume=None) -> dict:
-    """Start a training run for this session in a background thread; returns the run status."""
+                buffer_size, reinit, seed, fresh_every=50, fresh_steps=256, max_steps=0, resume=None,
+                objective="cd") -> dict:
+    """Start a training run for this session in a background thread; returns the run status.
+    ``objective``: cd (contrastive divergence), dsm (denoising score matching) or nce (noise-contrastive
+    estimation; dsm and nce train the cnn kind only). ``fresh_steps`` 0: the objective's default."""
     cfg = make_config(kind, width, digits, batch_size, sampler_steps, step_size, noise, alpha, lr, buffer_size,
-                      reinit, seed)
-    cfg = dataclasses.replace(cfg, fresh_steps=fresh_steps)  # saved in the file as the sampling default
+                      reinit, seed, objective)
     model = None
     if resume:
-        meta = read_metadata(resume, UPLOAD_LIMITS)  # checked before any slot or memory is taken
-        if meta["kind"] != cfg.model:
-            raise EBMError(f"the uploaded model is a {meta['kind']} model, but the run trains {cfg.model}: "
-                           "choose the matching model kind")
-        keys = ("hidden",) if cfg.model == "rbm" else ("width", "spectral_norm")  # the file decides the shape
-        cfg = dataclasses.replace(cfg, **{k: meta["config"][k] for k in keys if k in meta["config"]})
+        cfg = _resumed_config(cfg, read_metadata(resume, UPLOAD_LIMITS))  # checked before any slot or memory is taken
         pg.check_room(session, "image")  # before the file's tensors are read (at most UPLOAD_LIMITS.max_params)
         model = ebm_play.load_model(resume, pg.device, UPLOAD_LIMITS)
+    fresh_steps = fresh_steps_of(cfg, fresh_steps)
+    cfg = dataclasses.replace(cfg, fresh_steps=fresh_steps)  # saved in the file as the sampling default
     data = pg.data()
     run = pg.start_run(session, "image", cfg, data.x, data.y, model=model, source=data.source, max_steps=max_steps,
                        resumed_from=Path(resume).name if resume else None,
                        views=ImageViews(fresh_every, fresh_steps, pg.classifier))
     return status_of(pg, session, run)
+
+
+def _resumed_config(cfg: ebm_play.TrainConfig, meta: dict) -> ebm_play.TrainConfig:
+    """The run's config with the uploaded file's shape (width or hidden units, a dsm model's noise ladder)."""
+    if meta["kind"] != cfg.model_kind:
+        if meta["kind"] in NOISE_KINDS.values() or cfg.objective == "dsm":
+            raise EBMError(f"the uploaded model is a {meta['kind']} model, but objective {cfg.objective} trains "
+                           f"{cfg.model_kind}: a noise-conditional (cnn-noise) model continues with objective dsm")
+        raise EBMError(f"the uploaded model is a {meta['kind']} model, but the run trains {cfg.model}: "
+                       "choose the matching model kind")
+    keys = {"hidden": "hidden"} if cfg.model == "rbm" else {"width": "width", "spectral_norm": "spectral_norm"}
+    if cfg.objective == "dsm":
+        keys = {"width": "width", "sigma_min": "sigma_min", "sigma_max": "sigma_max", "levels": "sigma_levels"}
+    return dataclasses.replace(cfg, **{ours: meta["config"][k] for k, ours in keys.items() if k in meta["config"]})
 
 
 def status_of(pg: Playground, session, run: Run | None) -> dict:
@@ -160,7 +199,23 @@ def train_status(pg: Playground, session: str) -> dict:
 # --- page events ---------------------------------------------------------------------------------
 @endpoint(name=Choice(PRESETS))
 def fill_preset(pg: Playground, name) -> list:
-    return [PRESETS[name][f] for f in FIELDS]
+    return [PRESETS[name][f] for f in PRESET_FIELDS]
+
+
+def about(objective: str) -> str:
+    """The objective's one sentence (the engine's ``objectives.ABOUT``) and which settings apply."""
+    note = f" *{APPLIES[objective]}*" if APPLIES[objective] else ""
+    return f"{ABOUT[objective]}{note}"
+
+
+@endpoint(objective=Choice(OBJECTIVE_NAMES).named("objective"), kind=Choice(DEFAULT_WIDTH).named("model kind"))
+def objective_changed(pg: Playground, objective, kind) -> tuple:
+    """The model kinds the objective trains (a kind it cannot train falls back to CNN, with its
+    width), its explanation, and its fresh-sample defaults."""
+    kinds = KINDS_FOR[objective]
+    new = kind if kind in kinds else kinds[0]
+    return (gr.Dropdown(choices=[(KIND_NAMES[k], k) for k in kinds], value=new),
+            gr.skip() if new == kind else DEFAULT_WIDTH[new], about(objective), FRESH_EVERY[objective], 0)
 
 
 @endpoint(kind=Choice(DEFAULT_WIDTH))
@@ -170,16 +225,19 @@ def kind_width(pg: Playground, kind) -> int:
 
 @endpoint(path=File())
 def inspect_resume(pg: Playground, path) -> tuple:
-    """What an uploaded file would resume: its kind and width go into the form."""
+    """What an uploaded file would resume: its objective, kind and width go into the form."""
     if not path:
-        return gr.skip(), gr.skip(), ""
+        return gr.skip(), gr.skip(), gr.skip(), ""
     meta = read_metadata(path, UPLOAD_LIMITS)
-    k, cfg = meta["kind"], meta["config"]
-    if k not in DEFAULT_WIDTH:
-        raise EBMError(f"a {k} model cannot be trained here (cnn, jem or rbm)")
-    steps = meta.get("info", {}).get("train_steps")
-    note = f"Start will continue training this {KIND_NAMES[k]}" + (f" (trained {fmt(steps)} steps)" if steps else "")
-    return k, cfg.get("hidden") if k == "rbm" else cfg.get("width"), note + " with the settings on the left."
+    k, cfg, info = meta["kind"], meta["config"], meta.get("info", {})
+    base = {v: k for k, v in NOISE_KINDS.items()}.get(k, k)  # cnn-noise: a dsm-trained cnn
+    if base not in DEFAULT_WIDTH:
+        raise EBMError(f"a {k} model cannot be trained here (cnn, jem, rbm or a dsm-trained cnn-noise)")
+    objective = "dsm" if k != base else info.get("objective") if info.get("objective") in KINDS_FOR else "cd"
+    steps = info.get("train_steps")
+    note = (f"Start will continue training this {KIND_NAMES[base]} ({OBJECTIVE_NAMES[objective]})"
+            + (f", trained {fmt(steps)} steps," if steps else ""))
+    return objective, base, cfg.get("hidden") if k == "rbm" else cfg.get("width"), note + " with the settings on the left."
 
 
 def _markers(df: pd.DataFrame, run: Run) -> tuple[pd.DataFrame, dict]:
@@ -192,12 +250,25 @@ def _markers(df: pd.DataFrame, run: Run) -> tuple[pd.DataFrame, dict]:
     return pd.concat([df, extra], ignore_index=True), {f"rollback @{s}": ROLLBACK for s in steps}
 
 
-def _plot(df: pd.DataFrame, legend: list[str], run: Run | None = None) -> gr.LinePlot:
-    cmap = dict(COLORS)
+def _plot(df: pd.DataFrame, legend: list[str], run: Run | None = None, colors: dict | None = None,
+          **kw) -> gr.LinePlot:
+    cmap = {**COLORS, **(colors or {})}
     if run is not None:
         df, extra = _markers(df, run)
         cmap.update(extra)
-    return gr.LinePlot(value=df, color_map=cmap, colors_in_legend=legend)
+    return gr.LinePlot(value=df, color_map=cmap, colors_in_legend=legend, **kw)
+
+
+def _headline(c: ebm_play.TrainConfig, m: dict) -> list[str]:
+    """The last update's figures that mean something for the objective, for the status line."""
+    objective = c.objective
+    if objective == "dsm":
+        top, bottom = m.get("dsm_loss_0"), m.get(f"dsm_loss_{c.sigma_levels - 1}")
+        return [f"loss {fmt(m['loss'])}", f"at σ_max {fmt(top)}", f"at σ_min {fmt(bottom)}"]
+    if objective == "nce":
+        return [f"loss {fmt(m['loss'])}", f"accuracy {m['nce_accuracy']:.0%}", f"log Z {fmt(m['log_z'])}"]
+    parts = [f"loss {fmt(m['loss'])}", f"E(real) {fmt(m['e_real'])}", f"E(fake) {fmt(m['e_fake'])}"]
+    return parts + ([f"accuracy {m['accuracy']:.0%}"] if "accuracy" in m else [])
 
 
 def status_markdown(pg: Playground, run: Run | None) -> str:
@@ -209,16 +280,14 @@ def status_markdown(pg: Playground, run: Run | None) -> str:
              f"step {fmt(st['step'])}" + (f" of {fmt(run.max_steps)}" if run.max_steps else "")]
     if st["last"]:
         m = st["last"]
-        parts += [f"{st['steps_per_s']:.1f} steps/s", f"loss {fmt(m['loss'])}", f"E(real) {fmt(m['e_real'])}",
-                  f"E(fake) {fmt(m['e_fake'])}", f"lr {fmt(m['lr'], 3)}"]
-        if "accuracy" in m:
-            parts.append(f"accuracy {m['accuracy']:.0%}")
+        parts += [f"{st['steps_per_s']:.1f} steps/s", *_headline(c, m), f"lr {fmt(m['lr'], 3)}"]
     if run.events:
         parts.append(f"**{len(run.events)} rollback(s)**")
     what = KIND_NAMES.get(c.model, c.model) + (f" {c.hidden} hidden" if c.model == "rbm" else f" width {c.width}")
     digits = "all digits" if c.classes is None else "digits " + ",".join(map(str, c.classes))
-    langevin = "" if c.model == "rbm" else f" · {c.sampler_steps} Langevin steps"
-    lines = [" · ".join(parts), f"{what} · {digits} · batch {c.batch_size}{langevin} · {st['data']} · {st['device']}"]
+    langevin = "" if c.model == "rbm" or c.objective != "cd" else f" · {c.sampler_steps} Langevin steps"
+    setup = f"{OBJECTIVE_NAMES[c.objective]} · {what} · {digits} · batch {c.batch_size}{langevin}"
+    lines = [" · ".join(parts), f"{setup} · {st['data']} · {st['device']}"]
     if run.error:
         lines.append(f'<span class="ebm-error">Error: {html.escape(run.error)}</span> Start a new run when ready.')
     return "  \n".join([*lines, active])
@@ -227,22 +296,86 @@ def status_markdown(pg: Playground, run: Run | None) -> str:
 EMPTY = pd.DataFrame({"step": pd.Series(dtype="int64"), "value": pd.Series(dtype="float64"),
                       "series": pd.Series(dtype="str")})
 N_OUT = 17  # status, 4 curves, buffer, fresh, histogram, log, 5 buttons, quality, seen, timer
+# The two main plots of each objective: (title, y axis, history keys); dsm's first is its loss per level.
+PANELS = {
+    "cd": [("Contrastive divergence: mean energies (red lines: divergence rollbacks)", "energy", ["e_real", "e_fake", "gap"]),
+           ("Contrastive divergence: loss", "loss", ["loss", "ce"])],
+    "dsm": [("Denoising score matching: loss per noise level σ (0.5 = no score learned; red: rollbacks)", "loss", []),
+            ("Denoising score matching: loss (mean over the levels)", "loss", ["loss"])],
+    "nce": [("Noise-contrastive estimation: accuracy telling data from noise, and the loss (red: rollbacks)", "value",
+             ["nce_accuracy", "loss"]),
+            ("Noise-contrastive estimation: log Z (learned log-partition constant) and mean energies", "nats",
+             ["log_z", "e_real", "e_noise"])],
+}
+NCE_COLORS = {"classification accuracy (data vs noise)": "#16a34a", "log Z": "#be185d", "E(data)": "#2563eb",
+              "E(noise)": "#64748b"}
+CD_LABELS = {"e_real": "E(real)", "e_fake": "E(fake)", "gap": "gap E(fake)−E(real)", "ce": "cross-entropy"}
+
+
+def _ramp(n: int, a: str = "#1e3a8a", b: str = "#f97316") -> list[str]:
+    """n colours from ``a`` to ``b`` (dsm's noise levels: dark blue at σ_max, orange at σ_min)."""
+    ca, cb = (np.array([int(h[i:i + 2], 16) for i in (1, 3, 5)]) for h in (a, b))
+    rgb = [np.rint(ca + (cb - ca) * t).astype(int) for t in np.linspace(0, 1, max(n, 1))]
+    return ["#" + "".join(f"{v:02x}" for v in c) for c in rgb][:n]
+
+
+def panel_series(run: Run) -> list[tuple[str, str, dict[str, str], dict[str, str]]]:
+    """(title, y axis, {history key: legend label}, {label: colour}) of the run's two main plots:
+    cd's energies and loss, dsm's loss per noise level (σ in the legend) and its mean, nce's accuracy
+    and loss, then log Z and the energies. Labels are the engine's (``Run.metric_names``)."""
+    c, names = run.config, run.metric_names()
+    labels = {**names, **CD_LABELS} if c.objective == "cd" else dict(names)
+    colors = dict(NCE_COLORS)
+    out = []
+    for title, y, keys in PANELS[c.objective]:
+        if c.objective == "dsm" and not keys:
+            ladder = c.noise_ladder().tolist()
+            keys = [f"dsm_loss_{i}" for i in range(len(ladder))]
+            labels.update({k: f"σ = {fmt(s)}" for k, s in zip(keys, ladder)})
+            colors.update(zip((labels[k] for k in keys), _ramp(len(keys))))
+        out.append((title, y, {k: labels[k] for k in keys if k in labels}, colors))
+    return out
 
 
 def _curves(run: Run, n: int) -> list:
     rows = thin(run.history[:n])
-    loss_series = {"loss": "loss", "ce": "cross-entropy"}
     speed = pd.Series([r["steps_per_s"] for r in run.history[:n]]).rolling(10, min_periods=1).mean()
     srows = thin([{"step": r["step"], "sps": v} for r, v in zip(run.history[:n], speed)])
-    return [_plot(long_frame(rows, "step", ENERGY_SERIES), list(ENERGY_SERIES.values()), run),
-            _plot(long_frame(rows, "step", loss_series), ["loss", "cross-entropy"] if rows and "ce" in rows[0] else ["loss"], run),
-            _plot(long_frame(rows, "step", {"grad_norm": "grad norm"}), ["grad norm"]),
+    plots = []
+    for i, (title, y, series, colors) in enumerate(panel_series(run)):
+        shown = [label for key, label in series.items() if rows and key in rows[-1]] or list(series.values())[:1]
+        plots.append(_plot(long_frame(rows, "step", series), shown, run if i == 0 else None, colors, label=title,
+                           y_title=y))
+    return [*plots, _plot(long_frame(rows, "step", {"grad_norm": "grad norm"}), ["grad norm"]),
             _plot(long_frame(srows, "step", {"sps": "steps/s"}), ["steps/s"])]
 
 
 def _buttons(state: str | None) -> list:
     live, paused = state in ("starting", "running", "paused"), state == "paused"
     return [gr.Button(interactive=i) for i in (not live, state in ("running", "starting"), paused, paused, live)]
+
+
+def _pictures(run: Run, seen: dict, new: bool) -> list:
+    """Updates of (buffer grid, fresh grid, histogram). A new run resets them: cd shows its replay
+    buffer; dsm and nce keep none, so that picture is hidden and the fresh one names the sampler."""
+    view, has_buffer = run.view, run.config.objective == "cd"
+    label = "Energies: real digits, " + ("buffer, " if has_buffer else "") + "uniform noise"
+    shown = {}
+    if run.version != seen.get("version") and view.energies and (view.buffer is not None or not has_buffer):
+        seen["version"] = run.version
+        if view.buffer is not None:
+            shown["buffer"] = picture(view.buffer)
+        if view.fresh_step != seen.get("fresh") and view.fresh is not None:
+            shown["fresh"], seen["fresh"] = picture(view.fresh), view.fresh_step
+        hist = histogram_frame(view.energies, focus=("real", "buffer"))
+        shown["hist"] = gr.LinePlot(value=hist, label=label, color_map={src: HIST_COLORS[src.split(" (")[0]]
+                                                                        for src in hist["source"].unique()})
+    if not new:
+        return [shown.get(k, gr.skip()) for k in ("buffer", "fresh", "hist")]
+    sampler = {"dsm": " (ladder sampler)", "nce": " (Langevin)"}.get(run.config.objective, "")
+    return [gr.Image(value=shown.get("buffer"), visible=has_buffer),
+            gr.Image(value=shown.get("fresh"), label="Fresh from noise" + sampler),
+            shown.get("hist") or gr.LinePlot(value=None, label=label)]
 
 
 @endpoint(session=AnySession(), seen=Kept())
@@ -253,7 +386,8 @@ def poll(pg: Playground, session, seen) -> list:
     s = pg.sessions.peek(session)
     run = s.runs.get("image") if s is not None else None
     seen = dict(seen or {})
-    if seen.get("run", "?") != (run.id if run else None):
+    new = seen.get("run", "?") != (run.id if run else None)
+    if new:
         seen = {"run": run.id if run else None}
     md = status_markdown(pg, run)
     if md != seen.get("md"):
@@ -275,14 +409,7 @@ def poll(pg: Playground, session, seen) -> list:
     if nq != seen.get("nq"):
         seen["nq"] = nq
         out[14] = _plot(long_frame(run.quality[:nq], "step", QUALITY_SERIES), list(QUALITY_SERIES.values()))
-    view = run.view
-    if run.version != seen.get("version") and view.buffer is not None:
-        seen["version"] = run.version
-        out[5] = picture(view.buffer)
-        if view.fresh_step != seen.get("fresh") and view.fresh is not None:
-            out[6], seen["fresh"] = picture(view.fresh), view.fresh_step
-        hist = histogram_frame(view.energies, focus=("real", "buffer"))
-        out[7] = gr.LinePlot(value=hist, color_map={src: HIST_COLORS[src.split(" (")[0]] for src in hist["source"].unique()})
+    out[5:8] = _pictures(run, seen, new)
     tail = run.log[-1] if run.log else ""
     if [len(run.log), tail] != seen.get("log"):
         seen["log"] = [len(run.log), tail]
@@ -291,7 +418,7 @@ def poll(pg: Playground, session, seen) -> list:
         seen["state"] = run.state
         out[9:14] = _buttons(run.state)
     more = run.state in ("starting", "running") or run.status()["pending_steps"] > 0 or run.views.busy() \
-        or (run.live and view.step != run.step)
+        or (run.live and run.view.step != run.step)
     out[15], out[16] = seen, gr.Timer(active=more)
     return out
 
@@ -320,7 +447,12 @@ def _settings_column(pg: Playground) -> dict:
     with gr.Row():
         c["fast"] = gr.Button("Preset: fast on CPU", size="sm")
         c["reference"] = gr.Button("Preset: reference recipe", size="sm")
-    c["kind"] = gr.Dropdown(KINDS, value=p["kind"], label="Model kind")
+    with gr.Row():
+        c["dsm"] = gr.Button("Preset: score matching (DSM)", size="sm")
+        c["nce"] = gr.Button("Preset: noise-contrastive (NCE)", size="sm")
+    c["objective"] = gr.Radio(OBJECTIVES, value=p["objective"], label="Training objective", elem_id="train-objective")
+    c["about"] = gr.Markdown(about(p["objective"]), elem_id="train-objective-about")
+    c["kind"] = gr.Dropdown([(KIND_NAMES[k], k) for k in KINDS_FOR[p["objective"]]], value=p["kind"], label="Model kind")
     c["width"] = gr.Number(p["width"], precision=0, label="Width", info="CNN/JEM channels c; RBM hidden units")
     c["digits"] = gr.CheckboxGroup([(str(d), d) for d in DIGITS], value=p["digits"], label="Digits to train on")
     with gr.Row():
@@ -338,7 +470,9 @@ def _settings_column(pg: Playground) -> dict:
         c["reinit"] = gr.Slider(0, 1, p["reinit"], step=0.01, label="Re-init probability", min_width=100)
     with gr.Accordion("Display and limits", open=False):
         c["fresh_every"] = gr.Number(50, precision=0, label="Fresh samples every N steps")
-        c["fresh_steps"] = gr.Number(256, precision=0, label="Langevin steps for fresh samples (from noise)")
+        c["fresh_steps"] = gr.Number(0, precision=0, label="Sampler steps for fresh samples from noise (0 = default)",
+                                     info=f"{FRESH_STEPS} Langevin steps; DSM: {LADDER_STEPS_PER_LEVEL} ladder steps "
+                                          "per noise level")
         c["max_steps"] = gr.Number(0, precision=0, label="Stop after N steps (0 = never)")
     c["resume"] = gr.File(label="Resume from a .safetensors model (optional)", file_types=[".safetensors"],
                           type="filepath", height=130)
@@ -397,14 +531,17 @@ def create_tab(pg: Playground, session: gr.BrowserState) -> dict:
     seen, timer = gr.State({}), gr.Timer(POLL_S, active=False)
     config = [c[f] for f in FIELDS]
     quiet = dict(queue=False, **PRIVATE)
-    on(c["fast"].click, fill_preset, pg, gr.State("fast"), config, **quiet)
-    on(c["reference"].click, fill_preset, pg, gr.State("reference"), config, **quiet)
+    for name in PRESETS:
+        on(c[name].click, fill_preset, pg, gr.State(name), [c[f] for f in PRESET_FIELDS], **quiet)
+    on(c["objective"].change, objective_changed, pg, [c["objective"], c["kind"]],
+       [c["kind"], c["width"], c["about"], c["fresh_every"], c["fresh_steps"]], **quiet)
     on(c["kind"].input, kind_width, pg, c["kind"], c["width"], **quiet)
-    on(c["resume"].upload, inspect_resume, pg, c["resume"], [c["kind"], c["width"], c["resume_info"]], **PRIVATE)
+    on(c["resume"].upload, inspect_resume, pg, c["resume"], [c["objective"], c["kind"], c["width"], c["resume_info"]],
+       **PRIVATE)
     on(c["resume"].clear, forget_resume, pg, None, c["resume_info"], queue=False, **PRIVATE)
 
     control = dict(concurrency_limit=None, show_progress="hidden")
-    start_inputs = [session, *config, c["fresh_every"], c["fresh_steps"], c["max_steps"], c["resume"]]
+    start_inputs = [session, *config, c["fresh_every"], c["fresh_steps"], c["max_steps"], c["resume"], c["objective"]]
     for key, fn, inputs in (("start", train_start, start_inputs), ("pause", train_pause, [session]),
                             ("resume", train_resume, [session]), ("step", train_step, [session]),
                             ("stop", train_stop, [session])):

@@ -1,0 +1,159 @@
+"""The Train tab's objective choice: its endpoints called directly on a Playground (no server) for
+cd, dsm and nce runs on a few hundred bundled digits, then /train_start with objective="dsm"
+through a real server (conftest) driven by gradio_client."""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+
+import gradio as gr
+import pytest
+from gradio_client.exceptions import AppError
+
+import ebm_play
+from ebm_play import EBMError, settings
+from ebm_play.data import Digits
+from ebm_play.objectives import ABOUT
+from ebm_play.playground import Playground
+from ui import playback as P
+from ui import sample_tab as S
+from ui import train_tab as T
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
+
+# Tiny on purpose: a dsm update at width 4 and batch 8 takes milliseconds on one core.
+TINY = dict(kind="cnn", width=4, digits=list(range(10)), batch_size=8, sampler_steps=2, step_size=10.0, noise=0.005,
+            alpha=0.1, lr=1e-3, buffer_size=32, reinit=0.05, seed=0, fresh_every=4, fresh_steps=10, max_steps=0)
+
+
+def new_session() -> str:
+    return "test-" + secrets.token_hex(6)
+
+
+@pytest.fixture(scope="module")
+def pg():
+    p = Playground("cpu")
+    few = ebm_play.sample_digits(train=True)
+    p._data = Digits(few.x[:300], few.y[:300], "300 bundled digits")  # what pg.data() gives from now on
+    yield p
+    p.stop_all()
+
+
+def finished(pg, sid, steps: int, objective: str):
+    """Start a run of ``steps`` updates and wait for its end (a few seconds)."""
+    st = T.train_start(pg, sid, **{**TINY, "max_steps": steps}, objective=objective)
+    assert st["objective"] == objective and st["config"]["objective"] == objective
+    run = pg.run_of(sid)
+    run.join(30)
+    assert run.state == "finished", run.error
+    return run
+
+
+def series(plot: gr.LinePlot) -> list[str]:
+    return list(dict.fromkeys(plot.value["data"][i][2] for i in range(len(plot.value["data"]))))
+
+
+# --- the form ------------------------------------------------------------------------------------------
+def test_the_objective_offers_only_the_kinds_it_trains_and_explains_itself():
+    kinds, width, about, every, steps = T.objective_changed(None, "dsm", "jem")
+    assert [v for _, v in kinds.choices] == ["cnn"] and kinds.value == "cnn" and width == T.DEFAULT_WIDTH["cnn"]
+    assert ABOUT["dsm"] in about and "ladder" in about and every == T.FRESH_EVERY["dsm"] and steps == 0
+    kinds, width, about, *_ = T.objective_changed(None, "cd", "cnn")
+    assert [v for _, v in kinds.choices] == ["cnn", "jem", "rbm"] and width == gr.skip() and about == ABOUT["cd"]
+    assert T.fill_preset(None, "nce")[-1] == "nce" and len(T.fill_preset(None, "fast")) == len(T.PRESET_FIELDS)
+    # 0 fresh-sample steps: the objective's own default (the dsm ladder's 100 per level, else 256 as before)
+    assert T.fresh_steps_of(T.make_config(**{k: TINY[k] for k in T.FIELDS}, objective="dsm"), 0) == 1000
+    assert T.fresh_steps_of(T.make_config(**{k: TINY[k] for k in T.FIELDS}), 0) == 256
+
+
+def test_pairs_the_engine_refuses_are_refused_with_its_message(pg):
+    sid = new_session()
+    with pytest.raises(EBMError, match="objective dsm trains cnn or mlp2d energies, not jem"):
+        T.train_start(pg, sid, **{**TINY, "kind": "jem"}, objective="dsm")
+    with pytest.raises(EBMError, match="objective nce trains cnn or mlp2d energies, not rbm"):
+        T.train_start(pg, sid, **{**TINY, "kind": "rbm"}, objective="nce")
+    with pytest.raises(EBMError, match="objective: unknown value 'sm'"):
+        T.train_start(pg, sid, **TINY, objective="sm")
+    assert T.train_status(pg, sid)["state"] == "none"  # nothing was started
+
+
+# --- runs per objective ------------------------------------------------------------------------------------
+def test_a_dsm_run_shows_its_loss_per_noise_level_and_ladder_samples_not_a_buffer(pg):
+    sid = new_session()
+    run = finished(pg, sid, 6, "dsm")
+    st = T.train_status(pg, sid)
+    levels = [f"dsm_loss_{i}" for i in range(10)]
+    assert set(levels) <= set(st["curves"]) and set(levels) <= set(st["last"]) and "e_fake" not in st["curves"]
+    assert all(math.isfinite(st["last"][k]) for k in levels)
+    out = T.poll(pg, sid, {})
+    per_level, loss = out[1], out[2]
+    ladder = run.config.noise_ladder().tolist()
+    assert series(per_level) == [f"σ = {T.fmt(s)}" for s in ladder] and "score matching" in per_level.label
+    assert "score matching" in loss.label and series(loss) == ["loss"]
+    buffer, fresh = out[5], out[6]
+    assert buffer.visible is False and fresh.label == "Fresh from noise (ladder sampler)" and fresh.value is not None
+    assert run.view.buffer is None and set(run.view.energies) == {"real", "noise"} and "buffer" not in out[7].label
+    assert run.quality and 0 <= run.quality[-1]["confident"] <= 1  # fresh ladder chains judged by the classifier
+    assert "Denoising score matching" in out[0]
+    last = run.history[-1]  # the status line names the loss at both ends of the ladder
+    assert f"at σ_max {T.fmt(last['dsm_loss_0'])}" in out[0] and f"at σ_min {T.fmt(last['dsm_loss_9'])}" in out[0]
+
+    # saved, and used in the other tabs: the Sample tab offers the ladder sampler, the model's own
+    model = ebm_play.load_model(T.train_save(pg, sid))
+    assert model.kind == "cnn-noise" and model.info["sampler"] == "ladder"
+    assert model.info["samplers"]["ladder"]["steps"] == TINY["fresh_steps"]
+    assert "trained in this session" in T.train_use(pg, sid)
+    used, _ = pg.current_model(sid)
+    assert settings.default_sampler(used) == "ladder" and "ladder" in settings.applicable(used)
+    sampler, steps, *_ = P.knob_values(used, "ladder")
+    assert ("ladder", "ladder") in sampler.choices and sampler.value == "ladder" and steps == TINY["fresh_steps"]
+    _grid, _plot, result = list(S.sample(pg, sid, "ladder", 10, chains=2))[-1]
+    assert result["model"].startswith("trained in this session") and all(math.isfinite(e) for e in result["energy"])
+    with pytest.raises(EBMError, match=r"objective \(dsm\) keeps no replay buffer"):
+        list(S.sample(pg, sid, "ladder", 10, chains=2, start="buffer"))
+
+
+def test_an_nce_run_shows_accuracy_and_log_z(pg):
+    sid = new_session()
+    finished(pg, sid, 6, "nce")
+    st = T.train_status(pg, sid)
+    assert {"nce_accuracy", "log_z"} <= set(st["curves"]) and 0 <= st["last"]["nce_accuracy"] <= 1
+    out = T.poll(pg, sid, {})
+    assert series(out[1]) == ["classification accuracy (data vs noise)", "loss"] and "Noise-contrastive" in out[1].label
+    assert series(out[2]) == ["log Z", "E(data)", "E(noise)"]
+    assert out[5].visible is False and out[6].label == "Fresh from noise (Langevin)"
+    assert "accuracy" in out[0] and "log Z" in out[0]
+
+
+def test_a_new_run_resets_the_plots_and_a_cd_run_shows_its_buffer(pg):
+    sid = new_session()
+    finished(pg, sid, 3, "nce")
+    seen = T.poll(pg, sid, {})[15]
+    finished(pg, sid, 3, "cd")
+    out = T.poll(pg, sid, seen)
+    assert out[15]["run"] != seen["run"]  # another run: everything is drawn anew
+    assert series(out[1]) == ["E(real)", "E(fake)", "gap E(fake)−E(real)"] and "Contrastive divergence" in out[1].label
+    assert out[5].visible is True and out[5].value is not None and out[6].label == "Fresh from noise"
+    assert "e_fake" in T.train_status(pg, sid)["curves"]
+
+
+# --- through a real server ------------------------------------------------------------------------------
+def test_train_start_with_objective_dsm_through_the_api(client, app):
+    sid = new_session()
+    try:
+        st = client.predict(sid, **{**TINY, "max_steps": 4}, objective="dsm", api_name="/train_start")
+        assert st["objective"] == "dsm" and st["config"]["objective"] == "dsm"
+        deadline = time.monotonic() + 30
+        while st["state"] != "finished":
+            assert time.monotonic() < deadline and st["state"] != "failed", st
+            time.sleep(0.2)
+            st = client.predict(sid, api_name="/train_status")
+        assert {f"dsm_loss_{i}" for i in range(10)} <= set(st["curves"]) and "dsm_loss_9" in st["last"]
+        with pytest.raises(AppError, match="objective dsm trains cnn or mlp2d energies, not rbm"):
+            client.predict(new_session(), **{**TINY, "kind": "rbm"}, objective="dsm", api_name="/train_start")
+    finally:
+        run = app.playground.sessions.peek(sid).runs.get("image") if app.playground.sessions.peek(sid) else None
+        if run is not None and run.live:
+            run.stop()

@@ -215,13 +215,15 @@ def sampling_caveat(model: nn.Module | None) -> str | None:
 
 
 def offered(model: nn.Module | None) -> tuple[str, ...]:
-    """The samplers a UI should offer for ``model``: block Gibbs for an RBM, the gradient samplers for
-    other energies, none for a model :func:`sampling_caveat` rules out. Each (sampler, shipped model)
+    """The samplers a UI should offer for ``model``: block Gibbs for an RBM, the noise ladder for a
+    dsm energy, the gradient samplers for other energies, none for a model :func:`sampling_caveat` rules out. Each (sampler, shipped model)
     pair offered is checked to give digits at its defaults (tests/test_settings.py)."""
     if sampling_caveat(model) is not None:
         return ()
     if getattr(model, "kind", None) == "rbm":
         return ("gibbs",)
+    if "ladder" in applicable(model):  # a dsm energy: plain samplers see only its σ_min level
+        return ("ladder",)
     return tuple(s for s in applicable(model) if s in samplers.GRADIENT_SAMPLERS)
 
 

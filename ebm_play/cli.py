@@ -536,10 +536,12 @@ def _train(args, config_names: list[str], world: distributed.World, device: torc
     model = model or model_for(config, data)
     trainer = Trainer(config, data.train.x, data.train.y, model=model, device=device, start_step=done)
     record = run_info(config, data, done + args.steps)
-    try:
-        return _train_loop(args, trainer, data, record, done, world)
-    finally:
-        trainer.close()  # DDP must go before the process group does
+    stop = StopRequests()
+    with stop.installed():  # until the trainer is closed: a late Ctrl-C must not land in its teardown
+        try:
+            return _train_loop(args, trainer, data, record, done, world, stop)
+        finally:
+            trainer.close()  # DDP must go before the process group does
 
 
 class StopRequests:
@@ -594,12 +596,12 @@ def _dataset(args, recorded: dict | None = None, download: bool = False, strict:
     return data
 
 
-def _train_loop(args, trainer: Trainer, data: Dataset, record: dict, done: int, world: distributed.World) -> int:
+def _train_loop(args, trainer: Trainer, data: Dataset, record: dict, done: int, world: distributed.World,
+                stop: StopRequests) -> int:
     config = trainer.config
     out = Path(args.out)
     end = done + args.steps
     deadline = None if args.minutes is None else time.monotonic() + 60 * args.minutes
-    stop = StopRequests()
     if world.size == 1:  # under torchrun every rank must finish the update: DDP waits for all of them
         trainer.interrupt = stop.__bool__
 
@@ -624,33 +626,32 @@ def _train_loop(args, trainer: Trainer, data: Dataset, record: dict, done: int, 
     say(f"training {config.model} ({arch}) on {data.train.source}, {len(trainer.data)} {unit}, device {trainer.device}{ranks}, "
         f"steps {done + 1}..{end}")
     t_log, n_log = time.perf_counter(), 0
-    with stop.installed():
-        try:
-            while trainer.state.step < end:
-                # the ranks must stop at the same step, so the one that runs out of time (or was
-                # interrupted) tells the rest
-                asked = distributed.any_rank(bool(stop)) if world.size > 1 else bool(stop)
-                if asked:
-                    raise Interrupted("stop requested")
-                if deadline is not None and distributed.any_rank(time.monotonic() > deadline):
-                    say(f"time budget of {args.minutes:g} min used up")
-                    break
-                m = trainer.step()
-                n_log += 1
-                if m["rolled_back"]:
-                    say(f"step {m['step']}: {m['event']}")
-                s = m["step"]
-                if (s - done) % args.log_every == 0 or s == end:
-                    now = time.perf_counter()
-                    rate = n_log / max(now - t_log, 1e-9)
-                    say(f"step {s:>6}/{end}  loss {m['loss']:+.4f}  {_progress(m, config)}  {rate:.2f} steps/s")
-                    t_log, n_log = now, 0
-                if args.save_every and (s - done) % args.save_every == 0 and s != end:
-                    save("checkpoint")
-        except (Interrupted, KeyboardInterrupt):  # KeyboardInterrupt: a SIGINT before the handler, or raised by code
-            save("interrupted")
-            return 130
-        save("done")
+    try:
+        while trainer.state.step < end:
+            # the ranks must stop at the same step, so the one that runs out of time (or was
+            # interrupted) tells the rest
+            asked = distributed.any_rank(bool(stop)) if world.size > 1 else bool(stop)
+            if asked:
+                raise Interrupted("stop requested")
+            if deadline is not None and distributed.any_rank(time.monotonic() > deadline):
+                say(f"time budget of {args.minutes:g} min used up")
+                break
+            m = trainer.step()
+            n_log += 1
+            if m["rolled_back"]:
+                say(f"step {m['step']}: {m['event']}")
+            s = m["step"]
+            if (s - done) % args.log_every == 0 or s == end:
+                now = time.perf_counter()
+                rate = n_log / max(now - t_log, 1e-9)
+                say(f"step {s:>6}/{end}  loss {m['loss']:+.4f}  {_progress(m, config)}  {rate:.2f} steps/s")
+                t_log, n_log = now, 0
+            if args.save_every and (s - done) % args.save_every == 0 and s != end:
+                save("checkpoint")
+    except (Interrupted, KeyboardInterrupt):  # KeyboardInterrupt: a SIGINT before the handler, or raised by code
+        save("interrupted")
+        return 130
+    save("done")
     if world.size > 1:  # a cheap proof that data-parallel training kept the ranks in step
         digests = distributed.gather_digests(trainer.model)
         if len(set(digests)) != 1:

@@ -493,8 +493,12 @@ class NoiseConditional(EnergyModel):
         return e.flatten(1).sum(1), g
 
     def _baseline_term(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """B(x, σ) for a forward pass: differentiable in x once (its gradient is written out), which
-        is all the score-matching loss needs of a term without weights."""
+        """B(x, σ) for a forward pass. The Gaussian baseline (points) is plain autograd, so Hessians and
+        functorch transforms see it; the histogram one (images) is differentiable in x once, its
+        gradient written out, which is all the score-matching loss needs of a term without weights."""
+        if self.config["bins"] == 1:
+            d = x - self.data_mean
+            return 0.5 * (d.square() / (self.data_var + s.view(-1, *[1] * (x.dim() - 1)).square())).flatten(1).sum(1)
         return _Baseline.apply(x, s, self)
 
     def noise_ladder(self) -> torch.Tensor:

@@ -172,19 +172,30 @@ def preprocess(data: bytes | str | os.PathLike | Image.Image | np.ndarray) -> to
     return torch.from_numpy(canvas).float().mul(2).sub(1).view(1, 1, 28, 28)
 
 
-def load_images(path: str | os.PathLike) -> torch.Tensor:
-    """``.npz`` (key ``x``) or any picture file → N×1×28×28 in [−1, 1]."""
+def existing_file(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.is_file():
         raise EBMError(f"no such file: {p}")
+    return p
+
+
+def npz_array(p: Path, keys: tuple[str, ...]) -> np.ndarray:
+    """The first of ``keys`` found in the ``.npz`` file ``p`` (no pickles), or one line saying why not."""
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            key = next((k for k in keys if k in z), None)
+            if key is None:
+                raise EBMError(f"{p.name}: no array {' or '.join(map(repr, keys))} (found: {', '.join(z.files) or 'none'})")
+            return z[key]
+    except (ValueError, OSError) as e:
+        raise EBMError(f"{p.name}: not a readable .npz file ({e})") from e
+
+
+def load_images(path: str | os.PathLike) -> torch.Tensor:
+    """``.npz`` (key ``x``) or any picture file → N×1×28×28 in [−1, 1]."""
+    p = existing_file(path)
     if p.suffix.lower() == ".npz":
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                if "x" not in z:
-                    raise EBMError(f"{p.name}: no array 'x' (found: {', '.join(z.files) or 'none'})")
-                x = z["x"]
-        except (ValueError, OSError) as e:
-            raise EBMError(f"{p.name}: not a readable .npz file ({e})") from e
+        x = npz_array(p, ("x",))
         if x.dtype.kind != "f":
             raise EBMError(f"{p.name}: 'x' must be float32 in [−1, 1], got {x.dtype}")
         return check_pixels(torch.from_numpy(x.astype(np.float32)), f"{p.name}: 'x'")

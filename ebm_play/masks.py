@@ -9,14 +9,13 @@ the part to erase on a drawing pad (``from_paint``: the app's mask pad).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
 from .errors import EBMError
-from .images import open_image
+from .images import existing_file, npz_array, open_image
 
 HALVES = ("top", "bottom", "left", "right")
 PAINT_COVER = 0.25  # a model pixel is erased when at least this share of it is painted
@@ -53,18 +52,9 @@ def from_array(m, what: str = "mask") -> torch.Tensor:
 def from_file(path: str | os.PathLike) -> torch.Tensor:
     """A mask file: ``.npz`` (array ``mask`` or ``x``, above 0.5 = keep) or a picture (white = keep),
     read at 28×28 with nearest-neighbour so a mask stays a mask."""
-    p = Path(path)
-    if not p.is_file():
-        raise EBMError(f"no such file: {p}")
+    p = existing_file(path)
     if p.suffix.lower() == ".npz":
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                key = "mask" if "mask" in z else "x" if "x" in z else None
-                if key is None:
-                    raise EBMError(f"{p.name}: no array 'mask' or 'x'")
-                return from_array(z[key], f"{p.name}: mask")
-        except (ValueError, OSError) as e:
-            raise EBMError(f"{p.name}: not a readable .npz file ({e})") from e
+        return from_array(npz_array(p, ("mask", "x")), f"{p.name}: mask")
     img = open_image(p).convert("L").resize((28, 28), resample=Image.NEAREST)
     return from_array(np.asarray(img) > 127, p.name)
 

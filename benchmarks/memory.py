@@ -43,7 +43,7 @@ def main():
         c.predict(session=sid, api_name="/sample")
         c.predict(sid, png, api_name="/score")
         c.predict(session=sid, experts=[{"expert": "class", "label": 3}], steps=20, api_name="/compose")
-        c.predict(session=sid, image=editor, erase="top", steps=20, api_name="/inpaint")
+        c.predict(session=sid, image=editor, keep_half="bottom", steps=20, api_name="/inpaint")
         c.predict(session=sid, image=editor, steps=20, api_name="/denoise")
         c.predict(session=sid, image=editor, api_name="/ood_score")
         c.predict(session=sid, image=editor, api_name="/classify")

@@ -209,3 +209,15 @@ def test_fresh_chains_run_in_slices_while_the_model_waits(digits):
     first = calls.index(("slice", 3))
     assert calls[first: first + 3] == [("slice", 3)] * 3  # 2 full slices and the rest (18 = 8 + 8 + 2 states)
     assert run.view.fresh_step == 3 and all(k == "step" for k, _ in calls[:first])
+
+
+def test_the_quality_curve_never_judges_the_untrained_step_0(digits):
+    """Issue #21: the chart started at confident = 1.0 at step 0, where fresh chains are noise that the
+    classifier calls "8" with p > 0.9. The first point is at the first panel after an update."""
+    config = TrainConfig(width=4, batch_size=16, sampler_steps=2, buffer_size=32, seed=0)
+    views = ImageViews(fresh_every=2, fresh_steps=4, classifier=ebm_play.load_model("mnist-classifier"))
+    run = Run("image", Spec(config, digits.x[:512], source="test"), views, estimate(config), max_steps=4)
+    wait_for(lambda: run.state == "finished", what="4 updates")
+    wait_for(lambda: views.quality, what="a judged panel")
+    assert views.quality[0]["step"] > 0 and all(q["step"] > 0 for q in views.quality)
+    assert run.view.fresh_step > 0  # the step-0 panel was drawn, just not judged

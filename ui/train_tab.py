@@ -466,7 +466,7 @@ def training_data(pg: Playground, session, cfg: ebm_play.TrainConfig, model) -> 
 def data_markdown(d) -> str:
     """The counts of an uploaded set: images, split, classes with their images, hash, what JEM says."""
     def esc(t) -> str:  # names come from the archive
-        return html.escape(str(t)).replace("|", "&#124;")
+        return html.escape(str(t), quote=False).replace("|", "&#124;")
 
     lines = [f"**{esc(d.name)}**: {d.size:,} images, {len(d.train.x):,} to train and {len(d.test.x):,} held out "
              f"({d.held_out:.0%}: {esc(d.split)}), sha256 `{d.hash[:12]}`"

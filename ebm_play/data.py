@@ -25,7 +25,7 @@ import os
 import socket
 import warnings
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +164,18 @@ class Dataset:
         return {"name": self.name, "arg": self.arg, "size": self.size, "unit": self.unit, "train": len(self.train.x),
                 "held_out": len(self.test.x), "split": self.split, "held_out_fraction": self.held_out,
                 "hash": self.hash, "classes": list(self.classes), "labels_from_folders": self.labels_from_folders}
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the images and labels take."""
+        parts = (self.train.x, self.train.y, self.test.x, self.test.y)
+        return sum(t.numel() * t.element_size() for t in parts if t is not None)
+
+    def reference(self) -> Dataset:
+        """This set without its training images: what a model of it is judged against (OOD
+        percentiles among the held-out part), small enough to keep once the upload is let go."""
+        y = None if self.train.y is None else self.train.y[:0].clone()
+        return replace(self, train=Digits(self.train.x[:0].clone(), y, self.train.source))
 
     def preview(self, n: int = 64) -> torch.Tensor:
         """Up to ``n`` training images as the model sees them, the classes taking turns."""

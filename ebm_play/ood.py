@@ -37,6 +37,7 @@ DEFAULT_TPR = 0.95
 CONFIDENT = 0.9  # p(y|x) above this counts as a confident class
 N_BUILTIN = 500  # images per built-in OOD set
 _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → OODScorer
+_references: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → its data (set_reference)
 _cache_lock = threading.Lock()
 
 
@@ -170,12 +171,16 @@ class OODScorer:
     def compare_images(self, x: torch.Tensor, tpr: float = DEFAULT_TPR) -> BatchReport:
         return self.compare(self.energy(x), tpr)
 
+    def sets(self) -> dict[str, torch.Tensor]:
+        """The built-in OOD sets' images: made from the test digits, or for a model of other data
+        from its held-out images, with MNIST digits among them (:func:`data_scorer`)."""
+        return builtin_sets(self.seed) if self._sets is None else self._sets
+
     def builtin(self) -> dict[str, np.ndarray]:
         """Energies of each built-in OOD set (N_BUILTIN images each), computed once."""
         with self._lock:
             if self._builtin is None:
-                sets = builtin_sets(self.seed) if self._sets is None else self._sets
-                self._builtin = {name: self.energy(x) for name, x in sets.items()}
+                self._builtin = {name: self.energy(x) for name, x in self.sets().items()}
             return self._builtin
 
 
@@ -201,15 +206,24 @@ def data_scorer(model: nn.Module, data: Dataset, seed: int = 0) -> OODScorer:
                      reference_name=f"held-out images of {data.name}")
 
 
+def set_reference(model: nn.Module, data: Dataset) -> None:
+    """Judge ``model`` against ``data``'s held-out images from now on: a model in memory trained on
+    data its file cannot name again (a person's upload). Kept while the model lives."""
+    with _cache_lock:
+        _references[model] = data
+        _cache.pop(model, None)
+
+
 def scorer_for(model: nn.Module, data: Dataset | None = None) -> OODScorer:
     """The cached :class:`OODScorer` of ``model`` (built on first use): against ``data``'s held-out
     part when given (it replaces the cached one), else against the model's own data where its file
-    names a set that can be found without reading a path from the file (:func:`ebm_play.data.dataset_of`),
+    names a set that can be found without reading a path from the file (:func:`ebm_play.data.dataset_of`)
+    or :func:`set_reference` gave one,
     else against the MNIST test digits."""
     with _cache_lock:
         s = None if data is not None else _cache.get(model)
         if s is None:
-            data = data or dataset_of(getattr(model, "info", {}))
+            data = data or _references.get(model) or dataset_of(getattr(model, "info", {}))
             s = _cache[model] = OODScorer(model) if data is None or data.is_mnist else data_scorer(model, data)
         return s
 

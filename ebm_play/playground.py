@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from . import landscapes as L
-from .data import Digits, mnist
+from . import ood
+from .data import Dataset, Digits, mnist
 from .errors import EBMError
 from .models import IMAGE_ENERGIES, CNNEnergy, EnergyModel
 from .objectives import OBJECTIVES
@@ -53,6 +54,7 @@ log = logging.getLogger("ebm_play.playground")
 RANDOM_MODEL = "random (untrained)"
 TRAINED_MODEL = "trained in this session"
 KINDS = ("image", "landscape")
+MAX_HELD_DATA_BYTES = 256 * 2**20  # people's uploaded images, all sessions together (20,000 images take 63 MB)
 
 
 class ModelUploads:
@@ -105,6 +107,8 @@ class Playground:
         self._lock = threading.Lock()  # claims of run slots
         self._data_lock = threading.Lock()
         self._data: Digits | None = None
+        self.max_held_data_bytes = MAX_HELD_DATA_BYTES
+        self._own_lock = threading.Lock()
         self.tmp = tempfile.mkdtemp(prefix="ebm_play_")  # files waiting for download
         weakref.finalize(self, shutil.rmtree, self.tmp, ignore_errors=True)  # also runs at exit
 
@@ -132,6 +136,46 @@ class Playground:
             if self._data is None:
                 self._data = mnist(train=True)
             return self._data
+
+    # --- a person's own images -------------------------------------------------------------------------
+    def hold_data(self, sid, data: Dataset) -> None:
+        """The session's uploaded images, replacing any it held (it becomes a keeper: strangers'
+        new sessions cannot push it out). Other sessions' uploads, least recently seen first, are
+        let go while all of them together hold more than ``max_held_data_bytes``."""
+        s = self.sessions.get(sid)
+
+        def give(s: Session) -> None:
+            s.data = data
+            s.choices["data"] = data.name
+
+        self.sessions.keep(s, give)
+        with self._own_lock:
+            others = sorted((x for x in self.sessions.all() if x.data is not None and x is not s), key=lambda x: x.seen)
+            total = data.nbytes + sum(x.data.nbytes for x in others)
+            for old in others:
+                if total <= self.max_held_data_bytes:
+                    break
+                total -= old.data.nbytes
+                old.data = None
+                log.info("let go of the uploaded images of a session to make room")
+
+    def own_data(self, sid) -> Dataset | None:
+        """The images the session uploaded, None when it trains on MNIST; an EBMError when they
+        were let go to make room (rather than training on MNIST without a word)."""
+        s = self.sessions.peek(sid) if sid else None
+        if s is None or "data" not in s.choices:
+            return None
+        if s.data is None:
+            raise EBMError(f"your images ({s.choices['data']}) were let go to make room on the server: "
+                           "upload them again, or press 'Use MNIST again'")
+        return s.data
+
+    def drop_data(self, sid) -> None:
+        """Back to MNIST: the session's uploaded images are let go."""
+        s = self.sessions.peek(sid) if sid else None
+        if s is not None:
+            s.data = None
+            s.choices.pop("data", None)
 
     # --- models a session uses --------------------------------------------------------------------
     def model_names(self, s: Session | None) -> list[str]:
@@ -183,8 +227,13 @@ class Playground:
         model = run.model_copy().to(self.device)
         label = f"{run.config.model}, step {run.weights_step}"
 
+        reference = run.spec.reference
+        if reference is not None:  # judged against its own held-out images (OOD percentiles), not MNIST digits
+            ood.set_reference(model, reference)
+            label += f" on {reference.name}"
+
         def give(s: Session) -> None:
-            s.trained, s.trained_label = model, label
+            s.trained, s.trained_label, s.trained_data = model, label, reference
             s.choices["model"] = TRAINED_MODEL
 
         self.sessions.keep(self.sessions.get(sid), give)
@@ -194,10 +243,11 @@ class Playground:
     def start_run(self, sid, kind: str, config: TrainConfig, data: torch.Tensor, labels: torch.Tensor | None = None,
                   *, model: EnergyModel | None = None, load=None, source: str = "", resumed_from: str | None = None,
                   views=None, max_steps: int = 0, start: bool = True, idle_pause_s: float | None = None,
-                  info: dict | None = None, own_data: bool = False) -> Run:
+                  info: dict | None = None, own_data: bool = False, reference: Dataset | None = None) -> Run:
         """Claim a slot and start a run of ``kind`` for the session (its thread builds the trainer).
         ``load``: a function that returns the model to resume from, called by the run's thread;
-        ``own_data``: the data is this run's own copy (counted in its memory), not a shared data set."""
+        ``own_data``: the data is this run's own copy (counted in its memory), not a shared data set;
+        ``reference``: a person's own data (:meth:`Dataset.reference`) its model is judged against."""
         if kind not in KINDS:
             raise EBMError(f"unknown run kind {kind!r}")
         data_bytes = data.numel() * data.element_size() if own_data else 0
@@ -207,7 +257,7 @@ class Playground:
         check_budget(est, self.limits)
         s = self.sessions.get(sid)
         views = views or (ImageViews(classifier=self.classifier) if kind == "image" else LandscapeViews())
-        spec = Spec(config, data, labels, model, load, self.device, source, resumed_from, dict(info or {}))
+        spec = Spec(config, data, labels, model, load, self.device, source, resumed_from, dict(info or {}), reference)
         with self._lock:
             self._check_room(s, kind, est)
             run = Run(kind, spec, views, est, max_steps=max_steps, start=start, idle_pause_s=idle_pause_s)

@@ -37,6 +37,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import landscapes as L
+from .data import Dataset
 from .errors import EBMError
 from .images import grid
 from .metrics import classify, label_quality
@@ -329,6 +330,7 @@ class Spec:
     source: str = ""  # where the data came from, for the log and the file
     resumed_from: str | None = None
     info: dict = field(default_factory=dict)  # extra facts for the weight file (e.g. the data's identity)
+    reference: Dataset | None = None  # a person's own data (a Dataset, held-out part only): what its model is judged against
 
 
 class Run:
@@ -362,6 +364,7 @@ class Run:
         self.step = 0
         self.seen = time.monotonic()
         self._weights: tuple[dict, int, dict] | None = None  # (state dict, step, file info), published
+        self._arch: tuple[str, dict] = ("", {})  # the model's kind and constructor arguments, published with them
         self.trainer: Trainer | None = None  # the worker's; None once the run has ended
         self._thread = threading.Thread(target=self._loop, name=f"ebm-{kind}-{self.id}", daemon=True)
         self._thread.start()
@@ -566,6 +569,7 @@ class Run:
         meta = tr.metadata()
         meta.update(self.spec.info)
         meta["data"] = self.spec.source
+        self._arch = (tr.model.kind, dict(tr.model.config))  # a JEM of other data has its own number of classes
         self._weights = ({k: v.detach().to("cpu", copy=True) for k, v in tr.model.state_dict().items()},
                          tr.state.step, meta)
 
@@ -612,7 +616,8 @@ class Run:
         if self._weights is None:
             raise EBMError("the run has no weights yet: wait a moment for it to start")
         weights, step, info = self._weights
-        model = self.config.build_model()
+        kind, config = self._arch
+        model = build_model(kind, **config)
         model.load_state_dict(weights)
         model.info = copy.deepcopy(info)
         model.info["train_steps"] = step

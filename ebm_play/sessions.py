@@ -7,7 +7,7 @@ second tab finds the same runs; an API caller passes any id of 8–64 letters, d
 Anyone can make new sessions, so forgetting follows two rules:
 
 - **idle sessions** (nothing trained) are shed oldest first once there are ``max_idle`` of them;
-- **keepers** (a session with a run or a trained model) are never shed to make room for new idle
+- **keepers** (a session with a run, a trained model or uploaded images) are never shed to make room for new idle
   ones. There are at most ``max_keepers``; a new keeper takes the place of the keeper seen least
   recently that has no live run and has not been seen for ``keeper_grace_s``, else it is refused.
 
@@ -22,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from .data import Dataset
 from .errors import EBMError
 from .models import EnergyModel
 
@@ -47,13 +48,15 @@ class Session:
     runs: dict = field(default_factory=dict)  # kind ("image", "landscape") → the session's latest Run
     trained: EnergyModel | None = None  # a copy of a run's weights that the other tabs use
     trained_label: str = ""
+    trained_data: Dataset | None = None  # the held-out part of a person's own data the trained model learnt
+    data: Dataset | None = None  # images the person uploaded (one set; the playground bounds all of them)
     choices: dict = field(default_factory=dict)  # small things the tabs remember (the current model, clicked points…)
     seen: float = field(default_factory=time.monotonic)
 
     @property
     def keeper(self) -> bool:
         """It holds work that must not be lost to make room for strangers."""
-        return bool(self.runs) or self.trained is not None
+        return bool(self.runs) or self.trained is not None or self.data is not None
 
     @property
     def live(self) -> bool:

@@ -132,6 +132,18 @@ def test_a_model_of_other_data_is_judged_against_its_own_held_out_images():
     assert swapped.n == 400 and ood.scorer_for(plain) is swapped
 
 
+def test_a_model_in_memory_is_judged_against_the_data_set_reference_gives_it():
+    glyphs = load_dataset("glyphs")
+    model = MeanEnergy()
+    model.info = {"dataset": {**glyphs.info(), "arg": "/tmp/gradio/x/upload.zip"}}  # a path is never followed
+    assert ood.scorer_for(model).reference_name == "test digits"
+    ood.set_reference(model, glyphs.reference())  # what the Playground does for a model of an upload
+    s = ood.scorer_for(model)
+    assert s.reference_name == "held-out images of glyphs" and s.n == 400 and ood.scorer_for(model) is s
+    assert torch.equal(s.reference_images, glyphs.test.x) and len(glyphs.reference().train.x) == 0
+    assert glyphs.reference().test.x.untyped_storage().nbytes() == glyphs.test.x.numel() * 4  # not the whole set
+
+
 def test_classify_names_the_classes_of_its_data():
     glyphs = load_dataset("glyphs")
     torch.manual_seed(0)

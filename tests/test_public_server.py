@@ -192,3 +192,50 @@ def test_ten_hostile_uploads_do_not_grow_the_server(client, tmp_path):
     trim_memory()
     grown = rss_mb() - before
     assert grown < 100, f"RSS grew by {grown:.0f} MB over {len(cases)} hostile uploads"
+
+
+def test_ten_hostile_archive_uploads_do_not_grow_the_server(client, tmp_path):
+    """/train_data (the Train tab's 'Your images'): bombs of each kind, each refused with one line
+    that names the file's member, and resident memory grows by less than 100 MB over ten."""
+    import io
+    import zipfile
+
+    import numpy as np
+    from gradio_client import handle_file
+    from PIL import Image
+
+    def zip_of(name, members):
+        with zipfile.ZipFile(tmp_path / name, "w", zipfile.ZIP_DEFLATED) as z:
+            for member, data in members.items():
+                z.writestr(member, data)
+        return tmp_path / name
+
+    pixels = io.BytesIO()
+    Image.new("1", (6000, 6000)).save(pixels, "PNG")  # 36 megapixels in a few kB
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 28, 28), np.uint8))
+    header["shape"] = (10**9, 28, 28)  # an npz that claims 10⁹ images
+    npy = io.BytesIO()
+    np.lib.format.write_array_header_1_0(npy, header)
+    ratio = zip_of("ratio.zip", {"ratio/a.png": bytes(9 * 2**20)})
+    cases = [(ratio, "a.png"), (zip_of("pixels.zip", {"p/bomb.png": pixels.getvalue()}), "bomb.png"),
+             (zip_of("claims.npz", {"x.npy": npy.getvalue()}), "claims.npz"),
+             (zip_of("nested.zip", {"n/inner.zip": ratio.read_bytes()}), "inner.zip"),
+             (zip_of("text.zip", {"t/readme.png": b"not a picture at all"}), "readme.png")]
+
+    def refused(i: int) -> None:
+        path, member = cases[i % len(cases)]
+        with pytest.raises(AppError) as e:
+            client.predict(session=sid(), file=handle_file(str(path)), labels_from_folders=True, api_name="/train_data")
+        assert member in str(e.value) and "\n" not in str(e.value) and len(str(e.value)) < 300, str(e.value)
+
+    for i in range(len(cases)):  # warm up: the first of each loads PIL's decoders, the queue's workers …
+        refused(i)
+    gc.collect()
+    trim_memory()
+    before = rss_mb()
+    for i in range(10):
+        refused(i)
+    gc.collect()
+    trim_memory()
+    grown = rss_mb() - before
+    assert grown < 100, f"RSS grew by {grown:.0f} MB over 10 hostile archive uploads"

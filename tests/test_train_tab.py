@@ -7,13 +7,18 @@ from __future__ import annotations
 import math
 import secrets
 import time
+import zipfile
 
 import gradio as gr
+import numpy as np
 import pytest
 from gradio_client.exceptions import AppError
+from owndata import LABELS, make_npz, make_zip
+from PIL import Image
 
 import ebm_play
 from ebm_play import EBMError, settings
+from ebm_play.archives import Limits
 from ebm_play.data import Digits
 from ebm_play.objectives import ABOUT
 from ebm_play.playground import Playground
@@ -157,3 +162,113 @@ def test_train_start_with_objective_dsm_through_the_api(client, app):
         run = app.playground.sessions.peek(sid).runs.get("image") if app.playground.sessions.peek(sid) else None
         if run is not None and run.live:
             run.stop()
+
+
+# --- your own images -----------------------------------------------------------------------------------
+def one_line(fn, *args, **kw) -> str:
+    """The EBMError an endpoint raises: one short line, as the page shows it."""
+    with pytest.raises(EBMError) as e:
+        fn(*args, **kw)
+    msg = str(e.value)
+    assert "\n" not in msg and len(msg) < 300, msg
+    return msg
+
+
+def test_an_uploaded_zip_is_previewed_counted_trained_on_and_judged_against_its_own_held_out_images(pg, tmp_path):
+    from ui import ood_tab as O
+
+    sid = new_session()
+    zip_path = make_zip(tmp_path / "icons.zip", per_class=6)
+    preview, md = T.data_upload(pg, sid, str(zip_path), True)
+    # 3 classes × 6 pictures; 10% of each class held out, at least one: 5 to train and 1 held out per class
+    assert "**icons.zip**: 18 images, 15 to train and 3 held out" in md
+    assert all(f"| {c} | 6 | 1 |" in md for c in LABELS) and "3 classes" in md
+    assert pg.sessions.peek(sid).data.hash[:12] in md and str(tmp_path) not in md
+    # 15 training images, the classes taking turns, 8 to a row: 28×28 tiles at scale 2 with 2-px separators
+    assert Image.open(preview).size == (8 * 56 + 9 * 2, 2 * 56 + 3 * 2)
+    st = T.train_start(pg, sid, **{**TINY, "kind": "jem", "width": 4, "max_steps": 3, "digits": [3]})
+    run = pg.run_of(sid)
+    run.join(30)
+    assert run.state == "finished", run.error
+    assert st["config"]["classes"] is None  # the digit choice is for MNIST: every picture is trained on
+    assert "15 items from your images icons.zip" in run.log[0]
+    assert "icons.zip" in T.train_use(pg, sid)
+    model, _ = pg.current_model(sid)
+    assert model.config["n_classes"] == 3 and model.info["dataset"]["arg"] == "icons.zip"
+    _, text, result = O.ood_score(pg, sid, None, 0, O.CURRENT, 0.95)
+    assert "held-out images of icons.zip" in text and "MNIST test digits" not in text
+    assert O.scorer(model).n == 3  # percentiles among the 3 held-out pictures, not 2,000 digits
+    _, _, batch_md, batch = O.ood_batch(pg, sid, None, O.MNIST_SET, O.CURRENT, 0.95)
+    assert "against 3 held-out images of icons.zip" in batch_md and batch["n"] == 500
+    x = S.sample(pg, sid, steps=2, chains=2, frames=2, label=2)
+    assert str(list(x)[-1][-1]["model"]).startswith("trained in this session")
+
+
+def test_an_npz_without_labels_trains_a_cnn_and_jem_is_refused_with_the_engines_line(pg, tmp_path):
+    from owndata import glyph_arrays
+
+    sid = new_session()
+    x, _ = glyph_arrays(4)
+    path = tmp_path / "marks.npz"
+    np.savez(path, x=x)
+    _, md = T.data_upload(pg, sid, str(path), True)
+    assert "12 images" in md and "No labels" in md and "JEM needs labels" in md
+    assert "JEM needs labels, and marks.npz has none" in one_line(T.train_start, pg, sid, **{**TINY, "kind": "jem"})
+    T.train_start(pg, sid, **{**TINY, "max_steps": 2})
+    pg.run_of(sid).join(30)
+    assert pg.run_of(sid).state == "finished" and "items from your images marks.npz" in pg.run_of(sid).log[0]
+
+
+def test_use_mnist_again_and_images_let_go_to_make_room(pg, tmp_path):
+    a, b = new_session(), new_session()
+    zip_path = make_zip(tmp_path / "icons.zip", per_class=3)
+    T.data_upload(pg, a, str(zip_path), True)
+    assert T.data_forget(pg, a) == (None, T.MNIST_NOTE, None) and pg.own_data(a) is None
+    T.train_start(pg, a, **{**TINY, "max_steps": 1})
+    pg.run_of(a).join(30)
+    assert "300 bundled digits" in pg.run_of(a).log[0]
+    T.data_upload(pg, a, str(zip_path), True)
+    held, pg.max_held_data_bytes = pg.max_held_data_bytes, pg.sessions.peek(a).data.nbytes  # room for one set
+    try:
+        T.data_upload(pg, b, str(zip_path), True)  # b's upload lets a's go (seen less recently)
+    finally:
+        pg.max_held_data_bytes = held
+    assert pg.own_data(b) is not None and pg.sessions.peek(a).data is None
+    msg = one_line(T.train_start, pg, a, **TINY)  # never MNIST without a word
+    assert "let go to make room" in msg and "upload them again" in msg
+    assert T.data_shown(pg, a) == (gr.skip(), gr.skip()) and T.data_shown(pg, b)[1].startswith("**icons.zip**")
+
+
+def _zip(path, members: dict[str, bytes]):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return str(path)
+
+
+def test_bad_uploads_each_reach_the_page_as_one_line(pg, tmp_path, monkeypatch):
+    from owndata import glyphs, png
+
+    good = png(glyphs(1)["ring"][0])
+    blank = png(Image.new("L", (40, 40), 255))
+    cases = {
+        "bomb": (_zip(tmp_path / "bomb.zip", {"a.png": bytes(5 * 2**20)}), "zip bomb"),
+        "nested": (_zip(tmp_path / "nested.zip", {"a.png": good, "inner.zip": good}), "nested archives"),
+        "text": (_zip(tmp_path / "text.zip", {"a.png": good, "notes.txt": b"hello"}), "notes.txt: not an image"),
+        "blank": (_zip(tmp_path / "blank.zip", {"a/1.png": good, "a/2.png": blank}), "all one colour"),
+        "kind": (str(make_npz(tmp_path / "x.npz").rename(tmp_path / "x.csv")), "expected zip or npz"),
+    }
+    sid = new_session()
+    for name, (path, words) in cases.items():
+        assert words in one_line(T.data_upload, pg, sid, path, True), name
+    monkeypatch.setattr(T, "DATA_LIMITS", Limits(max_file_bytes=1000))
+    assert "upload limit" in one_line(T.data_upload, pg, sid, str(make_zip(tmp_path / "big.zip")), True)
+    monkeypatch.setattr(T, "DATA_LIMITS", Limits(max_images=10))
+    assert "20,000" not in (msg := one_line(T.data_upload, pg, sid, str(make_zip(tmp_path / "many.zip")), True))
+    assert "images" in msg
+    monkeypatch.undo()
+    assert pg.own_data(sid) is None  # nothing refused was kept
+    few = _zip(tmp_path / "few.zip", {"a/1.png": good, "a/2.png": good, "b/1.png": png(glyphs(1)["bar"][0])})
+    _, md = T.data_upload(pg, sid, few, True)
+    assert "class 'b' has 1" in md
+    assert "JEM needs at least 2 images per class" in one_line(T.train_start, pg, sid, **{**TINY, "kind": "jem"})

@@ -90,6 +90,7 @@ def build_app(device: str | None = None, max_runs: int | None = None) -> gr.Bloc
         sample = (sample_tab.refresh, pg, *parts["sample"]["refresh"])
         on(loaded.then, *sample, **PRIVATE)
         on(loaded.then, train_tab.poll, pg, *parts["train"]["poll"], **PRIVATE)  # a reload finds its run
+        on(loaded.then, train_tab.data_shown, pg, *parts["train"]["data"], **PRIVATE)  # … and its uploaded images
         on(parts["sample_page"].select, *sample, **PRIVATE)
         on(loaded.then, landscape_tab.poll, pg, *parts["landscape"]["poll"], **landscape_tab.QUICK)
         on(loaded.then, landscape_tab.compare_poll, pg, *parts["landscape"]["compare"], **landscape_tab.QUICK)

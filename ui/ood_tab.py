@@ -37,8 +37,10 @@ MIN_TPR, MAX_TPR = 0.5, 1.0
 PALETTE = ["#f59e0b", "#10b981", "#a855f7", "#0ea5e9", "#84cc16", "#64748b", "#e11d48", "#14b8a6"]
 # the sets of ebm_play.metrics.ood_sets (a test checks that they match)
 BUILTIN = ["uniform noise", "gaussian noise", "inverted digits", "rotated digits", "letters", "constant"]
-COLORS = {TEST: "#2563eb", ME: "#dc2626", CUT: "#111827",
-          **{name: PALETTE[i % len(PALETTE)] for i, name in enumerate(BUILTIN)}}
+MNIST_SET = "MNIST digits"  # a set for a model of a person's own images (whose other sets are made from them)
+COLORS = {TEST: "#2563eb", ME: "#dc2626", CUT: "#111827", MNIST_SET: "#be185d",
+          **{name: PALETTE[i % len(PALETTE)] for i, name in enumerate(BUILTIN)},
+          **{name.replace(" digits", " images"): PALETTE[i % len(PALETTE)] for i, name in enumerate(BUILTIN)}}
 TPR = Number(MIN_TPR, MAX_TPR).named("true-positive rate")
 MODEL = Text(200).named("model")
 
@@ -73,17 +75,32 @@ def scorer(model) -> ood.OODScorer:
         return ood.scorer_for(model)
 
 
-def near(groups: dict[str, np.ndarray], ref: np.ndarray) -> tuple[str, ...]:
-    """The groups to size the histogram's axis on: the test digits and any set overlapping them."""
+def reference_of(sc: ood.OODScorer) -> str:
+    """What percentiles are among: the MNIST test digits, or a model of other data's held-out images."""
+    return TEST if sc.reference_name == "test digits" else sc.reference_name
+
+
+def builtin_name(sc: ood.OODScorer, name: str) -> str:
+    """A built-in set's name for this scorer: a model of other data has its own images inverted and rotated."""
+    sets = sc.sets()
+    for candidate in (name, name.replace(" digits", " images")):
+        if candidate in sets:
+            return candidate
+    raise EBMError(f"the set {name!r} is for a model of other data; choose one of: {', '.join(sets)}")
+
+
+def near(groups: dict[str, np.ndarray], ref: np.ndarray, key: str = TEST) -> tuple[str, ...]:
+    """The groups to size the histogram's axis on: the reference and any set overlapping it."""
     q1, q99 = np.percentile(ref, [1, 99])
     spread = max(q99 - q1, 1e-6)
-    return (TEST, *[k for k, v in groups.items() if k != TEST and q1 - spread <= np.median(v) <= q99 + spread])
+    return (key, *[k for k, v in groups.items() if k != key and q1 - spread <= np.median(v) <= q99 + spread])
 
 
 def histogram(sc: ood.OODScorer, v: ood.Verdict, title: str) -> gr.LinePlot:
     """Test digits and built-in sets as step histograms, with this image and the threshold as lines."""
-    groups = {TEST: sc.reference, **sc.builtin()}
-    df = histogram_frame(groups, focus=near(groups, sc.reference))
+    key = reference_of(sc)
+    groups = {key: sc.reference, **sc.builtin()}
+    df = histogram_frame(groups, focus=near(groups, sc.reference, key))
     df["source"] = df["source"].str.replace(r" \(at .*\)$", " (off the axis)", regex=True)
     lo, hi = float(df["energy"].min()), float(df["energy"].max())
     top = float(df["fraction"].max()) * 1.05 or 1.0
@@ -93,6 +110,7 @@ def histogram(sc: ood.OODScorer, v: ood.Verdict, title: str) -> gr.LinePlot:
         lines += [(v.threshold, 0.0, CUT), (v.threshold, top, CUT)]
     df = pd.concat([df, pd.DataFrame(lines, columns=df.columns)], ignore_index=True)
     colors = {name: COLORS.get(name.removesuffix(" (off the axis)"), "#94a3b8") for name in df["source"].unique()}
+    colors[key] = COLORS[TEST]
     off = " (off the axis →)" if v.energy > hi else " (off the axis ←)" if v.energy < lo else ""
     return gr.LinePlot(value=df, color_map=colors,
                        label=f"{title}: E = {fmt(v.energy)}{off}, threshold {fmt(v.threshold)} at TPR {v.tpr:.1%}")
@@ -108,11 +126,13 @@ def ood_score(pg: Playground, session=None, image=None, digit=None, model=DEFAUL
     with job_threads(1):
         v = sc.judge(x, tpr)
         sc.builtin()
-    head = ('<span class="ebm-dot ebm-running">●</span> **In-distribution**: like the digits the model knows'
+    key = reference_of(sc)
+    known, ref = ("digits", "test digits") if key == TEST else ("images", "held-out images")
+    head = (f'<span class="ebm-dot ebm-running">●</span> **In-distribution**: like the {known} the model knows'
             if v.in_distribution else
-            '<span class="ebm-dot ebm-failed">●</span> **Out-of-distribution**: not like the digits the model knows')
-    text = (f"### {head}\nEnergy **{fmt(v.energy)}**, higher than **{v.percentile:.1f}%** of MNIST test digits. "
-            f"Threshold at TPR {tpr:.1%}: {fmt(v.threshold)} (test digits above it are flagged too: "
+            f'<span class="ebm-dot ebm-failed">●</span> **Out-of-distribution**: not like the {known} the model knows')
+    text = (f"### {head}\nEnergy **{fmt(v.energy)}**, higher than **{v.percentile:.1f}%** of {key}. "
+            f"Threshold at TPR {tpr:.1%}: {fmt(v.threshold)} ({ref} above it are flagged too: "
             f"{1 - ood.accepted(sc.reference, v.threshold):.1%}).  \nModel: {label} · input: {source}.")
     result = draw.tidy({"model": label, "input": source, **v.as_dict()})
     return histogram(sc, v, f"{source} under {label}"), text, result
@@ -121,7 +141,7 @@ def ood_score(pg: Playground, session=None, image=None, digit=None, model=DEFAUL
 ood_score_page = draw.page_twin(ood_score, image=draw.Pad())
 
 
-@endpoint(session=AnySession(), files=Files(MAX_FILES), builtin=Choice(["", *BUILTIN]).named("built-in set"),
+@endpoint(session=AnySession(), files=Files(MAX_FILES), builtin=Choice(["", *BUILTIN, MNIST_SET]).named("built-in set"),
           model=MODEL, tpr=TPR)
 def ood_batch(pg: Playground, session=None, files=None, builtin="letters", model=DEFAULT_OOD_MODEL,
               tpr=ood.DEFAULT_TPR):
@@ -135,7 +155,8 @@ def ood_batch(pg: Playground, session=None, files=None, builtin="letters", model
         with job_threads(1):
             rep = sc.compare_images(x, tpr)
     elif builtin:
-        x = ood.builtin_sets()[builtin]
+        builtin = builtin_name(sc, builtin)
+        x = sc.sets()[builtin]
         what = f"built-in set '{builtin}' ({len(x)} images)"
         with job_threads(1):
             rep = sc.compare(sc.builtin()[builtin], tpr)
@@ -146,9 +167,11 @@ def ood_batch(pg: Playground, session=None, files=None, builtin="letters", model
                                                                      thin(list(rep.roc_tpr), 400))] +
                       [(0.0, 0.0, "chance"), (1.0, 1.0, "chance")],
                       columns=["false positive rate", "true positive rate", "curve"])
-    text = (f"**AUROC {rep.auroc:.4f}** for {what} against {sc.n:,} MNIST test digits (1 = every image above "
-            f"every digit in energy, 0.5 = chance).  \nAt the threshold accepting {tpr:.1%} of test digits "
-            f"({fmt(rep.threshold)}), **{rep.fpr_at_tpr:.1%}** of the batch passes as digits.  \nModel: {label}.")
+    key = reference_of(sc)
+    ref, known = ("test digits", "digits") if key == TEST else ("held-out images", "the model's data")
+    text = (f"**AUROC {rep.auroc:.4f}** for {what} against {sc.n:,} {key} (1 = every image above "
+            f"every one of them in energy, 0.5 = chance).  \nAt the threshold accepting {tpr:.1%} of {ref} "
+            f"({fmt(rep.threshold)}), **{rep.fpr_at_tpr:.1%}** of the batch passes as {known}.  \nModel: {label}.")
     roc = gr.LinePlot(value=df, color_map={curve: "#4f46e5", "chance": "#94a3b8"},
                       label=f"ROC of {what} under {label}: AUROC {rep.auroc:.3f}")
     result = draw.tidy({"model": label, "batch": what, **rep.as_dict()})
@@ -158,7 +181,8 @@ def ood_batch(pg: Playground, session=None, files=None, builtin="letters", model
 def create_tab(pg: Playground, session: gr.BrowserState, page: gr.Tab | None = None) -> dict:
     gr.Markdown("Low energy = digit-like. The energy of any picture is compared with the energies the same "
                 "model gives the 2,000 MNIST test digits: the **threshold** accepts the chosen share (the "
-                "true-positive rate) of real test digits, and anything above it is flagged out-of-distribution.")
+                "true-positive rate) of real test digits, and anything above it is flagged out-of-distribution. "
+                "A model trained on your own images (Train tab) is judged against its own held-out images instead.")
     with gr.Row():
         panel = draw.input_panel(pg, "ood")
         with gr.Column(scale=1, min_width=280):
@@ -179,8 +203,9 @@ def create_tab(pg: Playground, session: gr.BrowserState, page: gr.Tab | None = N
         with gr.Column(scale=1, min_width=280):
             files = gr.File(label=f"Upload images (or .npz, key x), up to {MAX_FILES}", file_count="multiple",
                             file_types=["image", ".npz"], elem_id="ood-files", height=160)
-            builtin = gr.Dropdown(["", *BUILTIN], value="letters", elem_id="ood-builtin",
-                                  label="…or a built-in OOD set (used when no files are uploaded)")
+            builtin = gr.Dropdown(["", *BUILTIN, MNIST_SET], value="letters", elem_id="ood-builtin",
+                                  label="…or a built-in OOD set (used when no files are uploaded)",
+                                  info=f"a model of your own images: '{MNIST_SET}', and the others made from its images")
             batch_btn = gr.Button("Compare with test digits", variant="primary", elem_id="ood-batch-run")
             batch_md = gr.Markdown("", elem_id="ood-batch-summary")
         with gr.Column(scale=1, min_width=280):

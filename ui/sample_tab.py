@@ -30,7 +30,7 @@ import gradio as gr
 import torch
 
 import ebm_play
-from ebm_play import EBMError, settings
+from ebm_play import EBMError, ood, settings
 from ebm_play.playground import Playground
 from ebm_play.recording import MAX_FRAMES, STARTS, ChainJob, start_chains
 from ebm_play.runtime import job_threads
@@ -155,10 +155,20 @@ def score(pg: Playground, session=None, image=None) -> tuple:
 
 
 # --- the page's model, sampler and knobs ---------------------------------------------------------------
+def labels_of(model) -> list | None:
+    """The class choices of a JEM of other data than digits (its own class names), else None."""
+    n = model.config.get("n_classes", 10)
+    names = ood.class_names(model, n)
+    if n == 10 and names == [str(d) for d in range(10)]:
+        return None
+    return [("any class: E(x)", -1)] + [(f"{c}: E(x, y={k})", k) for k, c in enumerate(names)]
+
+
 def knobs_for(model, sampler: str, base=None) -> tuple:
     """(sampler, steps, *knob fields, class) updates for ``sampler`` on ``model``."""
-    label = gr.Dropdown(interactive=True) if model.has_classes else gr.Dropdown(LABELS, value=-1,
-                                                                                 interactive=False)
+    own = labels_of(model) if model.has_classes else None
+    label = (gr.Dropdown(own, value=-1, interactive=True) if own else gr.Dropdown(LABELS, interactive=True)
+             if model.has_classes else gr.Dropdown(LABELS, value=-1, interactive=False))
     return (*P.knob_values(model, sampler, base), label)
 
 

@@ -17,14 +17,18 @@ import pandas as pd
 
 import ebm_play
 from ebm_play import EBMError
+from ebm_play.archives import UPLOAD_LIMITS as DATA_LIMITS
+from ebm_play.data import load_dataset, model_for
+from ebm_play.images import grid
 from ebm_play.objectives import ABOUT
 from ebm_play.playground import Playground
 from ebm_play.runs import ImageViews, Run
+from ebm_play.runtime import job_threads
 from ebm_play.training import LADDER_STEPS_PER_LEVEL, NOISE_KINDS, preset
 from ebm_play.training import PRESETS as ENGINE_PRESETS
 from ebm_play.weights import UPLOAD_LIMITS, read_metadata
 
-from .boundary import PRIVATE, AnySession, Choice, Choices, File, Kept, Number, Session, Whole, api, endpoint, on
+from .boundary import PRIVATE, AnySession, Choice, Choices, File, Flag, Kept, Number, Session, Whole, api, endpoint, on
 from .common import fmt, histogram_frame, long_frame, picture, thin
 
 KINDS = [("CNN EBM", "cnn"), ("JEM (classifier + EBM)", "jem"), ("RBM", "rbm")]
@@ -116,10 +120,10 @@ def train_start(pg: Playground, session, kind, width, digits, batch_size, sample
         model = ebm_play.load_model(resume, pg.device, UPLOAD_LIMITS)
     fresh_steps = fresh_steps_of(cfg, fresh_steps)
     cfg = dataclasses.replace(cfg, fresh_steps=fresh_steps)  # saved in the file as the sampling default
-    data = pg.data()
-    run = pg.start_run(session, "image", cfg, data.x, data.y, model=model, source=data.source, max_steps=max_steps,
+    cfg, model, data, classifier = training_data(pg, session, cfg, model)
+    run = pg.start_run(session, "image", cfg, model=model, max_steps=max_steps, **data,
                        resumed_from=Path(resume).name if resume else None,
-                       views=ImageViews(fresh_every, fresh_steps, pg.classifier))
+                       views=ImageViews(fresh_every, fresh_steps, classifier))
     return status_of(pg, session, run)
 
 
@@ -439,6 +443,102 @@ def wake(pg: Playground) -> gr.Timer:
     return gr.Timer(active=True)
 
 
+# --- your own images -------------------------------------------------------------------------------
+PREVIEW = 64  # images in the preview grid
+MNIST_NOTE = "Training on **MNIST digits**. Upload a `.zip` of pictures (a sub-folder per class) or an `.npz` to train on yours."
+
+
+def training_data(pg: Playground, session, cfg: ebm_play.TrainConfig, model) -> tuple:
+    """What a run trains on: the session's uploaded images (all of them: the digit choice is for MNIST;
+    a JEM gets one output per class, and the MNIST classifier does not judge the samples), else
+    MNIST. Returns (config, model, keyword arguments of ``Playground.start_run`` and the classifier)."""
+    own = pg.own_data(session)
+    if own is None:
+        data = pg.data()
+        return cfg, model, {"data": data.x, "labels": data.y, "source": data.source}, pg.classifier
+    own.check_trainable(cfg.model, cfg.mirrored)
+    cfg = dataclasses.replace(cfg, classes=None)
+    model = model or model_for(cfg, own)
+    return cfg, model, {"data": own.train.x, "labels": own.train.y, "source": own.source, "own_data": True,
+                        "reference": own.reference(), "info": {"dataset": own.info()}}, None
+
+
+def data_markdown(d) -> str:
+    """The counts of an uploaded set: images, split, classes with their images, hash, what JEM says."""
+    def esc(t) -> str:  # names come from the archive
+        return html.escape(str(t), quote=False).replace("|", "&#124;")
+
+    lines = [f"**{esc(d.name)}**: {d.size:,} images, {len(d.train.x):,} to train and {len(d.test.x):,} held out "
+             f"({d.held_out:.0%}: {esc(d.split)}), sha256 `{d.hash[:12]}`"
+             + (f", {len(d.skipped)} junk entries skipped" if d.skipped else "") + "."]
+    if d.labelled:
+        rows = [f"| {esc(c)} | {a + b:,} | {b:,} |" for c, (a, b) in list(d.counts().items())[:20]]
+        more = [f"| … {len(d.classes) - 20} more | | |"] if len(d.classes) > 20 else []
+        lines += ["", f"{len(d.classes)} classes:", "", "| class | images | held out |", "| --- | ---: | ---: |",
+                  *rows, *more, ""]
+    else:
+        lines.append("No labels (a CNN EBM or an RBM can learn it; JEM needs a sub-folder per class).")
+    try:
+        d.check_trainable("jem")
+        lines.append("**Start** now trains on these images (all of them: *Digits to train on* is for MNIST).")
+    except EBMError as e:
+        lines.append(f"**Start** now trains on these images. JEM: {esc(e)}.")
+    return "\n".join(lines)
+
+
+@endpoint(session=Session(), file=File(DATA_LIMITS.max_file_bytes).named("your images"),
+          labels_from_folders=Flag().named("labels from folders"))
+def data_upload(pg: Playground, session, file=None, labels_from_folders=True) -> tuple:
+    """Read an uploaded ``.zip`` of pictures (a sub-folder per class) or ``.npz`` (``x``, optional
+    ``y``) within the app's limits, checked before anything is decompressed or decoded; the session
+    then trains on it. Returns the preview (what the model sees) and the counts."""
+    if not file:
+        raise EBMError("upload a .zip of pictures or an .npz")
+    name = Path(file).name  # gradio keeps the uploaded name; the server's folder must not reach the file
+    with job_threads(1):
+        d = load_dataset(file, DATA_LIMITS, labels_from_folders=labels_from_folders, kinds=("zip", "npz"))
+    d = dataclasses.replace(d, name=name, arg=name, source=f"your images {name}")
+    pg.hold_data(session, d)
+    return picture(grid(d.preview(PREVIEW), nrow=8, scale=2)), data_markdown(d)
+
+
+@endpoint(session=Session())
+def data_forget(pg: Playground, session) -> tuple:
+    """Back to MNIST: the session's uploaded images are let go."""
+    pg.drop_data(session)
+    return None, MNIST_NOTE, None
+
+
+@endpoint(session=AnySession())
+def data_shown(pg: Playground, session) -> tuple:
+    """What a (re)loaded page shows: the session's uploaded images, if it holds some."""
+    s = pg.sessions.peek(session)
+    if s is None or s.data is None:
+        return gr.skip(), gr.skip()
+    return picture(grid(s.data.preview(PREVIEW), nrow=8, scale=2)), data_markdown(s.data)
+
+
+def _data_block(pg: Playground) -> dict:
+    d = {}
+    with gr.Accordion("Your images", open=False, elem_id="train-data"):
+        d["file"] = gr.File(label=f"A .zip of pictures or an .npz (x: N×28×28, optional y), up to "
+                                  f"{DATA_LIMITS.max_file_bytes // 2**20} MB and {DATA_LIMITS.max_images:,} images",
+                            file_types=[".zip", ".npz"], type="filepath", height=120, elem_id="train-data-file")
+        d["folders"] = gr.Checkbox(True, label="Labels from sub-folder names (one folder per class, for JEM)")
+        d["info"] = gr.Markdown(MNIST_NOTE, elem_id="train-data-info")
+        d["preview"] = gr.Image(label="What the model sees (28×28, as drawings are preprocessed)", type="filepath",
+                                format="png", height=240, interactive=False, elem_id="train-data-preview")
+        d["mnist"] = gr.Button("Use MNIST again", size="sm", elem_id="train-data-mnist")
+    return d
+
+
+def _wire_data(pg: Playground, session, d: dict) -> None:
+    on(d["file"].upload, data_upload, pg, [session, d["file"], d["folders"]], [d["preview"], d["info"]],
+       api_name="train_data", concurrency_limit=2, concurrency_id="compute")
+    on(d["mnist"].click, data_forget, pg, session, [d["preview"], d["info"], d["file"]], api_name="train_data_forget",
+       concurrency_limit=None)
+
+
 # --- layout and wiring -------------------------------------------------------------------------------
 def _settings_column(pg: Playground) -> dict:
     p = PRESETS["fast"]
@@ -525,6 +625,7 @@ def create_tab(pg: Playground, session: gr.BrowserState) -> dict:
     """Lay out the Train tab and wire its events; returns what the app wires to."""
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
+            d = _data_block(pg)
             c = _settings_column(pg)
         with gr.Column(scale=3):
             v = _view_column(pg)
@@ -551,9 +652,10 @@ def create_tab(pg: Playground, session: gr.BrowserState) -> dict:
     on(saved.success, show_download, pg, None, v["saved"], queue=False, **PRIVATE)
     use_event = on(v["use"].click, train_use, pg, session, v["use_msg"], api_name="train_use", concurrency_limit=None)
     api(train_status, pg, "train_status", concurrency_limit=None)
+    _wire_data(pg, session, d)
 
     outputs = [v["status"], v["energy"], v["loss"], v["grad"], v["speed"], v["buffer"], v["fresh"], v["hist"],
                v["log"], v["start"], v["pause"], v["resume"], v["step"], v["stop"], v["quality"], seen, timer]
     on(timer.tick, poll, pg, [session, seen], outputs, concurrency_limit=None, **PRIVATE)
-    return {"poll": ([session, seen], outputs), "use_event": use_event}
+    return {"poll": ([session, seen], outputs), "use_event": use_event, "data": (session, [d["preview"], d["info"]])}
 

@@ -288,9 +288,9 @@ def status_markdown(pg: Playground, run: Run | None) -> str:
     if run.events:
         parts.append(f"**{len(run.events)} rollback(s)**")
     what = KIND_NAMES.get(c.model, c.model) + (f" {c.hidden} hidden" if c.model == "rbm" else f" width {c.width}")
-    digits = "all digits" if c.classes is None else "digits " + ",".join(map(str, c.classes))
+    digits = "" if c.classes is None else " · digits " + ",".join(map(str, c.classes))  # (else: all of the data)
     langevin = "" if c.model == "rbm" or c.objective != "cd" else f" · {c.sampler_steps} Langevin steps"
-    setup = f"{OBJECTIVE_NAMES[c.objective]} · {what} · {digits} · batch {c.batch_size}{langevin}"
+    setup = f"{OBJECTIVE_NAMES[c.objective]} · {what}{digits} · batch {c.batch_size}{langevin}"
     lines = [" · ".join(parts), f"{setup} · {st['data']} · {st['device']}"]
     if run.error:
         lines.append(f'<span class="ebm-error">Error: {html.escape(run.error)}</span> Start a new run when ready.')

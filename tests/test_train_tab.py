@@ -211,8 +211,8 @@ def test_a_page_address_fills_what_it_can_and_notes_the_rest():
                      "data: the Train tab trains on MNIST digits (the command line takes --data): ignored",
                      "reinit must be between 0 and 1, got 2.0: ignored"]
     values, notes = T.address_values({"model": "jem", "objective": "dsm"})  # each fine, not together
-    assert values == {} and notes == ["objective dsm trains cnn or mlp2d energies, not jem: the address's settings "
-                                      "were not applied"]
+    refused = "objective dsm trains cnn or mlp2d energies, not jem: the address's settings were not applied"
+    assert values == {} and notes == [refused]
     assert T.address_values({"tab": "sample"}) == ({}, [])
     assert T.address_values({f"k{i}": "1" for i in range(41)})[0] == {}
     out = T.from_address(None, None)  # no request (unit test): nothing changes

@@ -34,3 +34,22 @@ def test_a_page_address_opens_the_train_tab_with_its_settings(browser, url):
     expect(page.get_by_label("Denoising score matching (DSM)")).to_be_checked()
     expect(command).to_contain_text("--preset dsm --fresh-steps 1000 --steps 1000")  # as Start sets it
     page.close()
+
+
+def test_points_uploaded_as_csv_become_the_landscape_data_set(browser, url, tmp_path):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=20_000)
+    f = tmp_path / "line.csv"
+    f.write_text("x,y\n" + "".join(f"{i},{2 * i}\n" for i in range(40)))
+    page = browser.new_page(viewport={"width": 1400, "height": 1300})
+    page.set_default_timeout(20_000)
+    page.goto(url.rstrip("/") + "/?tab=landscape")
+    command = page.locator("#landscape-command .cm-content")
+    expect(command).to_contain_text("--preset landscape --data two_moons")
+    page.get_by_text("My points as a CSV file").click()
+    page.locator("#landscape-points-file input[type=file]").set_input_files(str(f))
+    expect(page.get_by_text("line.csv, 40 points, shifted by")).to_be_visible()
+    expect(command).to_contain_text("--data my-points.csv")  # the data set is now "My points"
+    expect(page.locator("#landscape-dataset input")).to_have_value("My points (clicked or uploaded)")
+    page.close()

@@ -276,7 +276,7 @@ def test_a_comparison_stops_and_a_new_one_replaces_it(pg, sid):
     st = T.landscape_objectives_start(pg, sid, "custom", "cd", "nce", T.MAX_COMPARE_STEPS, 3, points=pts)
     first = st["run"]
     st = T.landscape_objectives_start(pg, sid, "custom", "nce", "dsm", T.MAX_COMPARE_STEPS, 3)  # replaces it
-    assert st["run"] != first and st["objectives"] == ["nce", "dsm"] and st["data"] == "My points (click the canvas)"
+    assert st["run"] != first and st["objectives"] == ["nce", "dsm"] and st["data"] == T.DATASET_NAMES["custom"]
     out = T.compare_stop(pg, sid, {})
     assert "Stopped" in out[2] or "drawing fresh samples" in out[2]
     seen = follow(pg, sid, out)[4]

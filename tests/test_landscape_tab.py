@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 import pytest
+import torch
 from PIL import Image
 
 from ebm_play import EBMError
@@ -36,7 +37,10 @@ def pg():
 def sid(pg):
     sid = "land-" + secrets.token_hex(6)
     yield sid
+    run = T._run(pg, sid)
     T.landscape_reset(pg, sid, clear_points=True)
+    if run is not None:  # a reset run's thread still ending when the interpreter exits aborts torch
+        run.join(10)
 
 
 def wait_for(pg, sid, ok, timeout=60.0, what="the run") -> dict:
@@ -272,7 +276,7 @@ def test_a_comparison_stops_and_a_new_one_replaces_it(pg, sid):
     st = T.landscape_objectives_start(pg, sid, "custom", "cd", "nce", T.MAX_COMPARE_STEPS, 3, points=pts)
     first = st["run"]
     st = T.landscape_objectives_start(pg, sid, "custom", "nce", "dsm", T.MAX_COMPARE_STEPS, 3)  # replaces it
-    assert st["run"] != first and st["objectives"] == ["nce", "dsm"] and st["data"] == "My points (click the canvas)"
+    assert st["run"] != first and st["objectives"] == ["nce", "dsm"] and st["data"] == T.DATASET_NAMES["custom"]
     out = T.compare_stop(pg, sid, {})
     assert "Stopped" in out[2] or "drawing fresh samples" in out[2]
     seen = follow(pg, sid, out)[4]
@@ -280,3 +284,75 @@ def test_a_comparison_stops_and_a_new_one_replaces_it(pg, sid):
     assert st["state"] == "stopped" and st["step"] < T.MAX_COMPARE_STEPS and "Stopped" in seen["md"]
     assert all(len(s["modes"]["weights"]) == 2 for s in st["sides"].values())  # the two clicked strokes
     assert pg.active_runs() == 0
+
+
+# --- your points as CSV, and the command line --------------------------------------------------------------
+def test_the_command_is_the_engines_for_plays_settings_and_its_data():
+    import shlex
+
+    from ebm_play import cli
+    from ebm_play import landscapes as L
+    from ebm_play.data import load_dataset
+    from ebm_play.reproduce import train_command
+
+    d = T.TRAIN_DEFAULTS
+    for dataset in ("two_moons", "spiral", "custom"):
+        values = {**d, "dataset": dataset, "lr": 0.002, "hidden": 32, "seed": 3}
+        line, note = T.command(None, *(values[k] for k in T.SETTINGS))
+        cfg = L.train_config(**{k: values[k] for k in T.SETTINGS[1:]})  # what Play trains with (_ensure_run)
+        data = "my-points.csv" if dataset == "custom" else dataset
+        assert line == train_command(cfg, data, 1000, "my-landscape.safetensors", preset="landscape")
+        args = cli.build_parser().parse_args(shlex.split(line)[3:])
+        assert cli.config_from_args(args) == cfg and args.data == data
+        assert ("Download my points" in note) == (dataset == "custom")
+    assert (load_dataset("two_moons").train.x == L.dataset("two_moons")[0]).all()  # the same points as the page
+
+
+def test_an_uploaded_csv_becomes_my_points_and_downloads_back_exactly(pg, sid, tmp_path):
+    from ebm_play.data import points_from_csv
+
+    f = tmp_path / "mine.csv"
+    f.write_text("x,y\n" + "".join(f"{10 + i},{-5 + 2 * i}\n" for i in range(30)))  # outside the square: scaled
+    out = T.upload_points(pg, sid, str(f), SHOW, {})
+    assert out[0] == "custom" and "30 points" in out[1] and "scaled" in out[1]
+    own = T._points(pg, sid)
+    assert own.shape == (30, 2) and own.abs().max() <= 0.95 + 1e-6
+    assert torch.allclose(own[1] - own[0], own[2] - own[1])  # shape kept: still a line of equal steps
+    st = T.landscape_step(pg, sid, "custom", steps=2)  # they are the data set for training
+    assert st["dataset"] == "custom" and st["points"] == 30
+    wait_for(pg, sid, lambda st: st["step"] >= 2 and st["state"] == "paused", what="two steps on the points")
+    back = points_from_csv(T.points_download(pg, sid))
+    assert torch.equal(back.train.x, own)  # what --data my-points.csv trains on
+    assert T.upload_points(pg, sid, None, SHOW, {}) == [SKIP] * (2 + T.N_VIEW)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "no points in it"),
+    ("x,y\n", "a header but no points"),
+    ("1,2\n3\n", "row 2: expected two numbers"),
+    ("0.1,0.2\nnan,0.3\n", "NaN or infinite"),
+    ("0.1,inf\n", "NaN or infinite"),
+    ("5,5\n5,5\n", "every point is the same"),
+    ("\n".join("0.1,0.2" for _ in range(T.MAX_CUSTOM + 1)), "over 5,000"),
+])
+def test_bad_csv_files_are_refused_with_one_line(pg, sid, tmp_path, text, message):
+    f = tmp_path / "bad.csv"
+    f.write_text(text)
+    with pytest.raises(EBMError, match=message) as e:
+        T.upload_points(pg, sid, str(f), SHOW, {})
+    assert "\n" not in str(e.value) and T._points(pg, sid) is None
+
+
+def test_too_large_or_binary_csv_files_are_refused_before_reading(pg, sid, tmp_path):
+    big = tmp_path / "big.csv"
+    big.write_text("0.1,0.2\n" * (T.CSV_BYTES // 8 + 1))
+    with pytest.raises(EBMError, match="over the 1 MB limit"):
+        T.upload_points(pg, sid, str(big), SHOW, {})
+    with pytest.raises(EBMError, match="larger than 1 MB"):
+        T.upload_points(pg, sid, {"path": str(big), "size": T.CSV_BYTES + 1}, SHOW, {})
+    binary = tmp_path / "b.csv"
+    binary.write_bytes(b"\xff\xfe\x00\x01" * 100)
+    with pytest.raises(EBMError, match="not UTF-8"):
+        T.upload_points(pg, sid, str(binary), SHOW, {})
+    with pytest.raises(EBMError, match="no points of your own"):
+        T.points_download(pg, sid)

@@ -8,6 +8,8 @@ import math
 import secrets
 import time
 import zipfile
+from pathlib import Path
+from urllib.parse import parse_qsl
 
 import gradio as gr
 import numpy as np
@@ -25,6 +27,8 @@ from ebm_play.playground import Playground
 from ui import playback as P
 from ui import sample_tab as S
 from ui import train_tab as T
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
@@ -180,6 +184,8 @@ def test_an_uploaded_zip_is_previewed_counted_trained_on_and_judged_against_its_
     sid = new_session()
     zip_path = make_zip(tmp_path / "icons.zip", per_class=6)
     preview, md = T.data_upload(pg, sid, str(zip_path), True)
+    line, _, note = T.reproduce(pg, *[TINY[f] for f in T.FIELDS], 0, 0, "cd", sid)  # the command names the upload
+    assert "--data icons.zip --labels-from-folders" in line and "--classes" not in line and "icons.zip" in note
     # 3 classes × 6 pictures; 10% of each class held out, at least one: 5 to train and 1 held out per class
     assert "**icons.zip**: 18 images, 15 to train and 3 held out" in md
     assert all(f"| {c} | 6 | 1 |" in md for c in LABELS) and "3 classes" in md
@@ -272,3 +278,79 @@ def test_bad_uploads_each_reach_the_page_as_one_line(pg, tmp_path, monkeypatch):
     _, md = T.data_upload(pg, sid, few, True)
     assert "class 'b' has 1" in md
     assert "JEM needs at least 2 images per class" in one_line(T.train_start, pg, sid, **{**TINY, "kind": "jem"})
+
+
+# --- reproduce a run: the command line, the page address, a file's settings --------------------------------
+FORMS = [  # form values (FIELDS, then fresh_steps, max_steps, objective)
+    {**T.PRESETS["fast"], "fresh_steps": 0, "max_steps": 0},
+    {**T.PRESETS["reference"], "width": 16, "fresh_steps": 0, "max_steps": 0},
+    {**T.PRESETS["dsm"], "fresh_steps": 0, "max_steps": 400},
+    {**T.PRESETS["nce"], "lr": 0.002, "digits": [3, 8], "fresh_steps": 300, "max_steps": 0},
+    {**TINY, "kind": "rbm", "width": 64, "digits": [0, 1, 7], "objective": "cd", "max_steps": 2500},
+    {**TINY, "kind": "jem", "width": 8, "reinit": 0.25, "seed": 7, "objective": "cd"},
+]
+
+
+def form_args(v: dict) -> list:
+    return [*(v[f] for f in T.FIELDS), v["fresh_steps"], v["max_steps"], v["objective"]]
+
+
+@pytest.mark.parametrize("v", FORMS, ids=lambda v: f"{v['objective']}-{v['kind']}")
+def test_the_command_box_is_the_engines_command_for_what_start_trains(v):
+    from ebm_play import cli
+    from ebm_play.reproduce import train_command
+
+    line, link, note = T.reproduce(None, *form_args(v))
+    cfg = T.form_config(*(v[f] for f in T.FIELDS), v["fresh_steps"], v["objective"])
+    assert line == train_command(cfg, None, v["max_steps"] or T.COMMAND_STEPS)
+    args = cli.build_parser().parse_args(line.split()[3:])
+    assert cli.config_from_args(args) == cfg and args.data is None and args.steps == (v["max_steps"] or 1000)
+    assert ("until you stop it" in note) == (v["max_steps"] == 0)
+
+    # the link opens the page with the same form values (Stop after included when set)
+    assert link.startswith("?tab=train&")
+    values, notes = T.address_values(dict(parse_qsl(link[1:])))
+    want = {**{f: v[f] for f in T.FILL_FIELDS}, **({"max_steps": v["max_steps"]} if v["max_steps"] else {})}
+    assert notes == [] and values == {**want, "digits": sorted(v["digits"])}
+
+
+def test_a_page_address_fills_what_it_can_and_notes_the_rest():
+    values, notes = T.address_values({"tab": "train", "preset": "fast", "lr": "0.002"})
+    assert values == {**{f: T.PRESETS["fast"][f] for f in T.PRESET_FIELDS}, "lr": 0.002, "fresh_steps": 0} and not notes
+    values, notes = T.address_values({"preset": "nope", "lr": "abc", "grad-clip": "0.5", "width": "999", "seed": "3000000000",
+                                      "data": "glyphs", "steps": "50", "classes": "3,8", "reinit": "2"})
+    assert values["digits"] == [3, 8] and values["max_steps"] == 50 and values["lr"] == 1e-4  # the reference recipe
+    assert notes == ["preset 'nope' is not one of fast, reference, dsm, nce: ignored",
+                     "setting lr: expected a finite number, got 'abc': ignored",
+                     "grad_clip: not a setting of the Train tab: ignored",
+                     "width must be between 1 and 256 for a cnn model, got 999: ignored",
+                     "seed must be between 0 and 2147483647, got 3000000000: ignored",
+                     "data: the Train tab trains on MNIST digits (the command line takes --data): ignored",
+                     "reinit must be between 0 and 1, got 2.0: ignored"]
+    values, notes = T.address_values({"model": "jem", "objective": "dsm"})  # each fine, not together
+    refused = "objective dsm trains cnn or mlp2d energies, not jem: the address's settings were not applied"
+    assert values == {} and notes == [refused]
+    assert T.address_values({"tab": "sample"}) == ({}, [])
+    assert T.address_values({f"k{i}": "1" for i in range(41)})[0] == {}
+    out = T.from_address(None, None)  # no request (unit test): nothing changes
+    assert all(x == gr.skip() for x in out)
+
+
+def test_a_weights_file_fills_the_settings_it_was_trained_with(pg, tmp_path):
+    sid = new_session()
+    form = {**TINY, "digits": [3, 8], "lr": 0.002, "seed": 5, "fresh_steps": 0, "objective": "nce"}
+    T.train_start(pg, sid, **{**form, "max_steps": 2})
+    pg.run_of(sid).join(30)
+    out = T.fill_from_file(pg, T.train_save(pg, sid))
+    assert len(out) == len(T.FILL_FIELDS) + 1 and out[0].value == "cnn" and [v for _, v in out[0].choices] == ["cnn"]
+    assert dict(zip(T.FILL_FIELDS[1:], out[1:])) == {f: form[f] for f in T.FILL_FIELDS[1:]}
+    assert "Its training settings are filled in" in out[-1] and "Not in this form" not in out[-1]
+    # a shipped file trained by the CLI: every setting it records, and the ones this form has not
+    shipped = T.fill_from_file(pg, str(ROOT / "weights" / "mnist-jem.safetensors"))
+    from ebm_play.reproduce import settings_from_file
+    cfg = settings_from_file(ROOT / "weights" / "mnist-jem.safetensors").config
+    assert shipped[0].value == "jem" and shipped[T.FILL_FIELDS.index("lr")] == cfg.lr
+    assert shipped[T.FILL_FIELDS.index("sampler_steps")] == cfg.sampler_steps
+    assert T.fill_from_file(pg, None) == [gr.skip()] * len(T.FILL_FIELDS) + [""]
+    with pytest.raises(EBMError):
+        T.fill_from_file(pg, str(ROOT / "weights" / "mnist-classifier.safetensors"))

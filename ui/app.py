@@ -36,7 +36,8 @@ TABS = ("train", "sample", "compose", "inpaint", "denoise", "ood", "classify", "
 
 @endpoint(sid=AnySession())
 def on_load(pg: Playground, sid, request: gr.Request = None):
-    """Give a new browser its session id (kept in localStorage) and honour ?tab=…"""
+    """Give a new browser its session id (kept in localStorage) and honour ?tab=… (the Train tab's
+    settings in the address: ``train_tab.from_address``)"""
     if sid is None or not SESSION_RE.fullmatch(sid):
         sid = new_session_id()
     pg.sessions.get(sid)
@@ -89,6 +90,8 @@ def build_app(device: str | None = None, max_runs: int | None = None) -> gr.Bloc
         loaded = on(demo.load, on_load, pg, session, [session, parts["tabs"]], show_progress_on=[])
         sample = (sample_tab.refresh, pg, *parts["sample"]["refresh"])
         on(loaded.then, *sample, **PRIVATE)
+        # ?tab=train&preset=fast&lr=0.002: the Train tab's settings from the page address (bad values: a note)
+        on(demo.load, train_tab.from_address, pg, None, parts["train"]["address"], concurrency_limit=None, **PRIVATE)
         on(loaded.then, train_tab.poll, pg, *parts["train"]["poll"], **PRIVATE)  # a reload finds its run
         on(loaded.then, train_tab.data_shown, pg, *parts["train"]["data"], **PRIVATE)  # … and its uploaded images
         on(parts["sample_page"].select, *sample, **PRIVATE)

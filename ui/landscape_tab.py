@@ -22,6 +22,7 @@ the last comparison for its GIF) lives in its ``choices``.
 
 from __future__ import annotations
 
+import functools
 import html
 import secrets
 import time
@@ -34,8 +35,10 @@ import torch
 import ebm_play
 from ebm_play import EBMError
 from ebm_play import landscapes as L
+from ebm_play.data import points_csv, points_from_csv
 from ebm_play.landscape_sampling import MAX_CHAINS, MAX_STEPS, Comparison, describe, sampler_options
 from ebm_play.playground import Playground
+from ebm_play.reproduce import train_command
 from ebm_play.runs import MAX_COMPARE_STEPS, MAX_PENDING_STEPS, ObjectivesRun, Run
 from ebm_play.runtime import job_threads
 
@@ -46,6 +49,7 @@ from .boundary import (
     Choice,
     Choices,
     Click,
+    File,
     Flag,
     Json,
     Kept,
@@ -59,7 +63,7 @@ from .boundary import (
 from .common import fmt, picture
 
 DATASET_CHOICES = [("Two moons", "two_moons"), ("Concentric rings", "rings"), ("Mixture of 8 Gaussians", "gaussians8"),
-                   ("Checkerboard", "checkerboard"), ("Spiral", "spiral"), ("My points (click the canvas)", "custom")]
+                   ("Checkerboard", "checkerboard"), ("Spiral", "spiral"), ("My points (clicked or uploaded)", "custom")]
 DATASET_NAMES = {v: k for k, v in DATASET_CHOICES}
 LANDSCAPE_CHOICES = [("Trained in this session", "trained"), ("Double well", "double_well"), ("Ring", "ring"),
                      ("Mixture of 8 Gaussians", "gmm"), ("Half-plane y > 0", "half_plane_up"),
@@ -895,6 +899,91 @@ def _wire_objectives(pg: Playground, session, c: dict, o: dict) -> tuple:
     return [session, seen], view
 
 
+# --- your own points as a CSV file, and the command line of a run ----------------------------------------
+CSV_BYTES = 2**20  # an uploaded CSV of points: MAX_CUSTOM rows of "x,y" take about 200 KB
+POINTS_FILE = "my-points.csv"  # what "Download my points" writes and the command's --data names
+COMMAND_STEPS = 1000  # the command's --steps (Play trains until paused; the CLI's default)
+
+
+@endpoint(session=Session(), path=File(CSV_BYTES).named("points file"), show=Choices(SHOW_NAMES), seen=Kept())
+def upload_points(pg: Playground, session, path, show, seen) -> list:
+    """An uploaded CSV of 2-D points (columns x and y, a header optional) becomes the session's own
+    points, the data set "My points" (a live run on them trains on the new ones). Points outside
+    [−1, 1]² are shifted and scaled into [−0.95, 0.95]², the shape kept (``data.points_from_csv``)."""
+    if not path:
+        return [gr.skip()] * (2 + N_VIEW)
+    data = points_from_csv(path, MAX_CUSTOM, CSV_BYTES, name=Path(path).name[:80])
+    x = L.check_points(data.train.x, "points", MAX_CUSTOM)
+    s = pg.sessions.get(session)
+    s.choices[POINTS] = x
+    run = s.runs.get("landscape")
+    if run is not None and run.live and _dataset(run) == "custom":
+        run.set_data(x)
+    return ["custom", f"Your points: {html.escape(data.source)}.", *_answer(pg, session, show, "custom", seen)]
+
+
+@endpoint(session=Session())
+def points_download(pg: Playground, session) -> str:
+    """The session's own points (clicked or uploaded) as a CSV file that ``--data`` reads back exactly."""
+    own = _points(pg, session)
+    if own is None:
+        raise EBMError("no points of your own yet: click on the canvas or upload a CSV")
+    folder = Path(pg.tmp) / session
+    folder.mkdir(parents=True, exist_ok=True)
+    part = folder / (POINTS_FILE + ".part")
+    part.write_text(points_csv(own))
+    return str(part.replace(folder / POINTS_FILE))
+
+
+@endpoint(**CONFIG_SPECS)
+def command(pg: Playground, dataset, lr, sampler_steps, step_size, noise, alpha, reinit, hidden, batch_size,
+            seed) -> tuple[str, str]:
+    """The exact ``python -m ebm_play train …`` line for Play's settings on the chosen data set, and
+    what it cannot reproduce."""
+    cfg = L.train_config(lr=lr, sampler_steps=sampler_steps, step_size=step_size, noise=noise, alpha=alpha,
+                         reinit=reinit, hidden=hidden, batch_size=batch_size, seed=seed)  # as _ensure_run makes it
+    line = train_command(cfg, POINTS_FILE if dataset == "custom" else dataset, COMMAND_STEPS,
+                         "my-landscape.safetensors", preset="landscape")
+    data = (f"Your points (clicked or uploaded) are not in the command: **Download my points** saves them as "
+            f"`{POINTS_FILE}`, which `--data` reads back exactly. " if dataset == "custom"
+            else f"`--data {dataset}` draws the same points as this page. ")
+    return line, (data + f"Play trains until you pause; the command runs {COMMAND_STEPS:,} updates. Settings "
+                  "changed while a run plays are not in it: it trains with these from the first update.")
+
+
+def _own_points_block() -> dict:
+    """Upload of 2-D points, and their download."""
+    p = {}
+    with gr.Accordion("My points as a CSV file", open=False):
+        p["file"] = gr.File(label="Upload 2-D points (.csv: x,y per line, a header optional)", file_types=[".csv"],
+                            type="filepath", height=110, elem_id="landscape-points-file")
+        p["note"] = gr.Markdown(f"At most {MAX_CUSTOM:,} points and {CSV_BYTES // 2**10:,} KB; points outside the "
+                                "square are shifted and scaled into it, the shape kept.")
+        p["get"] = gr.Button("Download my points", size="sm")
+        p["got"] = gr.File(label=POINTS_FILE, interactive=False, visible=True, height=60)
+    return p
+
+
+def _command_block(c: dict) -> dict:
+    d = TRAIN_DEFAULTS
+    line, note = command(None, *(d[k] for k in SETTINGS))
+    with gr.Accordion("Reproduce: the command line", open=True):
+        r = {"command": gr.Code(line, language="shell", label="The same run from the command line", lines=2,
+                                interactive=False, wrap_lines=True, buttons=["copy"], elem_id="landscape-command"),
+             "note": gr.Markdown(note)}
+    return r
+
+
+def _wire_own(pg: Playground, session, c: dict, p: dict, r: dict, poll_inputs: list, view: list) -> None:
+    settings = [c[k] for k in SETTINGS]
+    on(functools.partial(gr.on, [x.change for x in settings]), command, pg, settings, [r["command"], r["note"]],
+       **QUICK)
+    seen = poll_inputs[3]
+    on(p["file"].upload, upload_points, pg, [session, p["file"], c["show"], seen], [c["dataset"], p["note"], *view],
+       **PRIVATE)
+    on(p["get"].click, points_download, pg, session, p["got"], **PRIVATE)
+
+
 def create_tab(pg: Playground, session: gr.BrowserState) -> dict:
     """Lay out the Landscape tab and wire its events; returns what the app wires to (``poll`` and
     ``compare``: the inputs and outputs of the run's and the comparison's refresh, for the page load)."""
@@ -902,9 +991,11 @@ def create_tab(pg: Playground, session: gr.BrowserState) -> dict:
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             c = _train_column()
+            own = _own_points_block()
         with gr.Column(scale=2):
             v = _train_view()
     poll_inputs, view = _wire_train(pg, session, c, v)
+    _wire_own(pg, session, c, own, _command_block(c), poll_inputs, view)
     compare = _wire_objectives(pg, session, c, _objectives_section())
     _wire_sample(pg, session, _sample_section(), _compose_section())
     return {"poll": (poll_inputs, view), "compare": compare}

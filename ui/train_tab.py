@@ -8,8 +8,11 @@ published and sends only what changed since this page last looked.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
+from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode
 
 import gradio as gr
 import numpy as np
@@ -22,6 +25,7 @@ from ebm_play.data import load_dataset, model_for
 from ebm_play.images import grid
 from ebm_play.objectives import ABOUT
 from ebm_play.playground import Playground
+from ebm_play.reproduce import MAX_QUERY, RunSettings, settings_from_info, settings_from_query
 from ebm_play.runs import ImageViews, Run
 from ebm_play.runtime import job_threads
 from ebm_play.training import LADDER_STEPS_PER_LEVEL, NOISE_KINDS, preset
@@ -242,6 +246,168 @@ def inspect_resume(pg: Playground, path) -> tuple:
     note = (f"Start will continue training this {KIND_NAMES[base]} ({OBJECTIVE_NAMES[objective]})"
             + (f", trained {fmt(steps)} steps," if steps else ""))
     return objective, base, cfg.get("hidden") if k == "rbm" else cfg.get("width"), note + " with the settings on the left."
+
+
+# --- reproduce a run: its command line, a link that opens the page with it, a file's settings ------------
+COMMAND_STEPS = 1000  # the command's --steps while the form says "never" (the CLI's own default)
+FILL_FIELDS = [*PRESET_FIELDS, "fresh_steps"]  # what a page address or a weights file fills
+RUN_SPECS = dict(fresh_steps=Whole(0, 10_000).named("fresh-sample steps"),
+                 max_steps=Whole(0, 10_000_000).named("stop after"), objective=Choice(OBJECTIVE_NAMES).named("objective"))
+FORM_SPECS = {**CONFIG_SPECS, **RUN_SPECS}
+# The TrainConfig fields the form shows (hidden: an RBM's width); a page address may set these only.
+FORM_KEYS = {"model", "width", "hidden", "classes", "batch_size", "sampler_steps", "step_size", "noise", "alpha", "lr",
+             "buffer_size", "reinit", "seed", "objective", "fresh_steps"}
+MAX_ADDRESS_KEYS = 40
+
+
+def form_config(kind, width, digits, batch_size, sampler_steps, step_size, noise, alpha, lr, buffer_size, reinit,
+                seed, fresh_steps=0, objective="cd") -> ebm_play.TrainConfig:
+    """The config a Start with these form values trains with (as ``train_start`` makes it, no file)."""
+    cfg = make_config(kind, width, digits, batch_size, sampler_steps, step_size, noise, alpha, lr, buffer_size,
+                      reinit, seed, objective)
+    return dataclasses.replace(cfg, fresh_steps=fresh_steps_of(cfg, fresh_steps))
+
+
+def form_values(c: ebm_play.TrainConfig) -> dict:
+    """A config as the form shows it (``form_config`` reads it back): an RBM's width is its hidden
+    units, all digits an empty ``classes``, the objective's default fresh-sample steps 0."""
+    fresh = 0 if c.fresh_steps is None or c.fresh_steps == fresh_steps_of(c, 0) else c.fresh_steps
+    return dict(kind=c.model, width=c.hidden if c.model == "rbm" else c.width,
+                digits=sorted(c.classes) if c.classes else list(DIGITS), batch_size=c.batch_size,
+                sampler_steps=c.sampler_steps, step_size=c.step_size, noise=c.noise, alpha=c.alpha, lr=c.lr,
+                buffer_size=c.buffer_size, reinit=c.reinit, seed=c.seed, objective=c.objective, fresh_steps=fresh)
+
+
+def checked_form(s: RunSettings) -> dict:
+    """Settings as form values, each checked by its form field's spec, then all together (a width
+    over 256 for a CNN, an objective that does not train the kind); ``max_steps`` is ``s.steps``."""
+    v = {**form_values(s.config), "max_steps": s.steps}
+    v = {name: spec(spec.label or name.replace("_", " "), v[name]) for name, spec in FORM_SPECS.items()}
+    form_config(*(v[f] for f in FIELDS), v["fresh_steps"], v["objective"])
+    return v
+
+
+def _address_key(s: RunSettings, key: str) -> None:
+    """Refuse a page-address key the Train tab cannot use (it trains on MNIST digits)."""
+    if key == "data" and s.data not in (None, "mnist") or key in ("labels_from_folders", "held_out"):
+        raise EBMError(f"{key}: the Train tab trains on MNIST digits (the command line takes --data)")
+    if key not in FORM_KEYS | {"steps", "data"}:
+        raise EBMError(f"{key[:40]}: not a setting of the Train tab")
+    checked_form(s)
+
+
+def address_values(query: Mapping) -> tuple[dict, list[str]]:
+    """Form values from a page address (``?tab=train&preset=fast&lr=0.002``, TensorFlow Playground's
+    convention; the names of ``reproduce.query_string``): each value parsed by the engine and checked
+    by its form field's spec on its own; one that fails is left out with a note. Without a preset the
+    rest applies to the reference recipe (the TrainConfig defaults); ``steps`` fills *Stop after*."""
+    params = {str(k).replace("-", "_"): v for k, v in query.items() if k != "tab"}
+    if not params:
+        return {}, []
+    if len(params) > MAX_ADDRESS_KEYS or sum(len(k) + len(str(v)) for k, v in params.items()) > MAX_QUERY:
+        return {}, [f"the page address carries over {MAX_ADDRESS_KEYS} settings or {MAX_QUERY} characters: none applied"]
+    notes, preset = [], params.pop("preset", None)
+    if preset is not None and preset not in PRESETS:
+        notes.append(f"preset {str(preset)[:40]!r} is not one of {', '.join(PRESETS)}: ignored")
+        preset = None
+    base, good = ({"preset": preset} if preset else {}), {}
+    for key, text in params.items():
+        try:
+            _address_key(settings_from_query({**base, key: text}), key)
+            good[key] = text
+        except EBMError as e:
+            notes.append(f"{e}: ignored")
+    try:
+        values = checked_form(settings_from_query({**base, **good}))
+    except EBMError as e:
+        return {}, [*notes, f"{e}: the address's settings were not applied"]
+    if "steps" not in good:
+        values.pop("max_steps")
+    return values, notes
+
+
+def page_query(cfg: ebm_play.TrainConfig, max_steps: int) -> str:
+    """The page-address query that opens the Train tab with ``cfg`` (``steps`` only when the run stops)."""
+    q = RunSettings(cfg, max_steps or COMMAND_STEPS).query()
+    pairs = [(k, v) for k, v in parse_qsl(q.lstrip("?"), keep_blank_values=True) if max_steps or k != "steps"]
+    return "?" + urlencode([("tab", "train"), *pairs], safe=",")
+
+
+def page_address(request: gr.Request | None) -> str:
+    """The page's own address without its query (the request's Referer), or "" when unknown."""
+    ref = request.headers.get("referer", "") if request is not None else ""
+    ok = ref.startswith(("http://", "https://")) and len(ref) < 2000 and not any(c.isspace() for c in ref)
+    return ref.split("#")[0].split("?")[0] if ok else ""
+
+
+@endpoint(**CONFIG_SPECS, **RUN_SPECS, session=AnySession())
+def reproduce(pg: Playground, kind, width, digits, batch_size, sampler_steps, step_size, noise, alpha, lr, buffer_size,
+              reinit, seed, fresh_steps=0, max_steps=0, objective="cd", session=None,
+              request: gr.Request = None) -> tuple:
+    """The exact ``python -m ebm_play train …`` line for the form's settings and the session's data
+    (its uploaded images, else MNIST), a link that opens the page with them, and what the command
+    cannot know."""
+    try:
+        cfg = form_config(kind, width, digits, batch_size, sampler_steps, step_size, noise, alpha, lr, buffer_size,
+                          reinit, seed, fresh_steps, objective)
+    except EBMError as e:
+        return f"# not a run yet: {e}", "", ""
+    own = pg.own_data(session) if session else None
+    if own is not None:  # every picture is trained on (the digit choice is for MNIST)
+        run = RunSettings(dataclasses.replace(cfg, classes=None), max_steps or COMMAND_STEPS, own.arg,
+                          own.labels_from_folders, own.held_out)
+        data = f"Trains on your images: put `{own.arg}` (sha256 `{own.hash[:12]}`) beside the command. "
+    else:
+        run = RunSettings(cfg, max_steps or COMMAND_STEPS)
+        data = "Trains on MNIST as this page does (under `$EBM_PLAY_DATA` or `./data`, else the 10,000 bundled digits). "
+    command = run.command()
+    note = (data
+            + ("" if max_steps else f"The page trains until you stop it; the command runs {COMMAND_STEPS:,} updates "
+                                    "(set *Stop after* to choose). ")
+            + "A run that resumes a file: add `--resume FILE`.")
+    return command, page_address(request) + page_query(cfg, max_steps), note
+
+
+@endpoint()
+def from_address(pg: Playground, request: gr.Request = None) -> list:
+    """The page address's settings in the form (``?tab=train&preset=fast&lr=0.002``); what could not
+    be used is listed in a note (and a warning), never an error."""
+    query = dict(request.query_params) if request is not None else {}
+    values, notes = address_values(query)
+    if not values and not notes:
+        return [gr.skip()] * (len(FILL_FIELDS) + 2)
+    out = [values.get(f, gr.skip()) for f in [*FILL_FIELDS, "max_steps"]]
+    if values:
+        out[0] = gr.Dropdown(choices=[(KIND_NAMES[k], k) for k in KINDS_FOR[values["objective"]]], value=values["kind"])
+    if notes:
+        gr.Warning("Page address: " + "; ".join(notes)[:300])
+    note = ("Settings from the page address." if values else "") + "".join(f"  \n⚠ {html.escape(n)}" for n in notes)
+    return [*out, note]
+
+
+@endpoint(path=File())
+def fill_from_file(pg: Playground, path) -> list:
+    """An uploaded weights file fills every training setting it records (``reproduce.settings_from_info``;
+    files without them: its objective, kind and width) and says what it resumes."""
+    if not path:
+        return [gr.skip()] * len(FILL_FIELDS) + [""]
+    objective, kind, width, note = inspect_resume(pg, path)  # refuses what cannot be trained here
+    info = read_metadata(path, UPLOAD_LIMITS).get("info", {})
+    try:
+        s = settings_from_info(info if isinstance(info, dict) else {})
+        values = checked_form(s)
+    except EBMError as e:
+        shape = {"objective": objective, "kind": kind, "width": width}
+        return [*(shape.get(f, gr.skip()) for f in FILL_FIELDS), f"{note} ({e}: only its kind and width were filled)"]
+    values.pop("max_steps")
+    ours = form_config(*(values[f] for f in FIELDS), values["fresh_steps"], values["objective"])
+    other = [f.name for f in dataclasses.fields(ours) if getattr(ours, f.name) != getattr(s.config, f.name)
+             and f.name not in ("width", "hidden")]
+    where = "" if s.data in (None, "mnist") else f" It was trained on {s.data}; this tab trains on MNIST digits."
+    lost = f" Not in this form, so at their defaults: {', '.join(other)}." if other else ""
+    out = [values[f] for f in FILL_FIELDS]
+    out[0] = gr.Dropdown(choices=[(KIND_NAMES[k], k) for k in KINDS_FOR[values["objective"]]], value=values["kind"])
+    return [*out, f"{note} Its training settings are filled in.{where}{lost}"]
 
 
 def _markers(df: pd.DataFrame, run: Run) -> tuple[pd.DataFrame, dict]:
@@ -621,12 +787,38 @@ def _view_column(pg: Playground) -> dict:
     return v
 
 
+def _reproduce_block(pg: Playground) -> dict:
+    """The command line and the link for the form's settings (both with a copy button)."""
+    p = PRESETS["fast"]
+    command, link, note = reproduce(pg, *(p[f] for f in FIELDS), 0, 0, p["objective"])
+    r = {}
+    with gr.Accordion("Reproduce: command line and link", open=True):
+        r["address_note"] = gr.Markdown("", elem_id="train-address-note")
+        r["command"] = gr.Code(command, language="shell", label="The same run from the command line", lines=2,
+                               interactive=False, wrap_lines=True, buttons=["copy"], elem_id="train-command")
+        r["command_note"] = gr.Markdown(note)
+        r["link"] = gr.Textbox(link, label="Link to these settings", info="opens this page with them filled in",
+                               interactive=False, buttons=["copy"], elem_id="train-link")
+    return r
+
+
+def _wire_reproduce(pg: Playground, session, c: dict, data_info) -> list:
+    """The command and link follow every setting and the session's data (cheap: no queue); returns
+    the outputs of the page address's fill, for the app's load event."""
+    inputs = [*(c[f] for f in FIELDS), c["fresh_steps"], c["max_steps"], c["objective"], session]
+    triggers = [c[f].change for f in [*FIELDS, "fresh_steps", "max_steps", "objective"]] + [data_info.change]
+    on(functools.partial(gr.on, triggers), reproduce, pg, inputs, [c["command"], c["link"], c["command_note"]],
+       queue=False, **PRIVATE)
+    return [*(c[f] for f in FILL_FIELDS), c["max_steps"], c["address_note"]]
+
+
 def create_tab(pg: Playground, session: gr.BrowserState) -> dict:
     """Lay out the Train tab and wire its events; returns what the app wires to."""
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             d = _data_block(pg)
             c = _settings_column(pg)
+            c.update(_reproduce_block(pg))
         with gr.Column(scale=3):
             v = _view_column(pg)
     seen, timer = gr.State({}), gr.Timer(POLL_S, active=False)
@@ -637,8 +829,8 @@ def create_tab(pg: Playground, session: gr.BrowserState) -> dict:
     on(c["objective"].change, objective_changed, pg, [c["objective"], c["kind"]],
        [c["kind"], c["width"], c["about"], c["fresh_every"], c["fresh_steps"]], **quiet)
     on(c["kind"].input, kind_width, pg, c["kind"], c["width"], **quiet)
-    on(c["resume"].upload, inspect_resume, pg, c["resume"], [c["objective"], c["kind"], c["width"], c["resume_info"]],
-       **PRIVATE)
+    on(c["resume"].upload, fill_from_file, pg, c["resume"], [*(c[f] for f in FILL_FIELDS), c["resume_info"]], **PRIVATE)
+    address = _wire_reproduce(pg, session, c, d["info"])
     on(c["resume"].clear, forget_resume, pg, None, c["resume_info"], queue=False, **PRIVATE)
 
     control = dict(concurrency_limit=None, show_progress="hidden")
@@ -657,5 +849,6 @@ def create_tab(pg: Playground, session: gr.BrowserState) -> dict:
     outputs = [v["status"], v["energy"], v["loss"], v["grad"], v["speed"], v["buffer"], v["fresh"], v["hist"],
                v["log"], v["start"], v["pause"], v["resume"], v["step"], v["stop"], v["quality"], seen, timer]
     on(timer.tick, poll, pg, [session, seen], outputs, concurrency_limit=None, **PRIVATE)
-    return {"poll": ([session, seen], outputs), "use_event": use_event, "data": (session, [d["preview"], d["info"]])}
+    return {"poll": ([session, seen], outputs), "use_event": use_event, "data": (session, [d["preview"], d["info"]]),
+            "address": address}
 

@@ -9,7 +9,7 @@ from ebm_play.evaluation import evaluate
 from ebm_play.metrics import render_drawn_digits
 from ebm_play.models import IMAGE_ENERGIES
 
-ENERGIES = ["mnist", "mnist-jem", "mnist-ood", "mnist-rbm"]
+ENERGIES = ["mnist", "mnist-jem", "mnist-ood", "mnist-rbm", "mnist-dsm"]
 
 
 @pytest.fixture(scope="module")

@@ -115,20 +115,22 @@ def estimate(config: TrainConfig, item_shape: tuple[int, ...] = (1, 28, 28), dat
     kind, arch = _arch(config)
     params, flops, acts = _model_cost(kind, arch)
     item = 4 * int(np.prod(item_shape))
-    drift = config.drift_bound is not None and kind in ("cnn", "jem")
+    cd = config.objective == "cd"  # dsm and nce keep no replay buffer, run no sampler in an update, no drift check
+    drift = cd and config.drift_bound is not None and kind in ("cnn", "jem")
     # model, Adam's two moments, the rollback checkpoint (model + optimiser), the published copy,
     # and with the drift check an anchor and a candidate (model + optimiser + buffer each)
     states = 4 + 8 + 12 + 4 + (24 if drift else 0)
-    batch = config.batch_size * (1 + config.mirrored) + config.batch_size
+    batch = config.batch_size * (1 + config.mirrored) + config.batch_size if cd else \
+        config.batch_size * (1 + (config.nce_ratio if config.objective == "nce" else 1))
     parts = {
-        "replay buffer": config.buffer_size * item * (3 if drift else 1),
+        "replay buffer": config.buffer_size * item * (3 if drift else 1) if cd else 0,
         "weights and optimiser": params * states,
         "activations": int(16 * batch * acts),
         "training data": int(data_bytes),
     }
     gradient = 3 * flops  # the forward pass and its input gradient
     step = config.batch_size * gradient
-    steps = config.cd_k if kind == "rbm" else config.sampler_steps
+    steps = (config.cd_k if kind == "rbm" else config.sampler_steps) if cd else 0
     update = steps * step + batch * gradient
     return Estimate(params, sum(parts.values()), parts, step, update)
 

@@ -164,6 +164,9 @@ def test_the_estimate_counts_what_the_trainer_allocates(digits):
     assert est.parts["replay buffer"] == 3 * buffers[0].numel() * 4  # the candidate copy comes later
     assert est.params == sum(p.numel() for p in tr.model.parameters())
     assert estimate(TrainConfig(buffer_size=1000, batch_size=8, drift_bound=None)).parts["replay buffer"] == 1000 * 784 * 4
+    dsm = ebm_play.Trainer(preset("dsm", buffer_size=1000, batch_size=8), digits.x[:64])
+    assert dsm.buffer is None and estimate(dsm.config).parts["replay buffer"] == 0  # no buffer, no sampler inside
+    assert estimate(dsm.config).update_flops < estimate(preset("fast", batch_size=8)).update_flops / 5
 
 
 def test_control_calls_from_many_threads_never_wait(digits):

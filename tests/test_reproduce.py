@@ -76,12 +76,12 @@ def _documented_commands() -> dict[str, str]:
 
 def test_shipped_files_give_back_their_documented_recipes():
     documented = _documented_commands()
-    assert set(documented) >= {"mnist", "mnist-jem", "mnist-rbm"}
+    assert set(documented) >= {"mnist", "mnist-jem", "mnist-rbm", "mnist-dsm"}
     for name, command in documented.items():
         settings = settings_from_file(ebm_play.weights.resolve(name))
         args = parse(command)
         assert settings.config == cli.config_from_args(args), name
-        assert settings.steps == args.steps and settings.data == args.data == "../shared/data"
+        assert settings.steps == args.steps and settings.data == args.data in ("../shared/data", "mnist")
         assert cli.config_from_args(parse(settings.command())) == settings.config
 
 

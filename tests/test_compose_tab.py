@@ -137,3 +137,21 @@ def test_compose_checks_its_inputs_on_the_server(client):
         client.predict(None, None, None, "langevin", 5, api_name="/compose")
     with pytest.raises(AppError, match="experts must be a JSON list"):
         client.predict(None, "not json", None, "langevin", 5, api_name="/compose")
+
+
+def test_the_recipe_buttons_are_the_engines_checked_recipes(pg):
+    """Issue #21: the page's recipes are composition.RECIPES (each promise checked on 64 chains in
+    tests/test_composition.py), row for row: the same experts, labels (a set for "symmetric digits")
+    and weights, with the unconditional model as the prior."""
+    from ebm_play import composition
+
+    book = C.recipes(pg)
+    assert set(book) == set(composition.recipes(pg.models))
+    for name, v in book.items():
+        rows = C.to_spec(*(C.ROW_SPECS[k](k, v[k]) for k in C.ROWS))
+        page = [{k: e[k] for k in ("expert", "model", "label", "weight", "target") if k in e} for e in rows if e["on"]]
+        engine = [{k: e[k] for k in ("expert", "model", "label", "weight", "target") if k in e}
+                  for e in composition.RECIPES[name].experts]
+        key = lambda e: (e["expert"], str(e.get("label")))  # noqa: E731
+        assert sorted(page, key=key) == sorted(engine, key=key), name
+        assert v["sampler"] == composition.RECIPES[name].sampler and v["steps"] == composition.RECIPES[name].steps

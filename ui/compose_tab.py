@@ -30,12 +30,13 @@ import weakref
 import gradio as gr
 
 from ebm_play import EBMError, settings
+from ebm_play import composition
 from ebm_play.composition import MAX_WEIGHT, build_energy, evaluations
 from ebm_play.playground import TRAINED_MODEL, Playground
 from ebm_play.recording import MAX_FRAMES, ChainJob, Recording
 
 from . import playback as P
-from .boundary import AnySession, Choice, Flag, Json, Number, Picture, Text, Whole, endpoint, on
+from .boundary import AnySession, Choice, Flag, Json, Number, Picture, Spec, Text, Whole, endpoint, on
 from .common import fmt
 
 COMPOSED = types.SimpleNamespace(kind="composed", info={})  # any composed energy, for its sampler settings
@@ -119,7 +120,18 @@ def compose_page(pg: Playground, *args, **kwargs):
 
 # --- the page's rows ---------------------------------------------------------------------------------
 W, ON, NAME = Number(-MAX_WEIGHT, MAX_WEIGHT).named("weight"), Flag(), Text(200).named("model")
-ROW_SPECS = dict(m1_on=ON, m1=NAME, m1_w=W, m2_on=ON, m2=NAME, m2_w=W, a_on=ON, a_label=Whole(0, 9), a_w=W,
+class Digits(Spec):
+    """A class row's digit, or several ("any of these": the energy −log Σ_y exp f_y(x))."""
+
+    def check(self, name, v):
+        vs = v if isinstance(v, list) else [v]
+        if not 1 <= len(vs) <= 10:
+            raise EBMError(f"{name} must be a digit or a list of 1 to 10 digits")
+        out = [Whole(0, 9)(name, x) for x in vs]
+        return out[0] if len(out) == 1 else out
+
+
+ROW_SPECS = dict(m1_on=ON, m1=NAME, m1_w=W, m2_on=ON, m2=NAME, m2_w=W, a_on=ON, a_label=Digits().named("digit y"), a_w=W,
                  b_on=ON, b_label=Whole(0, 9), b_w=W, ink_on=ON, ink_t=Number(0, 1).named("ink target"), ink_w=W,
                  sym_on=ON, sym_w=W, sk_on=ON, sk_w=W, jem=Text(200, optional=True).named("JEM model"))
 
@@ -153,32 +165,35 @@ def defaults(pg: Playground) -> dict:
     jems = jem_names(pg)
     first = pg.default_model
     return {"m1_on": True, "m1": first, "m1_w": 1.0, "m2_on": False, "m2": jems[0] if jems else first, "m2_w": 1.0,
-            "a_on": False, "a_label": 3, "a_w": 1.0, "b_on": False, "b_label": 8, "b_w": -0.3, "ink_on": False,
+            "a_on": False, "a_label": [3], "a_w": 1.0, "b_on": False, "b_label": 8, "b_w": -0.3, "ink_on": False,
             "ink_t": 0.25, "ink_w": 0.3, "sym_on": False, "sym_w": 0.05, "sk_on": False, "sk_w": 1.0,
             "jem": jems[0] if jems else None, "sampler": "langevin", "steps": 100, "chains": 16, "seed": 0}
 
 
 def recipes(pg: Playground) -> dict[str, dict]:
-    """Ready-made compositions (measured on the shipped models), skipping any whose models are not
-    loaded. Each: name → the values of the page's rows and run settings."""
-    cnn = "mnist" if "mnist" in pg.models else None
-    jem = "mnist-jem" if "mnist-jem" in pg.models else None
+    """The engine's recipes (:data:`ebm_play.composition.RECIPES`, each checked on 64 chains) whose
+    models are loaded, as the values of the page's rows and run settings: name → values."""
     off = dict(m1_on=False, m2_on=False, a_on=False, b_on=False, ink_on=False, sym_on=False, sk_on=False)
-    book = {}
-    if jem:
-        book["3 AND 8"] = {**off, "a_on": True, "a_label": 3, "a_w": 1.0, "b_on": True, "b_label": 8, "b_w": 1.0}
-        book["3 but not 8"] = {**off, "a_on": True, "a_label": 3, "a_w": 1.0, "b_on": True, "b_label": 8,
-                               "b_w": -0.3, "m2_on": True, "m2": jem, "m2_w": 0.3}
-    if cnn and jem:
-        book["any digit but 1"] = {**off, "m1_on": True, "m1": cnn, "m1_w": 1.0, "a_on": True, "a_label": 1,
-                                   "a_w": -0.03}
-    if cnn:
-        book["symmetric digits"] = {**off, "m1_on": True, "m1": cnn, "m1_w": 1.0, "sym_on": True, "sym_w": 0.05}
-    if cnn and jem:  # 63 zeros in 64 chains with the shipped models
-        book["thick 0"] = {**off, "m1_on": True, "m1": cnn, "m1_w": 1.0, "a_on": True, "a_label": 0, "a_w": 1.0,
-                           "ink_on": True, "ink_t": 0.25, "ink_w": 0.3}
     base = defaults(pg)
-    return {name: {**base, **r} for name, r in book.items()}
+    book = {}
+    for name, r in composition.recipes(pg.models).items():
+        v = {**base, **off, "sampler": r.sampler, "steps": r.steps}
+        models, classes = iter(("m1", "m2")), iter(("a", "b"))
+        for e in r.experts:
+            kind = e["expert"]
+            if kind == "model":
+                row = next(models)
+                v.update({f"{row}_on": True, row: e["model"], f"{row}_w": e["weight"]})
+            elif kind == "class":
+                row = next(classes)
+                label = e["label"] if row == "b" or isinstance(e["label"], list) else [e["label"]]  # a: multiselect
+                v.update({f"{row}_on": True, f"{row}_label": label, f"{row}_w": e["weight"], "jem": e["model"]})
+            elif kind == "ink":
+                v.update(ink_on=True, ink_t=e["target"], ink_w=e["weight"])
+            elif kind == "symmetry":
+                v.update(sym_on=True, sym_w=e["weight"])
+        book[name] = v
+    return book
 
 
 def preview(pg: Playground, name: str) -> Recording:
@@ -252,7 +267,8 @@ def _experts(pg: Playground) -> dict:
         _row(r, "m1", "energy model", ("m1", lambda: gr.Dropdown(names, value=d["m1"], **pick)))
         _row(r, "m2", "second model", ("m2", lambda: gr.Dropdown(names, value=d["m2"], **pick)))
         digits = [(str(k), k) for k in range(10)]
-        _row(r, "a", "a digit y", ("a_label", lambda: gr.Dropdown(digits, value=d["a_label"], **pick)),
+        _row(r, "a", "a digit y (or any of several)",
+             ("a_label", lambda: gr.Dropdown(digits, value=d["a_label"], multiselect=True, **pick)),
              interactive=bool(jems))
         _row(r, "b", "another digit", ("b_label", lambda: gr.Dropdown(digits, value=d["b_label"], **pick)),
              interactive=bool(jems))

@@ -578,7 +578,9 @@ def poll(pg: Playground, session, seen) -> list:
     nq = len(run.quality)
     if nq != seen.get("nq"):
         seen["nq"] = nq
-        out[14] = _plot(long_frame(run.quality[:nq], "step", QUALITY_SERIES), list(QUALITY_SERIES.values()))
+        last = run.quality[nq - 1]["step"] if nq else 1  # the axis from step 0: one point alone got ticks 50.000000
+        out[14] = _plot(long_frame(run.quality[:nq], "step", QUALITY_SERIES), list(QUALITY_SERIES.values()),
+                        x_lim=[0, last])
     out[5:8] = _pictures(run, seen, new)
     tail = run.log[-1] if run.log else ""
     if [len(run.log), tail] != seen.get("log"):

@@ -44,9 +44,10 @@ def test_points_uploaded_as_csv_become_the_landscape_data_set(browser, url, tmp_
     f.write_text("x,y\n" + "".join(f"{i},{2 * i}\n" for i in range(40)))
     page = browser.new_page(viewport={"width": 1400, "height": 1300})
     page.set_default_timeout(20_000)
-    page.goto(url.rstrip("/") + "/?tab=landscape")
+    page.goto(url.rstrip("/") + "/?tab=landscape&dataset=rings&lr=0.01")  # Play's settings from the address
     command = page.locator("#landscape-command .cm-content")
-    expect(command).to_contain_text("--preset landscape --data two_moons")
+    expect(command).to_contain_text("--preset landscape --data rings")
+    expect(command).to_contain_text("--lr 0.01")
     page.get_by_text("My points as a CSV file").click()
     page.locator("#landscape-points-file input[type=file]").set_input_files(str(f))
     expect(page.get_by_text("line.csv, 40 points, shifted by")).to_be_visible()

@@ -356,3 +356,17 @@ def test_too_large_or_binary_csv_files_are_refused_before_reading(pg, sid, tmp_p
         T.upload_points(pg, sid, str(binary), SHOW, {})
     with pytest.raises(EBMError, match="no points of your own"):
         T.points_download(pg, sid)
+
+
+def test_a_page_address_fills_plays_settings_and_notes_the_rest():
+    """?tab=landscape&dataset=rings&lr=0.01…: each value checked by its field's spec; a bad one is
+    left out with a note (issue #23: a demo link opens with its settings)."""
+    values, notes = T.address_values({"tab": "landscape", "dataset": "rings", "lr": "0.01", "hidden": "128",
+                                      "batch-size": "64", "seed": "7"})
+    assert values == {"dataset": "rings", "lr": 0.01, "hidden": 128, "batch_size": 64, "seed": 7} and notes == []
+    values, notes = T.address_values({"dataset": "volcano", "lr": "5", "hidden": "9999", "sampler_steps": "ten",
+                                      "colour": "red", "dataset_": "custom"})
+    assert values == {} and len(notes) == 6
+    assert any("learning rate" in n for n in notes) and any("hidden units must be between 4 and 256" in n for n in notes)
+    assert T.address_values({f"k{i}": "1" for i in range(30)})[0] == {}
+    assert T.from_address(None, None) == [gr.skip()] * len(T.SETTINGS)  # no request: nothing to fill

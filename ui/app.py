@@ -92,6 +92,7 @@ def build_app(device: str | None = None, max_runs: int | None = None) -> gr.Bloc
         on(loaded.then, *sample, **PRIVATE)
         # ?tab=train&preset=fast&lr=0.002: the Train tab's settings from the page address (bad values: a note)
         on(demo.load, train_tab.from_address, pg, None, parts["train"]["address"], concurrency_limit=None, **PRIVATE)
+        on(demo.load, landscape_tab.from_address, pg, None, parts["landscape"]["address"], **landscape_tab.QUICK)
         on(loaded.then, train_tab.poll, pg, *parts["train"]["poll"], **PRIVATE)  # a reload finds its run
         on(loaded.then, train_tab.data_shown, pg, *parts["train"]["data"], **PRIVATE)  # … and its uploaded images
         on(parts["sample_page"].select, *sample, **PRIVATE)

@@ -951,6 +951,43 @@ def command(pg: Playground, dataset, lr, sampler_steps, step_size, noise, alpha,
                   "changed while a run plays are not in it: it trains with these from the first update.")
 
 
+MAX_ADDRESS_KEYS = 20
+
+
+def address_values(query: dict) -> tuple[dict, list[str]]:
+    """Play's settings from a page address (``?tab=landscape&dataset=rings&lr=0.01&hidden=128``; names
+    as the form's, ``-`` or ``_``): each value checked by its field's spec on its own; one that fails is
+    left out with a note, never an error."""
+    params = {str(k).replace("-", "_"): v for k, v in query.items() if k != "tab"}
+    if len(params) > MAX_ADDRESS_KEYS:
+        return {}, [f"the page address carries over {MAX_ADDRESS_KEYS} settings: none applied"]
+    values, notes = {}, []
+    for key, text in params.items():
+        spec = CONFIG_SPECS.get(key)
+        if spec is None or key == "dataset" and text == "custom":
+            notes.append(f"{key[:40]!r} is not a Landscape setting: ignored")
+            continue
+        try:
+            v = text if key == "dataset" else float(text) if "." in text or "e" in text.lower() else int(text)
+            values[key] = spec(spec.label or key.replace("_", " "), v)
+        except (ValueError, EBMError) as e:
+            notes.append(f"{e if isinstance(e, EBMError) else f'{key}: not a number: {text[:20]!r}'}: ignored")
+    return values, notes
+
+
+@endpoint()
+def from_address(pg: Playground, request: gr.Request = None) -> list:
+    """The page address's settings in Play's form when it opens the Landscape tab; a warning lists
+    what could not be used."""
+    query = dict(request.query_params) if request is not None else {}
+    if query.get("tab") != "landscape":
+        return [gr.skip()] * len(SETTINGS)
+    values, notes = address_values(query)
+    if notes:
+        gr.Warning("Page address: " + "; ".join(notes)[:300])
+    return [values.get(k, gr.skip()) for k in SETTINGS]
+
+
 def _own_points_block() -> dict:
     """Upload of 2-D points, and their download."""
     p = {}
@@ -986,7 +1023,8 @@ def _wire_own(pg: Playground, session, c: dict, p: dict, r: dict, poll_inputs: l
 
 def create_tab(pg: Playground, session: gr.BrowserState) -> dict:
     """Lay out the Landscape tab and wire its events; returns what the app wires to (``poll`` and
-    ``compare``: the inputs and outputs of the run's and the comparison's refresh, for the page load)."""
+    ``compare``: the inputs and outputs of the run's and the comparison's refresh, for the page load;
+    ``address``: Play's settings, which the page address may fill)."""
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
@@ -998,4 +1036,4 @@ def create_tab(pg: Playground, session: gr.BrowserState) -> dict:
     _wire_own(pg, session, c, own, _command_block(c), poll_inputs, view)
     compare = _wire_objectives(pg, session, c, _objectives_section())
     _wire_sample(pg, session, _sample_section(), _compose_section())
-    return {"poll": (poll_inputs, view), "compare": compare}
+    return {"poll": (poll_inputs, view), "compare": compare, "address": [c[k] for k in SETTINGS]}

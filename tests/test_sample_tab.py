@@ -274,3 +274,16 @@ def test_start_from_an_uploaded_image_a_class_and_an_uploaded_model(client, app,
                        api_name="/sample")
     with pytest.raises(AppError, match="steps must be between 0 and 5000"):
         client.predict(None, "langevin", 5001, None, None, None, 2, 0, api_name="/sample")
+
+
+def test_the_pages_own_knob_values_leave_mala_adapting_its_step(pg):
+    """The form fills every knob (so no field is blank), and the page sends them all back: a value
+    still as filled in is no choice of the person's, so MALA keeps its warm-up adaptation (issue #21);
+    a step size typed in is used as given."""
+    model = pg.models[pg.default_model]
+    shown = settings.shown(model, "mala").options
+    page = dict(sampler="mala", steps=20, step_size=shown["step_size"], noise=shown.get("noise"),
+                temperature=shown["temperature"])
+    assert run(pg, **page)[2]["adapted"] is True
+    typed = run(pg, **{**page, "step_size": 2e-5})[2]
+    assert typed["adapted"] is False and typed["step_size"] == pytest.approx(2e-5)

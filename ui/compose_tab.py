@@ -64,8 +64,9 @@ def _job(pg: Playground, session, experts, sketch, sampler, steps, step_size, no
     model_of = functools.partial(_model_of, pg, session)
     energy, spec = build_energy(experts, model_of, next(iter(jem_names(pg, session)), None),
                                 P.digit_of(sketch) if needs_sketch else None, pg.device)
-    chosen = settings.resolve(energy, sampler, steps, step_size=step_size, noise=noise, temperature=temperature,
-                              leapfrog=leapfrog, t_start=t_start, base=base)
+    chosen = settings.resolve(energy, sampler, steps, base=base, **P.page_knobs(
+        energy, sampler, base, step_size=step_size, noise=noise, temperature=temperature, leapfrog=leapfrog,
+        t_start=t_start))
     chosen.check_work(chains * evaluations(spec))
     meta = {"model": "composed", "experts": spec, "sampler": sampler, "steps": chosen.steps, "chains": chains,
             "seed": seed, "options": chosen.options}

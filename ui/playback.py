@@ -84,6 +84,19 @@ def knob_fields(model, sampler: str = "langevin") -> list:
     return fields
 
 
+def page_knobs(model, sampler: str, base: str | None = None, **knobs) -> dict:
+    """The knobs as a person set them: a field still showing the value the form filled in (see
+    :func:`knob_state`) counts as unset, so that MALA and HMC keep adapting their step (a caller's
+    step size switches adaptation off) until someone types one."""
+    shown = settings.shown(model, sampler, base=base or None).options
+    out = {}
+    for k, v in knobs.items():
+        d = shown.get("t_end" if k == "temperature" and sampler == "annealed" else k)
+        same = isinstance(v, (int, float)) and isinstance(d, (int, float)) and math.isclose(v, d, rel_tol=1e-9)
+        out[k] = None if same else v
+    return out
+
+
 def knob_values(model, sampler: str, base: str | None = None) -> tuple:
     """Updates for (sampler, steps, *the knob fields) for ``sampler`` on ``model``."""
     choices, sampler, steps, f = knob_state(model, sampler, base)

@@ -95,8 +95,8 @@ def _chains(pg: Playground, session=None, sampler="langevin", steps=60, step_siz
     y = None if label == -1 else label
     if y is not None and not m.has_classes:
         raise EBMError(f"a class (E(x, y)) needs a JEM model such as mnist-jem; this is a {m.kind} model")
-    chosen = settings.resolve(m, sampler, steps, step_size=step_size, noise=noise, temperature=temperature,
-                              leapfrog=leapfrog, t_start=t_start, base=base)
+    chosen = settings.resolve(m, sampler, steps, base=base, **P.page_knobs(
+        m, sampler, base, step_size=step_size, noise=noise, temperature=temperature, leapfrog=leapfrog, t_start=t_start))
     chosen.check_work(chains)
     x0 = start_chains(start, chains, seed, P.digit_of(start_image) if start == "image" else None,
                       replay_buffer(pg, session) if start == "buffer" else None)

@@ -223,7 +223,7 @@ def _settings_column(pg: Playground) -> dict:
     with gr.Row():
         choices, first = P.knob_state(model, "langevin")[:2]
         c["sampler"] = gr.Dropdown(choices, value=first, label="Sampler", min_width=120,
-                                   info="those that give digits with this model at their defaults")
+                                   info="those that suit this model (checked on the shipped ones)")
         c["label"] = gr.Dropdown(LABELS, value=-1, label="Class (JEM)", min_width=120, info="samples E(x, y)",
                                  interactive=model.has_classes)
     with gr.Row():

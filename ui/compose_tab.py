@@ -269,7 +269,7 @@ def _experts(pg: Playground) -> dict:
         _row(r, "m2", "second model", ("m2", lambda: gr.Dropdown(names, value=d["m2"], **pick)))
         digits = [(str(k), k) for k in range(10)]
         _row(r, "a", "digit(s) y",
-             ("a_label", lambda: gr.Dropdown(digits, value=d["a_label"], multiselect=True, **pick)),
+             ("a_label", lambda: gr.Dropdown(digits, value=d["a_label"], multiselect=True, **{**pick, "scale": 3})),
              interactive=bool(jems))
         _row(r, "b", "another digit", ("b_label", lambda: gr.Dropdown(digits, value=d["b_label"], **pick)),
              interactive=bool(jems))

@@ -60,6 +60,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def pg():
+    """A playground of the shipped models for a module's endpoint tests (no server); its runs stop after."""
+    from ebm_play.playground import Playground
+
+    p = Playground("cpu")
+    yield p
+    p.stop_all()
+
+
 @pytest.fixture(scope="session")
 def app():
     """The app built by ``build_app()``, launched in a background thread; closed at the end."""

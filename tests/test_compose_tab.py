@@ -14,14 +14,8 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from ebm_play import EBMError, settings
-from ebm_play.playground import Playground
 from ui import compose_tab as C
 from ui import playback as P
-
-
-@pytest.fixture(scope="module")
-def pg():
-    return Playground("cpu")
 
 
 def rows(pg, **changes) -> list:

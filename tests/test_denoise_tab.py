@@ -11,18 +11,12 @@ import pytest
 import ebm_play
 from ebm_play import EBMError
 from ebm_play.corruptions import corrupt
-from ebm_play.playground import Playground
 from ui import denoise_tab, draw
 
 pytestmark = pytest.mark.timeout(300)
 
 TEST = ebm_play.sample_digits(train=False)
 SID = "denoise-tab-0001"
-
-
-@pytest.fixture(scope="module")
-def pg():
-    return Playground("cpu")
 
 
 def test_no_knob_set_runs_the_engines_defaults(pg):

@@ -9,15 +9,9 @@ from PIL import Image
 
 import ebm_play
 from ebm_play import EBMError, masks
-from ebm_play.playground import Playground
 from ui import draw
 
 TEST = ebm_play.sample_digits(train=False)
-
-
-@pytest.fixture(scope="module")
-def pg():
-    return Playground("cpu")
 
 
 def png(tmp_path, name: str, img: Image.Image):

@@ -9,18 +9,12 @@ import torch
 
 import ebm_play
 from ebm_play import EBMError, masks
-from ebm_play.playground import Playground
 from ui import draw, inpaint_tab
 
 pytestmark = pytest.mark.timeout(300)
 
 TEST = ebm_play.sample_digits(train=False)
 SID = "inpaint-tab-0001"
-
-
-@pytest.fixture(scope="module")
-def pg():
-    return Playground("cpu")
 
 
 def run(fn, pg, *args, **kw) -> list:

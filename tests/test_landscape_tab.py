@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 
 from ebm_play import EBMError
-from ebm_play.playground import Playground
 from ui import landscape_tab as T
 from ui import landscape_view as V
 
@@ -24,13 +23,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 SHOW = T.SHOW_NAMES
 SKIP = gr.skip()
-
-
-@pytest.fixture(scope="module")
-def pg():
-    pg = Playground("cpu")
-    yield pg
-    pg.stop_all()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from PIL import Image
 
 import ebm_play
 from ebm_play import EBMError, ood
-from ebm_play.playground import Playground
 from ui import draw, ood_tab
 from ui.common import fmt
 
@@ -17,11 +16,6 @@ pytestmark = pytest.mark.timeout(300)
 
 TEST = ebm_play.sample_digits(train=False)
 SID = "ood-tab-0001"
-
-
-@pytest.fixture(scope="module")
-def pg():
-    return Playground("cpu")
 
 
 def noise_url(seed=0) -> str:

@@ -21,7 +21,6 @@ from test_recording import fake_recording
 
 import ebm_play
 from ebm_play import EBMError, media, settings
-from ebm_play.playground import Playground
 from ui import playback as P
 from ui import sample_tab as S
 from ui.canvas_pad import data_url
@@ -36,13 +35,6 @@ def wait_for(pred, timeout: float, what: str):
     while not pred():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def pg():
-    p = Playground("cpu")
-    yield p
-    p.stop_all()
 
 
 def run(pg, **kw):

@@ -83,6 +83,13 @@ def test_every_function_of_the_app_crosses_the_boundary(app):
     assert not outside, outside
 
 
+def test_an_event_on_several_changes_keeps_the_last_one(app):
+    """A fill (the page address, a preset) changes several fields at once; an event on those changes
+    with gr.on's default trigger mode ("once") drops every change after the first while it is pending."""
+    several = [fn for fn in app.fns.values() if sum(t[1] == "change" for t in fn.targets) > 1]
+    assert several and all(fn.trigger_mode == "always_last" for fn in several), [fn.name for fn in several]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("body,msg", [
     (b"not json", "not valid JSON"), (b"[1, 2]", "must be a JSON object"),

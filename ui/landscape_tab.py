@@ -1014,7 +1014,7 @@ def _command_block(c: dict) -> dict:
 def _wire_own(pg: Playground, session, c: dict, p: dict, r: dict, poll_inputs: list, view: list) -> None:
     settings = [c[k] for k in SETTINGS]
     on(functools.partial(gr.on, [x.change for x in settings]), command, pg, settings, [r["command"], r["note"]],
-       **QUICK)
+       trigger_mode="always_last", **QUICK)  # as train_tab._wire_reproduce: no change of a fill dropped
     seen = poll_inputs[3]
     on(p["file"].upload, upload_points, pg, [session, p["file"], c["show"], seen], [c["dataset"], p["note"], *view],
        **PRIVATE)

@@ -809,8 +809,10 @@ def _wire_reproduce(pg: Playground, session, c: dict, data_info) -> list:
     the outputs of the page address's fill, for the app's load event."""
     inputs = [*(c[f] for f in FIELDS), c["fresh_steps"], c["max_steps"], c["objective"], session]
     triggers = [c[f].change for f in [*FIELDS, "fresh_steps", "max_steps", "objective"]] + [data_info.change]
+    # always_last: a fill that changes several fields at once fires several changes; gr.on's default
+    # ("once") drops those that arrive while the first is pending, and the command would miss them
     on(functools.partial(gr.on, triggers), reproduce, pg, inputs, [c["command"], c["link"], c["command_note"]],
-       queue=False, **PRIVATE)
+       queue=False, trigger_mode="always_last", **PRIVATE)
     return [*(c[f] for f in FILL_FIELDS), c["max_steps"], c["address_note"]]
 
 

@@ -62,7 +62,7 @@ def test_train_tab_live_view(page, url, app):
     wait_until(lambda: step_of(page) > before, 20, "steps after the reload")
     expect(page.locator("#train-pause")).to_be_enabled()
 
-    deadline = time.monotonic() + 35  # long enough for digit-like buffer samples in the screenshot
+    deadline = time.monotonic() + 20  # long enough for the buffer to show strokes in the screenshot
     wait_until(lambda: step_of(page) >= 250 or time.monotonic() > deadline, 40, "a longer run")
     page.locator("#train-stop").click()
     expect(page.locator("#train-status")).to_contain_text("Stopped")

@@ -19,6 +19,7 @@ import struct
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gradio as gr
@@ -39,7 +40,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 BAD_NUMBERS = [float("nan"), float("inf"), -1e9, 1e9, "ten", None]  # (−inf: the same check as inf and −1e9)
 CRASH = "has not enabled verbose error reporting"  # what gradio_client reports for an uncaught exception
-STARTS = {"/train_start": ("/train_stop", {}), "/landscape_train_start": ("/landscape_reset", {"clear_points": True})}
+STARTS = {"/train_start": ("/train_stop", {}), "/landscape_train_start": ("/landscape_reset", {"clear_points": True}),
+          "/landscape_objectives_start": ("/landscape_objectives_stop", {})}
 
 
 def call(client, api: str, kwargs: dict, timeout: float = 60.0):
@@ -162,12 +164,18 @@ def rest_call(url: str, api_name: str, data: list, timeout: float = 60.0):
     return "error", None
 
 
+SHORT = {"steps": 5, "chains": 2}
+
+
 def defaults(api_name: str, params: list[dict], picture: dict, sid: str) -> list:
-    """Positional arguments for one ordinary call: each parameter's default, a session, a digit."""
+    """Positional arguments for one ordinary, short call: each parameter's default (a few chains and
+    steps where work is asked for), a session, a digit."""
     data = []
     for p in params:
         n, t = p["parameter_name"], p["python_type"]["type"]
-        if n == "session":
+        if n in SHORT:
+            data.append(SHORT[n])
+        elif n == "session":
             data.append(sid)
         elif t.startswith("dict(background"):
             data.append({"background": picture, "layers": [], "composite": None, "id": None})
@@ -180,29 +188,37 @@ def defaults(api_name: str, params: list[dict], picture: dict, sid: str) -> list
     return data
 
 
+def in_parallel(job, items: list, workers: int = 4) -> list:
+    """``job`` over ``items`` from a few threads at once (calls of strangers arrive together anyway);
+    the results in order."""
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(job, items))
+
+
 def test_every_numeric_parameter_of_every_endpoint_refuses_or_caps_bad_numbers(client, api, url, tmp_path):
     picture = upload(url, digit_png(tmp_path / "digit.png"))
-    tried, failures = 0, []
-    for name, ep in api.items():
-        for i, p in enumerate(ep["parameters"]):
-            if p["python_type"]["type"] not in ("int", "float"):
-                continue
-            for bad in BAD_NUMBERS:
-                sid = new_session()
-                data = defaults(name, ep["parameters"], picture, sid)
-                data[i] = bad
-                kind, value = rest_call(url, name, data)
-                what = f"{name}({p['parameter_name']}={bad!r})"
-                try:
-                    assert_clear((kind, value), what)
-                except AssertionError as e:
-                    failures.append(str(e).splitlines()[0])
-                if name in STARTS and kind == "ok":
-                    stop, extra = STARTS[name]
-                    client.predict(sid, **extra, api_name=stop)
-                tried += 1
+
+    def one(case) -> str | None:
+        name, i, bad = case
+        sid = new_session()
+        data = defaults(name, api[name]["parameters"], picture, sid)
+        data[i] = bad
+        kind, value = rest_call(url, name, data)
+        try:
+            assert_clear((kind, value), f"{name}({api[name]['parameters'][i]['parameter_name']}={bad!r})")
+        except AssertionError as e:
+            return str(e).splitlines()[0]
+        finally:
+            if name in STARTS and kind == "ok":
+                stop, extra = STARTS[name]
+                client.predict(sid, **extra, api_name=stop)
+
+    cases = [(name, i, bad) for name, ep in api.items() for i, p in enumerate(ep["parameters"])
+             if p["python_type"]["type"] in ("int", "float") for bad in BAD_NUMBERS]
+    starts = [c for c in cases if c[0] in STARTS]  # one at a time: a run started must not meet the run cap
+    failures = [f for f in [*map(one, starts), *in_parallel(one, [c for c in cases if c not in starts])] if f]
     assert not failures, "\n".join(failures)
-    assert tried > 300  # the API description really was walked
+    assert len(cases) > 300  # the API description really was walked
     energy, _, _ = client.predict(None, handle_file(tmp_path / "digit.png"), api_name="/score")  # still serving
     assert math.isfinite(energy)
 
@@ -461,7 +477,7 @@ def test_nan_through_every_event_the_page_can_send(app, url):
     """Issue #19: a hidden canvas-click event once took [NaN, NaN] points and its run rolled back
     forever. Every event (named or not), every checked parameter in turn, gets NaN where the page
     would send its value: each call ends in one short message naming what is wrong, and nothing runs."""
-    tried, failures = 0, []
+    cases = []
     for index, fn in app.fns.items():
         ep = fn.fn.endpoint
         specs = ep.specs
@@ -474,13 +490,17 @@ def test_nan_through_every_event_the_page_can_send(app, url):
                 continue  # server-side state and click data (gradio's), and a session a bad id simply lacks
             data = list(base)
             data[i] = float("nan")
-            kind, message = page_call(url, index, data, fn.queue is not False)
-            what = f"{fn.name}({name}=NaN)"
-            if kind != "error":
-                failures.append(f"{what}: accepted")
-            elif not message or len(message) > 400 or "\n" in message or "unexpected error" in message:
-                failures.append(f"{what}: {message!r}")
-            tried += 1
+            cases.append((index, fn, name, data))
+
+    def one(case) -> str | None:
+        index, fn, name, data = case
+        kind, message = page_call(url, index, data, fn.queue is not False)
+        if kind != "error":
+            return f"{fn.name}({name}=NaN): accepted"
+        if not message or len(message) > 400 or "\n" in message or "unexpected error" in message:
+            return f"{fn.name}({name}=NaN): {message!r}"
+
+    failures = [f for f in in_parallel(one, cases) if f]
     assert not failures, "\n".join(failures)
-    assert tried > 150, tried  # the page's events really were walked
+    assert len(cases) > 150, len(cases)  # the page's events really were walked
     assert app.playground.active_runs() == 0  # nothing started

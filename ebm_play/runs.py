@@ -354,6 +354,7 @@ class Run:
         self._after_start = "running" if start else "paused"
         self._single = False  # the worker is taking a single step asked for while paused
         self._note: str | None = None  # a pause the worker has yet to log
+        self._steps_line: tuple[str, int] | None = None  # the log's line for single steps in a row, and their count
         self._pending_steps = 0
         self._changes: dict = {}
         self._new_data: tuple | None = None
@@ -549,9 +550,22 @@ class Run:
                     self.state = "finished"
                     self.say(f"finished: reached {self.max_steps} steps")
         elif self.state == "paused":  # a single step, or the last update before a pause: show it all
+            if self._single:
+                self._log_single_step()
             self._publish(fresh=True)
         elif self.views.due(tr, self.view):
             self._publish()
+
+    def _log_single_step(self) -> None:
+        """Single steps in a row are one line of the log that counts them (pressing Step twenty times
+        must not push everything else out)."""
+        with self._cond:
+            line, n = self._steps_line or (None, 0)
+            n = n + 1 if self.log and self.log[-1] is line else 1
+            if n > 1:
+                self.log.pop()
+            self.say(f"{n} single step{'s' * (n > 1)} while paused: now at step {self.step}")
+            self._steps_line = (self.log[-1], n)
 
     def _record(self, m: dict) -> None:
         self.history.append(m)

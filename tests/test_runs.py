@@ -49,6 +49,8 @@ def test_a_run_trains_pauses_steps_and_stops(digits):
     run.step_once()
     wait_for(lambda: run.status()["pending_steps"] == 0, what="two single steps, shown")
     assert run.state == "paused" and run.step == before + 2 and run.view.step == run.step
+    assert run.log[-1].endswith(f"2 single steps while paused: now at step {run.step}")  # one line for both
+    assert run.log[-2].endswith(f"paused at step {before}")
     model = run.model_copy()
     wait_for(lambda: run.weights_step == run.step)
     assert model.kind == "cnn" and run.model_copy().info["train_steps"] == run.step

@@ -39,6 +39,8 @@ def wait_until(pred, timeout: float, what: str):
 def test_train_tab_live_view(page, url, app):
     from playwright.sync_api import expect
 
+    console = []  # an empty chart once drew axes of ±1.8e308 and logged ~10 errors per page load
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text[:200]}"))
     page.goto(url)
     start = page.locator("#train-start")
     expect(start).to_be_enabled()  # enabled once the page has its session id
@@ -78,3 +80,5 @@ def test_train_tab_live_view(page, url, app):
     page.get_by_role("tab", name="Sample").click()
     page.locator("#sample-run").click()
     expect(page.locator("#sample-grid img")).to_have_attribute("src", re.compile(r"\S+"))
+    bad = [m for m in console if m.startswith("error") or "Infinite extent" in m]
+    assert not bad, bad[:5]

@@ -28,7 +28,7 @@ def test_the_page_rows_become_an_experts_list_and_a_run_starts_clean(pg):
     assert [e["expert"] for e in spec if e["on"]] == ["model", "ink", "symmetry"]
     assert "sketch" not in [e["expert"] for e in spec]  # a switched-off sketch is left out: no pad needed
     assert timer.active is False and slider.interactive is False and not any(d.visible for d in downloads)
-    assert plot.value["data"] == [] and plot.colors_in_legend == []  # nothing of the last run's legend stays
+    assert plot.value is None and plot.colors_in_legend == []  # nothing of the last run's plot or legend stays
     with pytest.raises(EBMError, match="weight must be between -10 and 10"):
         C.compose_start(pg, *rows(pg, m1_w=11))
 

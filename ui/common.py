@@ -161,6 +161,12 @@ def thin(rows: list, limit: int = 300) -> list:
     return out if out[-1] is rows[-1] else [*out, rows[-1]]
 
 
+def plot_value(df: pd.DataFrame) -> pd.DataFrame | None:
+    """What a plot shows for ``df``: nothing at all while it has no rows (an empty frame makes the
+    page's chart library draw axes of ±1.8e308 and log errors)."""
+    return None if df.empty else df
+
+
 def long_frame(rows: list[dict], x: str, series: dict[str, str]) -> pd.DataFrame:
     """Rows of metrics → the long format a gr.LinePlot with ``color`` wants (x, value, series)."""
     data = [(r[x], float(r[key]), label) for r in rows for key, label in series.items()

@@ -28,7 +28,7 @@ from ebm_play.recording import MAX_FRAMES, ChainJob, Recorder, Recording
 from . import draw
 from .boundary import PRIVATE, Choice, Kept, Number, Text, Whole, endpoint, on
 from .canvas_pad import canvas_pad, read_data_url
-from .common import fmt, picture, thin
+from .common import fmt, picture, plot_value, thin
 
 # Quiet events show no progress on their outputs (without show_progress_on=[] Gradio 6 still puts a
 # running clock on them, e.g. on the status line at every playback tick).
@@ -218,18 +218,18 @@ def terms_frame(rec: Recording) -> tuple[pd.DataFrame, dict, list]:
 def energy_plot(recorder: Recorder, marker: int | None) -> gr.LinePlot:
     with recorder.lock:
         df, cmap, legend = energy_frame(recorder.rec, marker)
-    return gr.LinePlot(value=df, color_map=cmap, colors_in_legend=legend)
+    return gr.LinePlot(value=plot_value(df), color_map=cmap, colors_in_legend=legend)
 
 
 def accept_plot(recorder: Recorder) -> gr.LinePlot:
     with recorder.lock:
         df = accept_frame(recorder.rec)
-    return gr.LinePlot(value=df, visible=not df.empty)
+    return gr.LinePlot(value=plot_value(df), visible=not df.empty)
 
 
 def terms_chart(rec: Recording) -> gr.LinePlot:
     df, cmap, legend = terms_frame(rec)
-    return gr.LinePlot(value=df, color_map=cmap, colors_in_legend=legend)
+    return gr.LinePlot(value=plot_value(df), color_map=cmap, colors_in_legend=legend)
 
 
 def terms_plot(recorder: Recorder) -> gr.LinePlot:
@@ -296,7 +296,7 @@ def controls(prefix: str) -> Playback:
 def cleared() -> tuple:
     """Updates for (timer, slider, *downloads, plot) when a new run starts: nothing of the last one stays."""
     return (gr.Timer(active=False), gr.Slider(interactive=False), *[gr.DownloadButton(visible=False)] * 4,
-            gr.LinePlot(value=EMPTY, color_map={}, colors_in_legend=[]))
+            gr.LinePlot(value=None, color_map={}, colors_in_legend=[]))
 
 
 @endpoint()

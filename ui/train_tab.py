@@ -33,7 +33,7 @@ from ebm_play.training import PRESETS as ENGINE_PRESETS
 from ebm_play.weights import UPLOAD_LIMITS, read_metadata
 
 from .boundary import PRIVATE, AnySession, Choice, Choices, File, Flag, Kept, Number, Session, Whole, api, endpoint, on
-from .common import fmt, histogram_frame, long_frame, picture, thin
+from .common import fmt, histogram_frame, long_frame, picture, plot_value, thin
 
 KINDS = [("CNN EBM", "cnn"), ("JEM (classifier + EBM)", "jem"), ("RBM", "rbm")]
 KIND_NAMES = {v: k for k, v in KINDS}
@@ -426,7 +426,7 @@ def _plot(df: pd.DataFrame, legend: list[str], run: Run | None = None, colors: d
     if run is not None:
         df, extra = _markers(df, run)
         cmap.update(extra)
-    return gr.LinePlot(value=df, color_map=cmap, colors_in_legend=legend, **kw)
+    return gr.LinePlot(value=plot_value(df), color_map=cmap, colors_in_legend=legend, **kw)
 
 
 def _headline(c: ebm_play.TrainConfig, m: dict) -> list[str]:
@@ -463,8 +463,6 @@ def status_markdown(pg: Playground, run: Run | None) -> str:
     return "  \n".join([*lines, active])
 
 
-EMPTY = pd.DataFrame({"step": pd.Series(dtype="int64"), "value": pd.Series(dtype="float64"),
-                      "series": pd.Series(dtype="str")})
 N_OUT = 17  # status, 4 curves, buffer, fresh, histogram, log, 5 buttons, quality, seen, timer
 # The two main plots of each objective: (title, y axis, history keys); dsm's first is its loss per level.
 PANELS = {
@@ -565,9 +563,9 @@ def poll(pg: Playground, session, seen) -> list:
     if run is None:
         if seen.get("state") != "none":
             seen["state"] = "none"
-            out[1:9] = [EMPTY, EMPTY, EMPTY, EMPTY, None, None, None, ""]
+            out[1:9] = [None, None, None, None, None, None, None, ""]
             out[9:14] = _buttons(None)
-            out[14] = EMPTY
+            out[14] = None
         out[15], out[16] = seen, gr.Timer(active=False)
         return out
     run.touch()
@@ -750,7 +748,7 @@ def _settings_column(pg: Playground) -> dict:
 
 
 def _line_plot(label: str, y_title: str, elem_id: str | None = None, **kw) -> gr.LinePlot:
-    return gr.LinePlot(EMPTY, x="step", y="value", color="series", color_title="", color_map=COLORS, label=label,
+    return gr.LinePlot(None, x="step", y="value", color="series", color_title="", color_map=COLORS, label=label,
                        y_title=y_title, elem_id=elem_id, **kw)
 
 

@@ -153,6 +153,7 @@ TRAIN_HELP = {
     "ladder_step": "dsm: the ladder sampler's step ε at σ_min (ε(σ/σ_min)² at level σ), stored as its recommendation",
     "nce_noise": "nce: noise distribution, gaussian (fitted to the data) or uniform on [-1, 1] (default gaussian for digits)",
     "nce_ratio": "nce: noise samples per data sample",
+    "ema": "decay of a moving average of the weights, which the run samples and saves (0 = none; e.g. 0.995)",
 }
 CHOICES = {"model": TRAINABLE, "objective": OBJECTIVES, "nce_noise": NCE_NOISES}
 
@@ -613,7 +614,7 @@ def _train_loop(args, trainer: Trainer, data: Dataset, record: dict, done: int, 
         if not world.is_main:
             return
         extra = {"resumed_from": str(args.resume)} if args.resume else {}
-        save_model(trainer.model, out, info={**trainer.metadata(), **extra, "data": data.train.source, **record})
+        save_model(trainer.shown_model, out, info={**trainer.metadata(), **extra, "data": data.train.source, **record})
         say(f"{note}: saved {out} at step {trainer.state.step} ({len(trainer.state.events)} rollbacks)")
 
     arch = f"hidden {config.hidden}" if config.model in ("rbm", "mlp2d") else f"width {config.width}"

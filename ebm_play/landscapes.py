@@ -384,10 +384,11 @@ def train_config(**overrides) -> TrainConfig:
 
 # Per objective, what differs from the CD settings above. dsm: the ladder spans the square (σ_max
 # 1, about the distance between modes) down to below the data sets' own spread (0.03–0.06); the
-# ladder sampler's step at σ_min is 0.2 σ_min², NCSN's ratio, with 100 steps per level. nce:
+# ladder sampler's step at σ_min is 0.2 σ_min², NCSN's ratio, with 100 steps per level, and the
+# weights are averaged over about the last 200 updates (ema: benchmarks/objectives.py). nce:
 # uniform noise on the square (density 1/4), 4 noise points per data point.
 OBJECTIVE_SETTINGS: dict[str, dict] = {
-    "dsm": dict(objective="dsm", lr=2e-3, sigma_max=1.0, sigma_min=0.02, sigma_levels=10, ladder_step=8e-5),
+    "dsm": dict(objective="dsm", lr=2e-3, sigma_max=1.0, sigma_min=0.02, sigma_levels=10, ladder_step=8e-5, ema=0.995),
     "nce": dict(objective="nce", nce_noise="uniform", nce_ratio=4),
 }
 

@@ -237,9 +237,10 @@ class ImageViews:
         real, noise = self._probes_for(tr)
         buffer = tr.buffer.x if tr.buffer is not None else None  # only contrastive divergence keeps one
         probes = {"real": real, "buffer": None if buffer is None else buffer[: self.N_VIEW], "noise": noise}
-        tr.model.eval()  # no side effects (spectral-norm power iterations) from looking
-        energies = {k: tr.model(x).float().cpu().numpy() for k, x in probes.items() if x is not None}
-        tr.model.train()
+        model = tr.shown_model
+        model.eval()  # no side effects (spectral-norm power iterations) from looking
+        energies = {k: model(x).float().cpu().numpy() for k, x in probes.items() if x is not None}
+        model.train()
         self.last = time.monotonic()
         if buffer is None:
             return ImageView(step, None, fresh_img, fresh_step, energies, None)
@@ -293,7 +294,7 @@ class LandscapeViews:
         if self._show is None or self._shown_of != len(tr.data):  # new data: pick the points shown anew
             self._show = torch.randperm(len(tr.data), generator=torch.Generator().manual_seed(0))[: self.N_DATA]
             self._shown_of = len(tr.data)
-        model = tr.model
+        model = tr.shown_model
         model.eval()
         try:
             xs, ys, E = L.energy_grid(model, self.GRID)
@@ -585,8 +586,9 @@ class Run:
         meta = tr.metadata()
         meta.update(self.spec.info)
         meta["data"] = self.spec.source
-        self._arch = (tr.model.kind, dict(tr.model.config))  # a JEM of other data has its own number of classes
-        self._weights = ({k: v.detach().to("cpu", copy=True) for k, v in tr.model.state_dict().items()},
+        model = tr.shown_model
+        self._arch = (model.kind, dict(model.config))  # a JEM of other data has its own number of classes
+        self._weights = ({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
                          tr.state.step, meta)
 
     def _set_view(self, view) -> None:
@@ -814,7 +816,7 @@ class ObjectivesRun:
         report = sb.mode_report(self.modes, samples) if final and self.modes is not None else {}
         sides = {}
         for o, tr in sb.trainers.items():
-            model = tr.model.eval()
+            model = tr.shown_model.eval()
             try:
                 xs, ys, E = L.energy_grid(model, self.GRID)
                 sigma = float(tr.config.sigma_min) if o == "dsm" else None

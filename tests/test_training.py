@@ -6,6 +6,7 @@ import torch
 import ebm_play
 from ebm_play.errors import EBMError
 from ebm_play.metrics import auroc
+from ebm_play.runtime import make_generator
 from ebm_play.training import ReplayBuffer, cd_loss
 
 
@@ -382,3 +383,33 @@ def test_the_objective_and_ladder_are_fixed_during_a_run(digits):
         tr.update_config(objective="cd")
     assert tr.update_config(lr=1e-4, ladder_step=1e-4) == ["lr", "ladder_step"]
     assert tr.metadata()["samplers"]["ladder"]["step_size"] == 1e-4
+
+
+def test_the_moving_average_of_the_weights_is_what_a_run_samples_and_rolls_back(digits):
+    """ema = d: after each good update a ← d·a + (1 − d)·p, from the initial weights; the run samples
+    with the average, and a rollback takes the average back to its checkpoint too."""
+    tr = ebm_play.Trainer(small(objective="dsm", sigma_levels=3, ema=0.75, checkpoint_every=2), digits.x[:200],
+                          digits.y[:200])
+    expected = [p.detach().clone() for p in tr.model.parameters()]
+    at_checkpoint = None
+    for step in range(3):
+        tr.step()
+        expected = [0.75 * a + 0.25 * p.detach() for a, p in zip(expected, tr.model.parameters())]
+        at_checkpoint = expected if step == 1 else at_checkpoint
+    assert tr.shown_model is tr.ema is not tr.model
+    assert all(torch.allclose(a, e, atol=1e-6) for a, e in zip(tr.ema.parameters(), expected))
+    x = tr.fresh_samples(4, steps=3, seed=0)
+    ladder = ebm_play.samplers.SAMPLERS["ladder"]
+    options = {k: v for k, v in tr.config.fresh_sampler_options().items() if k != "steps"}
+    g = make_generator(0, "cpu")
+    x0 = torch.rand((4, 1, 28, 28), generator=g) * 2 - 1
+    *_, last = ladder(tr.ema.eval(), x0, 3, generator=g, **options)
+    assert torch.equal(x, last.x)
+    with torch.no_grad():
+        next(tr.model.parameters()).fill_(float("nan"))
+    assert tr.step()["rolled_back"]  # to the checkpoint of update 2
+    assert all(torch.allclose(a, e, atol=1e-6) for a, e in zip(tr.ema.parameters(), at_checkpoint))
+    plain = ebm_play.Trainer(small(), digits.x[:64], digits.y[:64])
+    assert plain.ema is None and plain.shown_model is plain.model
+    with pytest.raises(EBMError, match=r"ema must be in \[0, 1\)"):
+        small(ema=1.0)

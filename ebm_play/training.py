@@ -115,8 +115,8 @@ class TrainConfig:
     nce_noise: str | None = None
     nce_ratio: int = 1
     # Decay of an exponential moving average of the weights (0: none). With it the run shows,
-    # samples and saves the average, which smooths out the last updates' noise: on 8 Gaussians
-    # a dsm model's mode weights swing by ±0.03 from one update to the next without it.
+    # samples and saves the average, which smooths out the last updates' noise: without it, two
+    # dsm runs on 8 Gaussians stopped a few dozen updates apart had max mode errors 0.023 and 0.037.
     ema: float = 0.0
 
     def __post_init__(self):

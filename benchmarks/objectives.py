@@ -4,7 +4,7 @@ score matching (the `dsm` preset) on digits, and cd, dsm and nce on 2-D landscap
     python benchmarks/objectives.py [--minutes 1 2 5] [--data ../shared/data] [--n 500] [--seconds-2d 60]
                                     [--objectives cd dsm] [--skip digits|2d] [--samples-2d 10000]
                                     [--datasets-2d two_moons gaussians8 rings] [--seeds-2d 0]
-                                    [--objectives-2d cd dsm nce]
+                                    [--objectives-2d cd dsm nce] [--ema-2d 0]
 
 Digits: the two recipes train at the same time in two processes, one thread each, from fresh models
 and the same seed. At each checkpoint a run's training clock stops, 500 fresh chains from uniform
@@ -58,13 +58,13 @@ def digits_worker(objective: str, minutes: list[float], data_root: str | None, n
         queue.put((objective, budget, tr.state.step, q, time.perf_counter() - t))
 
 
-def twod_worker(name: str, objective: str, seed: int, seconds: float, n: int, queue) -> None:
+def twod_worker(name: str, objective: str, seed: int, seconds: float, n: int, overrides: dict, queue) -> None:
     """One objective on one 2-D data set for ``seconds`` of training, then its mode shares."""
     from ebm_play import landscapes as L
 
     torch.set_num_threads(1)
     data, labels = L.make_dataset(name, 2000, seed=0)
-    tr = L.SideBySide(data, (objective,), seed=seed).trainers[objective]
+    tr = L.SideBySide(data, (objective,), seed=seed, **overrides).trainers[objective]
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         tr.step()
@@ -97,8 +97,10 @@ def twod(args) -> None:
     """The 2-D part: every objective on every data set and seed, a table of largest mode-weight errors."""
     objectives = args.objectives_2d
     print(f"\n2-D: {args.seconds_2d:g} s of training per objective, {args.samples_2d:,} fresh samples each, "
-          f"seed(s) {' '.join(map(str, args.seeds_2d))}")
-    jobs = [(name, o, seed, args.seconds_2d, args.samples_2d)
+          f"seed(s) {' '.join(map(str, args.seeds_2d))}"
+          + ("" if args.ema_2d is None else f", weights' moving average {args.ema_2d:g} for every objective"))
+    overrides = {} if args.ema_2d is None else {"ema": args.ema_2d}
+    jobs = [(name, o, seed, args.seconds_2d, args.samples_2d, overrides)
             for name in args.datasets_2d for seed in args.seeds_2d for o in objectives]
     table = {}
     for name, objective, seed, steps, r in run_pairs(jobs, twod_worker):
@@ -123,6 +125,8 @@ def main():
     ap.add_argument("--datasets-2d", nargs="+", choices=DATASETS_2D, default=list(DATASETS_2D))
     ap.add_argument("--seeds-2d", nargs="+", type=int, default=[0], help="one 2-D run per seed")
     ap.add_argument("--objectives-2d", nargs="+", choices=list(RECIPES), default=list(RECIPES))
+    ap.add_argument("--ema-2d", type=float, default=None,
+                    help="the weights' moving average for every 2-D run (default: the Landscape's, 0.995 for dsm)")
     ap.add_argument("--skip", choices=["digits", "2d"], action="append", default=[], help="leave a part out")
     ap.add_argument("--objectives", nargs="+", choices=list(RECIPES), default=["cd", "dsm"],
                     help="digit recipes, run two at a time (default cd dsm)")

@@ -115,8 +115,8 @@ class TrainConfig:
     nce_noise: str | None = None
     nce_ratio: int = 1
     # Decay of an exponential moving average of the weights (0: none). With it the run shows,
-    # samples and saves the average, which smooths out the last updates' noise: without it, two
-    # dsm runs on 8 Gaussians stopped a few dozen updates apart had max mode errors 0.023 and 0.037.
+    # samples and saves the average, which smooths out the last updates' noise (a dsm model's mode
+    # weights on 8 Gaussians: benchmarks/objectives.py, README).
     ema: float = 0.0
 
     def __post_init__(self):

@@ -49,13 +49,14 @@ from urllib.parse import urlparse
 import _repo  # noqa: F401  (puts the repository on sys.path: `python benchmarks/<name>.py` works)
 from app_latency import start_app, wait_for_page
 
+sys.path.insert(0, str(_repo.ROOT / "tests"))
+from pads import MASK, SEVEN, stroke  # noqa: E402  (the browser tests' strokes: the same drawing measured)
+
 CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright never downloads a browser here
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
 VIEW = {"width": 1400, "height": 1100}
 CLK = os.sysconf("SC_CLK_TCK")
-SEVEN = [(0.28, 0.22), (0.72, 0.22), (0.55, 0.5), (0.45, 0.8)]  # fractions of the pad's picture
-MASK = [(0.15, 0.62), (0.85, 0.62), (0.85, 0.72), (0.15, 0.72), (0.15, 0.82), (0.85, 0.82)]
 STEPS = 64  # Sample steps
 COMPOSE_STEPS = 60
 QUIET_S = 3.5  # an action ends when its result shows and the page has sent nothing for this long: a
@@ -223,20 +224,6 @@ def open_tab(page, rec: Recorder, name: str) -> None:
     settle(page, rec, mark)
 
 
-def stroke(page, selector: str, points) -> None:
-    """One real mouse stroke through ``points`` (fractions of the pad's square, centred in its canvas)."""
-    canvas = page.locator(f"{selector} canvas").first
-    canvas.scroll_into_view_if_needed()
-    box = canvas.bounding_box()
-    side = min(box["width"], box["height"]) * 0.9
-    x0, y0 = box["x"] + (box["width"] - side) / 2, box["y"] + (box["height"] - side) / 2
-    page.mouse.move(x0 + points[0][0] * side, y0 + points[0][1] * side)
-    page.mouse.down()
-    for u, v in points[1:]:
-        page.mouse.move(x0 + u * side, y0 + v * side, steps=4)
-    page.mouse.up()
-
-
 BUSY = "(s) => [...document.querySelectorAll(s + ' .wrap.default')].some(w => !w.classList.contains('hide'))"
 
 
@@ -356,18 +343,19 @@ def draw_everywhere(page, rec: Recorder) -> list[dict]:
     open_tab(page, rec, "Sample")
     rows = [act(page, rec, "Sample: start from an image",
                 page.get_by_role("radio", name="an image (draw or upload)").check)]
-    rows.append(act(page, rec, "stroke: Sample start image", lambda: stroke(page, "#sample-start-pad", SEVEN)))
+    rows.append(act(page, rec, "stroke: Sample start image", lambda: stroke(page, "#sample-start-pad", SEVEN, steps=4)))
     open_tab(page, rec, "Compose")
     page.get_by_text("Sketch pad (for the sketch expert)").click()
     nap(page, 1)
-    rows.append(act(page, rec, "stroke: Compose sketch", lambda: stroke(page, "#compose-sketch", SEVEN)))
+    rows.append(act(page, rec, "stroke: Compose sketch", lambda: stroke(page, "#compose-sketch", SEVEN, steps=4)))
     for tab, prefix in (("Inpaint", "inpaint"), ("Denoise", "denoise"), ("OOD check", "ood"),
                         ("Classify (JEM)", "classify")):
         open_tab(page, rec, tab)
-        rows.append(act(page, rec, f"stroke: {tab} pad → preview", lambda p=prefix: stroke(page, f"#{p}-pad", SEVEN),
+        rows.append(act(page, rec, f"stroke: {tab} pad → preview",
+                        lambda p=prefix: stroke(page, f"#{p}-pad", SEVEN, steps=4),
                         changed(page, f"#{prefix}-note", "your drawing"), timeout=60))
         if prefix == "inpaint":
-            rows.append(act(page, rec, "stroke: Inpaint mask", lambda: stroke(page, "#inpaint-mask", MASK)))
+            rows.append(act(page, rec, "stroke: Inpaint mask", lambda: stroke(page, "#inpaint-mask", MASK, steps=4)))
     return rows
 
 

@@ -31,7 +31,7 @@ from .files import atomic_write, check_output
 from .images import OUTPUT_TYPES, load_images, save_images
 from .metrics import CLASSIFIER_UPDATES
 from .models import IMAGE_ENERGIES
-from .reproduce import PRESETS, run_info, settings_from_info
+from .reproduce import PRESETS, TRAIN_STEPS, run_info, settings_from_info
 from .objectives import ABOUT, NCE_NOISES, OBJECTIVES
 from .runtime import configure_threads, resolve_device
 from .training import Interrupted, TrainConfig, Trainer
@@ -340,7 +340,8 @@ def _model_commands(sub, fmt) -> None:
                               "Each process keeps its own replay buffer and draws its own batches (--batch-size is per "
                               "process);\ngradients are averaged, so the weights stay identical. Process 0 prints and "
                               "writes the file.")
-    p.add_argument("--steps", type=count, default=1000, metavar="N", help="updates to run (default 1000)")
+    p.add_argument("--steps", type=count, default=TRAIN_STEPS, metavar="N",
+                   help=f"updates to run (default {TRAIN_STEPS})")
     p.add_argument("--out", required=True, metavar="FILE", help="weights file to write (.safetensors)")
     _data_flags(p, train=True)
     p.add_argument("--log-every", type=positive_int, metavar="K", default=10, help="updates between progress lines (default 10)")

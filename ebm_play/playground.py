@@ -233,7 +233,7 @@ class Playground:
             label += f" on {reference.name}"
 
         def give(s: Session) -> None:
-            s.trained, s.trained_label, s.trained_data = model, label, reference
+            s.trained, s.trained_label = model, label
             s.choices["model"] = TRAINED_MODEL
 
         self.sessions.keep(self.sessions.get(sid), give)

@@ -42,12 +42,15 @@ def _landscape_preset() -> dict:
 PRESETS: dict[str, dict] = {**TRAIN_PRESETS, "landscape": _landscape_preset()}
 
 
+TRAIN_STEPS = 1000  # `python -m ebm_play train`'s --steps when none is given
+
+
 @dataclass
 class RunSettings:
     """Everything a training run is started with: the config, its length and its data."""
 
     config: TrainConfig
-    steps: int = 1000
+    steps: int = TRAIN_STEPS
     data: str | None = None  # what --data takes: a name or a path; None = MNIST from the default root
     labels_from_folders: bool = False
     held_out: float = HELD_OUT
@@ -117,7 +120,7 @@ def _best_preset(config: TrainConfig, preset: str | None) -> tuple[str | None, d
     return best
 
 
-def train_command(config: TrainConfig, data: Dataset | str | os.PathLike | None = None, steps: int = 1000,
+def train_command(config: TrainConfig, data: Dataset | str | os.PathLike | None = None, steps: int = TRAIN_STEPS,
                   out: str = "my.safetensors", preset: str | None = None, labels_from_folders: bool | None = None,
                   held_out: float | None = None) -> str:
     """The exact ``python -m ebm_play train …`` line that trains ``config`` on ``data`` for ``steps``
@@ -173,8 +176,8 @@ def settings_from_info(info: dict) -> RunSettings:
     old = re.fullmatch(r"MNIST train \((.+)\)", str(info.get("data", "")))  # files from before info["dataset"]
     if not data and old:
         arg = old.group(1)
-    steps = info.get("train_steps", 1000)
-    steps = steps if isinstance(steps, int) and steps > 0 else 1000
+    steps = info.get("train_steps", TRAIN_STEPS)
+    steps = steps if isinstance(steps, int) and steps > 0 else TRAIN_STEPS
     held = data.get("held_out_fraction") or HELD_OUT
     return RunSettings(config, steps, arg, bool(data.get("labels_from_folders")),
                        held if isinstance(held, float) and 0 < held <= 0.5 else HELD_OUT)
@@ -239,7 +242,7 @@ def settings_from_query(query: str | Mapping) -> RunSettings:
     data = extra.get("data") or None
     if data is not None and data not in NAMES:
         raise EBMError(f"data in a page address must be one of: {', '.join(NAMES)}")
-    steps = _value("steps", extra["steps"], int) if "steps" in extra else 1000
+    steps = _value("steps", extra["steps"], int) if "steps" in extra else TRAIN_STEPS
     if not 1 <= steps <= MAX_STEPS:
         raise EBMError(f"steps must be between 1 and {MAX_STEPS:,}, got {steps}")
     held = _value("held_out", extra["held_out"], float) if "held_out" in extra else HELD_OUT

@@ -48,7 +48,6 @@ class Session:
     runs: dict = field(default_factory=dict)  # kind ("image", "landscape") → the session's latest Run
     trained: EnergyModel | None = None  # a copy of a run's weights that the other tabs use
     trained_label: str = ""
-    trained_data: Dataset | None = None  # the held-out part of a person's own data the trained model learnt
     data: Dataset | None = None  # images the person uploaded (one set; the playground bounds all of them)
     choices: dict = field(default_factory=dict)  # small things the tabs remember (the current model, clicked points…)
     seen: float = field(default_factory=time.monotonic)

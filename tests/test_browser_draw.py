@@ -17,14 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
+from pads import MASK, SEVEN, stroke
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(180)]
 
-SEVEN = [(0.28, 0.22), (0.72, 0.22), (0.55, 0.5), (0.45, 0.8)]
 T = 30_000  # ms for each expectation: the first request of a tab builds its model's reference energies
-MASK = [(0.15, 0.62), (0.85, 0.62), (0.85, 0.72), (0.15, 0.72), (0.15, 0.82), (0.85, 0.82)]
 
 
 @pytest.fixture
@@ -32,20 +31,6 @@ def page(browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     page.set_default_timeout(30_000)
     return page
-
-
-def draw(page, pad_id: str, points: list[tuple[float, float]]) -> None:
-    """One stroke through ``points`` (fractions of the pad's 280×280 picture, centred in its canvas)."""
-    canvas = page.locator(f"#{pad_id} canvas").first
-    canvas.scroll_into_view_if_needed()
-    box = canvas.bounding_box()
-    side = min(box["width"], box["height"]) * 0.9
-    x0, y0 = box["x"] + (box["width"] - side) / 2, box["y"] + (box["height"] - side) / 2
-    page.mouse.move(x0 + points[0][0] * side, y0 + points[0][1] * side)
-    page.mouse.down()
-    for u, v in points[1:]:
-        page.mouse.move(x0 + u * side, y0 + v * side, steps=3)
-    page.mouse.up()
 
 
 def src(page, selector: str) -> str:
@@ -87,7 +72,7 @@ def test_classify_and_ood_check_of_a_drawing(page, url):
 
     # Classify: draw a 7, see what the model sees, get p(y|x) and an answer
     page.goto(url + "?tab=classify")
-    draw(page, "classify-pad", SEVEN)
+    stroke(page, "#classify-pad", SEVEN)
     settle(page, "#classify-preview")
     expect(page.locator("#classify-note")).to_contain_text("your drawing", timeout=T)
     page.locator("#classify-run").click()
@@ -100,7 +85,7 @@ def test_classify_and_ood_check_of_a_drawing(page, url):
 
     # OOD check: an hourglass scribble; then the batch AUROC of a built-in set
     page.get_by_role("tab", name="OOD check").click()
-    draw(page, "ood-pad", [(0.2, 0.2), (0.8, 0.8), (0.8, 0.2), (0.2, 0.8), (0.2, 0.2)])  # an hourglass
+    stroke(page, "#ood-pad", [(0.2, 0.2), (0.8, 0.8), (0.8, 0.2), (0.2, 0.8), (0.2, 0.2)])  # an hourglass
     settle(page, "#ood-preview")
     page.locator("#ood-run").click()
     expect(page.locator("#ood-verdict")).to_contain_text("distribution", timeout=T)
@@ -126,7 +111,7 @@ def test_inpaint_with_a_painted_mask_and_denoise_a_test_digit(page, url):
         return page.locator("#inpaint-result").inner_text()
 
     for _attempt in range(3):  # a late pad event can reset the mask pad under the stroke: then paint again
-        draw(page, "inpaint-mask", MASK)
+        stroke(page, "#inpaint-mask", MASK)
         page.locator("#inpaint-run").click()
         time.sleep(1)  # an error badge from the last attempt goes when the new run starts
         wait_until(lambda: "kept_exactly" in result_text() or "Error" in result_text(), 90, "the fills or an error")

@@ -14,6 +14,8 @@ import pytest
 from owndata import make_zip
 from test_browser import step_of, wait_until
 
+from ebm_play import ood
+
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(180)]
 T = 30_000  # ms for each expectation: the first check of a model builds its reference energies
 
@@ -60,4 +62,5 @@ def test_a_zip_of_glyphs_is_trained_on_sampled_and_judged_against_its_own_images
     page.locator("#ood-batch-run").click()
     expect(page.locator("#ood-batch-summary")).to_contain_text("against 3 held-out images of glyphs.zip")
     s = app.playground.sessions.all()
-    assert sum(x.trained_data is not None and x.trained_data.name == "glyphs.zip" for x in s) == 1
+    mine = [x.trained for x in s if x.trained is not None and x.trained_label.endswith(" on glyphs.zip")]
+    assert len(mine) == 1 and ood.scorer_for(mine[0]).reference_name == "held-out images of glyphs.zip"

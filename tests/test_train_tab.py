@@ -302,7 +302,7 @@ def test_the_command_box_is_the_engines_command_for_what_start_trains(v):
 
     line, link, note = T.reproduce(None, *form_args(v))
     cfg = T.form_config(*(v[f] for f in T.FIELDS), v["fresh_steps"], v["objective"])
-    assert line == train_command(cfg, None, v["max_steps"] or T.COMMAND_STEPS)
+    assert line == train_command(cfg, None, v["max_steps"] or T.TRAIN_STEPS)
     args = cli.build_parser().parse_args(line.split()[3:])
     assert cli.config_from_args(args) == cfg and args.data is None and args.steps == (v["max_steps"] or 1000)
     assert ("until you stop it" in note) == (v["max_steps"] == 0)

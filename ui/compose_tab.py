@@ -29,8 +29,7 @@ import weakref
 
 import gradio as gr
 
-from ebm_play import EBMError, settings
-from ebm_play import composition
+from ebm_play import EBMError, composition, settings
 from ebm_play.composition import MAX_WEIGHT, build_energy, evaluations
 from ebm_play.playground import TRAINED_MODEL, Playground
 from ebm_play.recording import MAX_FRAMES, ChainJob, Recording

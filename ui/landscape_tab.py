@@ -38,7 +38,7 @@ from ebm_play import landscapes as L
 from ebm_play.data import points_csv, points_from_csv
 from ebm_play.landscape_sampling import MAX_CHAINS, MAX_STEPS, Comparison, describe, sampler_options
 from ebm_play.playground import Playground
-from ebm_play.reproduce import train_command
+from ebm_play.reproduce import TRAIN_STEPS, train_command
 from ebm_play.runs import MAX_COMPARE_STEPS, MAX_PENDING_STEPS, ObjectivesRun, Run
 from ebm_play.runtime import job_threads
 
@@ -902,7 +902,6 @@ def _wire_objectives(pg: Playground, session, c: dict, o: dict) -> tuple:
 # --- your own points as a CSV file, and the command line of a run ----------------------------------------
 CSV_BYTES = 2**20  # an uploaded CSV of points: MAX_CUSTOM rows of "x,y" take about 200 KB
 POINTS_FILE = "my-points.csv"  # what "Download my points" writes and the command's --data names
-COMMAND_STEPS = 1000  # the command's --steps (Play trains until paused; the CLI's default)
 
 
 @endpoint(session=Session(), path=File(CSV_BYTES).named("points file"), show=Choices(SHOW_NAMES), seen=Kept())
@@ -942,12 +941,12 @@ def command(pg: Playground, dataset, lr, sampler_steps, step_size, noise, alpha,
     what it cannot reproduce."""
     cfg = L.train_config(lr=lr, sampler_steps=sampler_steps, step_size=step_size, noise=noise, alpha=alpha,
                          reinit=reinit, hidden=hidden, batch_size=batch_size, seed=seed)  # as _ensure_run makes it
-    line = train_command(cfg, POINTS_FILE if dataset == "custom" else dataset, COMMAND_STEPS,
+    line = train_command(cfg, POINTS_FILE if dataset == "custom" else dataset, TRAIN_STEPS,
                          "my-landscape.safetensors", preset="landscape")
     data = (f"Your points (clicked or uploaded) are not in the command: **Download my points** saves them as "
             f"`{POINTS_FILE}`, which `--data` reads back exactly. " if dataset == "custom"
             else f"`--data {dataset}` draws the same points as this page. ")
-    return line, (data + f"Play trains until you pause; the command runs {COMMAND_STEPS:,} updates. Settings "
+    return line, (data + f"Play trains until you pause; the command runs {TRAIN_STEPS:,} updates. Settings "
                   "changed while a run plays are not in it: it trains with these from the first update.")
 
 

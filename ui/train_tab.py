@@ -25,7 +25,7 @@ from ebm_play.data import load_dataset, model_for
 from ebm_play.images import grid
 from ebm_play.objectives import ABOUT
 from ebm_play.playground import Playground
-from ebm_play.reproduce import MAX_QUERY, RunSettings, settings_from_info, settings_from_query
+from ebm_play.reproduce import MAX_QUERY, TRAIN_STEPS, RunSettings, settings_from_info, settings_from_query
 from ebm_play.runs import ImageViews, Run
 from ebm_play.runtime import job_threads
 from ebm_play.training import LADDER_STEPS_PER_LEVEL, NOISE_KINDS, preset
@@ -216,13 +216,18 @@ def about(objective: str) -> str:
     return f"{ABOUT[objective]}{note}"
 
 
+def kind_choices(objective: str) -> list[tuple[str, str]]:
+    """The model kinds ``objective`` trains, as the Model kind dropdown lists them."""
+    return [(KIND_NAMES[k], k) for k in KINDS_FOR[objective]]
+
+
 @endpoint(objective=Choice(OBJECTIVE_NAMES).named("objective"), kind=Choice(DEFAULT_WIDTH).named("model kind"))
 def objective_changed(pg: Playground, objective, kind) -> tuple:
     """The model kinds the objective trains (a kind it cannot train falls back to CNN, with its
     width), its explanation, and its fresh-sample defaults."""
     kinds = KINDS_FOR[objective]
     new = kind if kind in kinds else kinds[0]
-    return (gr.Dropdown(choices=[(KIND_NAMES[k], k) for k in kinds], value=new),
+    return (gr.Dropdown(choices=kind_choices(objective), value=new),
             gr.skip() if new == kind else DEFAULT_WIDTH[new], about(objective), FRESH_EVERY[objective], 0)
 
 
@@ -249,7 +254,6 @@ def inspect_resume(pg: Playground, path) -> tuple:
 
 
 # --- reproduce a run: its command line, a link that opens the page with it, a file's settings ------------
-COMMAND_STEPS = 1000  # the command's --steps while the form says "never" (the CLI's own default)
 FILL_FIELDS = [*PRESET_FIELDS, "fresh_steps"]  # what a page address or a weights file fills
 RUN_SPECS = dict(fresh_steps=Whole(0, 10_000).named("fresh-sample steps"),
                  max_steps=Whole(0, 10_000_000).named("stop after"), objective=Choice(OBJECTIVE_NAMES).named("objective"))
@@ -328,7 +332,7 @@ def address_values(query: Mapping) -> tuple[dict, list[str]]:
 
 def page_query(cfg: ebm_play.TrainConfig, max_steps: int) -> str:
     """The page-address query that opens the Train tab with ``cfg`` (``steps`` only when the run stops)."""
-    q = RunSettings(cfg, max_steps or COMMAND_STEPS).query()
+    q = RunSettings(cfg, max_steps or TRAIN_STEPS).query()
     pairs = [(k, v) for k, v in parse_qsl(q.lstrip("?"), keep_blank_values=True) if max_steps or k != "steps"]
     return "?" + urlencode([("tab", "train"), *pairs], safe=",")
 
@@ -354,15 +358,15 @@ def reproduce(pg: Playground, kind, width, digits, batch_size, sampler_steps, st
         return f"# not a run yet: {e}", "", ""
     own = pg.own_data(session) if session else None
     if own is not None:  # every picture is trained on (the digit choice is for MNIST)
-        run = RunSettings(dataclasses.replace(cfg, classes=None), max_steps or COMMAND_STEPS, own.arg,
+        run = RunSettings(dataclasses.replace(cfg, classes=None), max_steps or TRAIN_STEPS, own.arg,
                           own.labels_from_folders, own.held_out)
         data = f"Trains on your images: put `{own.arg}` (sha256 `{own.hash[:12]}`) beside the command. "
     else:
-        run = RunSettings(cfg, max_steps or COMMAND_STEPS)
+        run = RunSettings(cfg, max_steps or TRAIN_STEPS)
         data = "Trains on MNIST as this page does (under `$EBM_PLAY_DATA` or `./data`, else the 10,000 bundled digits). "
     command = run.command()
     note = (data
-            + ("" if max_steps else f"The page trains until you stop it; the command runs {COMMAND_STEPS:,} updates "
+            + ("" if max_steps else f"The page trains until you stop it; the command runs {TRAIN_STEPS:,} updates "
                                     "(set *Stop after* to choose). ")
             + "A run that resumes a file: add `--resume FILE`.")
     return command, page_address(request) + page_query(cfg, max_steps), note
@@ -378,7 +382,7 @@ def from_address(pg: Playground, request: gr.Request = None) -> list:
         return [gr.skip()] * (len(FILL_FIELDS) + 2)
     out = [values.get(f, gr.skip()) for f in [*FILL_FIELDS, "max_steps"]]
     if values:
-        out[0] = gr.Dropdown(choices=[(KIND_NAMES[k], k) for k in KINDS_FOR[values["objective"]]], value=values["kind"])
+        out[0] = gr.Dropdown(choices=kind_choices(values["objective"]), value=values["kind"])
     if notes:
         gr.Warning("Page address: " + "; ".join(notes)[:300])
     note = ("Settings from the page address." if values else "") + "".join(f"  \n⚠ {html.escape(n)}" for n in notes)
@@ -406,7 +410,7 @@ def fill_from_file(pg: Playground, path) -> list:
     where = "" if s.data in (None, "mnist") else f" It was trained on {s.data}; this tab trains on MNIST digits."
     lost = f" Not in this form, so at their defaults: {', '.join(other)}." if other else ""
     out = [values[f] for f in FILL_FIELDS]
-    out[0] = gr.Dropdown(choices=[(KIND_NAMES[k], k) for k in KINDS_FOR[values["objective"]]], value=values["kind"])
+    out[0] = gr.Dropdown(choices=kind_choices(values["objective"]), value=values["kind"])
     return [*out, f"{note} Its training settings are filled in.{where}{lost}"]
 
 
@@ -652,6 +656,11 @@ def data_markdown(d) -> str:
     return "\n".join(lines)
 
 
+def data_view(d) -> tuple[str, str]:
+    """(preview picture, counts) of an uploaded set, as the Your images block shows them."""
+    return picture(grid(d.preview(PREVIEW), nrow=8, scale=2)), data_markdown(d)
+
+
 @endpoint(session=Session(), file=File(DATA_LIMITS.max_file_bytes).named("your images"),
           labels_from_folders=Flag().named("labels from folders"))
 def data_upload(pg: Playground, session, file=None, labels_from_folders=True) -> tuple:
@@ -665,7 +674,7 @@ def data_upload(pg: Playground, session, file=None, labels_from_folders=True) ->
         d = load_dataset(file, DATA_LIMITS, labels_from_folders=labels_from_folders, kinds=("zip", "npz"))
     d = dataclasses.replace(d, name=name, arg=name, source=f"your images {name}")
     pg.hold_data(session, d)
-    return picture(grid(d.preview(PREVIEW), nrow=8, scale=2)), data_markdown(d)
+    return data_view(d)
 
 
 @endpoint(session=Session())
@@ -681,7 +690,7 @@ def data_shown(pg: Playground, session) -> tuple:
     s = pg.sessions.peek(session)
     if s is None or s.data is None:
         return gr.skip(), gr.skip()
-    return picture(grid(s.data.preview(PREVIEW), nrow=8, scale=2)), data_markdown(s.data)
+    return data_view(s.data)
 
 
 def _data_block(pg: Playground) -> dict:
@@ -718,7 +727,7 @@ def _settings_column(pg: Playground) -> dict:
         c["nce"] = gr.Button("Preset: noise-contrastive (NCE)", size="sm")
     c["objective"] = gr.Radio(OBJECTIVES, value=p["objective"], label="Training objective", elem_id="train-objective")
     c["about"] = gr.Markdown(about(p["objective"]), elem_id="train-objective-about")
-    c["kind"] = gr.Dropdown([(KIND_NAMES[k], k) for k in KINDS_FOR[p["objective"]]], value=p["kind"], label="Model kind")
+    c["kind"] = gr.Dropdown(kind_choices(p["objective"]), value=p["kind"], label="Model kind")
     c["width"] = gr.Number(p["width"], precision=0, label="Width", info="CNN/JEM channels c; RBM hidden units")
     c["digits"] = gr.CheckboxGroup([(str(d), d) for d in DIGITS], value=p["digits"], label="Digits to train on")
     with gr.Row():

@@ -317,6 +317,29 @@ def on(trigger: Callable, fn: Callable, pg, inputs=None, outputs=None, **kw):
     return trigger(handler(fn, pg), inputs, outputs, **kw)
 
 
+# --- the last word of a page wins ---------------------------------------------------------------------
+NEWER = Whole(0, 10**9, optional=True).named("newer calls")  # sent by the page: see on_changes
+# A fill of several fields (a preset, the page address) fires one change each, and the page sends them
+# at once: gradio checks trigger_mode before it reads the inputs, so "always_last" does not hold the
+# later calls back, the first carries only some of the new values, and its answer can come back last.
+# So each call waits SETTLE_MS in the page, then says how many calls of the same event the page sent
+# meanwhile; the event answers nothing when there were any (the newest call answers).
+SETTLE_MS = 100
+NEWER_JS = """async (...v) => {{
+  const c = (window.ebmCalls ??= {{}}), n = (c[{key!r}] = (c[{key!r}] || 0) + 1);
+  await new Promise((r) => setTimeout(r, {ms}));
+  return [...v.slice(0, -1), c[{key!r}] - n];
+}}"""
+
+
+def on_changes(fields: Sequence, fn: Callable, pg, inputs: list, outputs: list, **kw):
+    """Wire ``fn`` to the change of every one of ``fields``; its last input is :data:`NEWER`: the
+    calls of this event the page sent after this one (``fn`` answers with ``gr.skip()`` then)."""
+    newer = gr.Number(None, visible=False)
+    return on(functools.partial(gr.on, [f.change for f in fields]), fn, pg, [*inputs, newer], outputs,
+              js=NEWER_JS.format(key=fn.__name__, ms=SETTLE_MS), trigger_mode="always_last", **kw)
+
+
 def api(fn: Callable, pg, api_name: str, **kw):
     """An API-only endpoint (no component), from the function's signature."""
     return gr.api(handler(fn, pg), api_name=api_name, **kw)

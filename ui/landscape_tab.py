@@ -22,7 +22,6 @@ the last comparison for its GIF) lives in its ``choices``.
 
 from __future__ import annotations
 
-import functools
 import html
 import secrets
 import time
@@ -44,6 +43,7 @@ from ebm_play.runtime import job_threads
 
 from . import landscape_view as V
 from .boundary import (
+    NEWER,
     PRIVATE,
     AnySession,
     Choice,
@@ -59,6 +59,7 @@ from .boundary import (
     api,
     endpoint,
     on,
+    on_changes,
 )
 from .common import fmt, picture
 
@@ -934,11 +935,13 @@ def points_download(pg: Playground, session) -> str:
     return str(part.replace(folder / POINTS_FILE))
 
 
-@endpoint(**CONFIG_SPECS)
+@endpoint(**CONFIG_SPECS, newer=NEWER)
 def command(pg: Playground, dataset, lr, sampler_steps, step_size, noise, alpha, reinit, hidden, batch_size,
-            seed) -> tuple[str, str]:
+            seed, newer=None) -> tuple[str, str]:
     """The exact ``python -m ebm_play train …`` line for Play's settings on the chosen data set, and
-    what it cannot reproduce."""
+    what it cannot reproduce; nothing when the page has sent a newer call (``boundary.on_changes``)."""
+    if newer:
+        return gr.skip(), gr.skip()
     cfg = L.train_config(lr=lr, sampler_steps=sampler_steps, step_size=step_size, noise=noise, alpha=alpha,
                          reinit=reinit, hidden=hidden, batch_size=batch_size, seed=seed)  # as _ensure_run makes it
     line = train_command(cfg, POINTS_FILE if dataset == "custom" else dataset, TRAIN_STEPS,
@@ -1012,8 +1015,7 @@ def _command_block(c: dict) -> dict:
 
 def _wire_own(pg: Playground, session, c: dict, p: dict, r: dict, poll_inputs: list, view: list) -> None:
     settings = [c[k] for k in SETTINGS]
-    on(functools.partial(gr.on, [x.change for x in settings]), command, pg, settings, [r["command"], r["note"]],
-       trigger_mode="always_last", **QUICK)  # as train_tab._wire_reproduce: no change of a fill dropped
+    on_changes(settings, command, pg, settings, [r["command"], r["note"]], **QUICK)
     seen = poll_inputs[3]
     on(p["file"].upload, upload_points, pg, [session, p["file"], c["show"], seen], [c["dataset"], p["note"], *view],
        **PRIVATE)

@@ -8,7 +8,6 @@ published and sends only what changed since this page last looked.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import html
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,7 +31,23 @@ from ebm_play.training import LADDER_STEPS_PER_LEVEL, NOISE_KINDS, preset
 from ebm_play.training import PRESETS as ENGINE_PRESETS
 from ebm_play.weights import UPLOAD_LIMITS, read_metadata
 
-from .boundary import PRIVATE, AnySession, Choice, Choices, File, Flag, Kept, Number, Session, Whole, api, endpoint, on
+from .boundary import (
+    NEWER,
+    PRIVATE,
+    AnySession,
+    Choice,
+    Choices,
+    File,
+    Flag,
+    Kept,
+    Number,
+    Session,
+    Whole,
+    api,
+    endpoint,
+    on,
+    on_changes,
+)
 from .common import fmt, histogram_frame, long_frame, picture, plot_value, thin
 
 KINDS = [("CNN EBM", "cnn"), ("JEM (classifier + EBM)", "jem"), ("RBM", "rbm")]
@@ -344,13 +359,15 @@ def page_address(request: gr.Request | None) -> str:
     return ref.split("#")[0].split("?")[0] if ok else ""
 
 
-@endpoint(**CONFIG_SPECS, **RUN_SPECS, session=AnySession())
+@endpoint(**CONFIG_SPECS, **RUN_SPECS, session=AnySession(), newer=NEWER)
 def reproduce(pg: Playground, kind, width, digits, batch_size, sampler_steps, step_size, noise, alpha, lr, buffer_size,
-              reinit, seed, fresh_steps=0, max_steps=0, objective="cd", session=None,
+              reinit, seed, fresh_steps=0, max_steps=0, objective="cd", session=None, newer=None,
               request: gr.Request = None) -> tuple:
     """The exact ``python -m ebm_play train …`` line for the form's settings and the session's data
     (its uploaded images, else MNIST), a link that opens the page with them, and what the command
-    cannot know."""
+    cannot know; nothing when the page has sent a newer call (``boundary.on_changes``)."""
+    if newer:
+        return gr.skip(), gr.skip(), gr.skip()
     try:
         cfg = form_config(kind, width, digits, batch_size, sampler_steps, step_size, noise, alpha, lr, buffer_size,
                           reinit, seed, fresh_steps, objective)
@@ -370,6 +387,7 @@ def reproduce(pg: Playground, kind, width, digits, batch_size, sampler_steps, st
                                     "(set *Stop after* to choose). ")
             + "A run that resumes a file: add `--resume FILE`.")
     return command, page_address(request) + page_query(cfg, max_steps), note
+
 
 
 @endpoint()
@@ -812,14 +830,12 @@ def _reproduce_block(pg: Playground) -> dict:
 
 
 def _wire_reproduce(pg: Playground, session, c: dict, data_info) -> list:
-    """The command and link follow every setting and the session's data (cheap: no queue); returns
+    """The command and link follow every setting and the session's data (cheap: no queue; the page's
+    last call wins: ``boundary.on_changes``); returns
     the outputs of the page address's fill, for the app's load event."""
     inputs = [*(c[f] for f in FIELDS), c["fresh_steps"], c["max_steps"], c["objective"], session]
-    triggers = [c[f].change for f in [*FIELDS, "fresh_steps", "max_steps", "objective"]] + [data_info.change]
-    # always_last: a fill that changes several fields at once fires several changes; gr.on's default
-    # ("once") drops those that arrive while the first is pending, and the command would miss them
-    on(functools.partial(gr.on, triggers), reproduce, pg, inputs, [c["command"], c["link"], c["command_note"]],
-       queue=False, trigger_mode="always_last", **PRIVATE)
+    fields = [*(c[f] for f in [*FIELDS, "fresh_steps", "max_steps", "objective"]), data_info]
+    on_changes(fields, reproduce, pg, inputs, [c["command"], c["link"], c["command_note"]], queue=False, **PRIVATE)
     return [*(c[f] for f in FILL_FIELDS), c["max_steps"], c["address_note"]]
 
 

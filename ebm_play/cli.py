@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -539,11 +540,13 @@ def _train(args, config_names: list[str], world: distributed.World, device: torc
     trainer = Trainer(config, data.train.x, data.train.y, model=model, device=device, start_step=done)
     record = run_info(config, data, done + args.steps)
     stop = StopRequests()
-    with stop.installed():  # until the trainer is closed: a late Ctrl-C must not land in its teardown
+    with stop.installed():  # until the run's objects are gone: a late Ctrl-C must not land in their teardown
         try:
             return _train_loop(args, trainer, data, record, done, world, stop)
         finally:
             trainer.close()  # DDP must go before the process group does
+            del trainer, model, data  # freed here, not on return (torch's weakref callbacks run then)
+            gc.collect()
 
 
 class StopRequests:
